@@ -1,0 +1,1 @@
+//! IMF Noise session handshake (being written).

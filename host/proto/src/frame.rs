@@ -1,0 +1,649 @@
+//! IMF v1 frames: one JSON object per frame, `{"v":1,"type":"…",…}`. See `docs/protocol.md` for each type.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::{DecodeError, EnvelopeId, ErrorCode, Limits, PROTOCOL_VERSION};
+
+/// One IMF frame: the version and a typed body. The body's `type` tag and fields sit at the top level of the JSON.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Frame {
+    /// Protocol version; always [`PROTOCOL_VERSION`] for frames this crate builds.
+    pub v: u32,
+    /// The frame's type and fields.
+    #[serde(flatten)]
+    pub body: FrameBody,
+}
+
+/// Every frame type of IMF v1. Unknown types are rejected with [`ErrorCode::UnknownType`] (the connection stays).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum FrameBody {
+    // ----- client -> relay -----
+    /// Send an envelope to a user (all of their devices, and the sender's other devices).
+    Send(Send),
+    /// Acknowledge deliveries; the relay removes them from this device's queue.
+    Ack(Ack),
+    /// Ask for the presence of some users (answered with one `presence` frame each, for contacts only).
+    #[serde(rename = "presence.query")]
+    PresenceQuery(PresenceQuery),
+    /// Begin enabling TOTP: the relay answers with `totp.secret`.
+    #[serde(rename = "totp.setup")]
+    TotpSetup(Request),
+    /// Confirm the pending TOTP secret with a current code; TOTP is then required at login.
+    #[serde(rename = "totp.confirm")]
+    TotpConfirm(TotpCode),
+    /// Disable TOTP, proving possession with a current code.
+    #[serde(rename = "totp.disable")]
+    TotpDisable(TotpCode),
+    /// Revoke this session's token; the relay answers `ok` and closes.
+    Logout(Request),
+    /// Liveness check; answered with `pong`.
+    Ping(Request),
+
+    // ----- both directions -----
+    /// Client -> relay: set own status. Relay -> client: a contact's status.
+    Presence(Presence),
+    /// Client -> relay: typing state towards `to`. Relay -> client: typing state of `from`.
+    Typing(Typing),
+    /// Client -> relay: delivery/read receipt for envelopes from `to`. Relay -> client: a receipt from `from`,
+    /// queued and acked like a delivery.
+    Receipt(Receipt),
+
+    // ----- relay -> client -----
+    /// First frame after a successful handshake.
+    Welcome(Welcome),
+    /// An envelope for this device. Ack it once it is stored.
+    Deliver(Deliver),
+    /// The relay has durably stored a `send` or `receipt`: it will not be lost.
+    Accepted(Accepted),
+    /// Everything queued for this device at connect time has been pushed.
+    Drained(Request),
+    /// The answer to `totp.setup`.
+    #[serde(rename = "totp.secret")]
+    TotpSecret(TotpSecret),
+    /// A request succeeded.
+    Ok(Request),
+    /// The answer to `ping`.
+    Pong(Request),
+    /// A request failed, or the connection is about to close.
+    Error(ErrorFrame),
+}
+
+/// The frame types of IMF v1, as they appear in `type`.
+pub const FRAME_TYPES: &[&str] = &[
+    "send", "ack", "presence.query", "totp.setup", "totp.confirm", "totp.disable", "logout", "ping", "presence",
+    "typing", "receipt", "welcome", "deliver", "accepted", "drained", "totp.secret", "ok", "pong", "error",
+];
+
+/// Whom an envelope is for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Recipient {
+    /// A user, by name: every device of theirs.
+    #[serde(rename = "to")]
+    User(String),
+}
+
+impl Recipient {
+    /// The user name, for a user recipient.
+    pub fn user(&self) -> &str {
+        match self {
+            Recipient::User(u) => u,
+        }
+    }
+}
+
+/// Opaque payload bytes, base64 (standard alphabet, padded) on the wire. The relay never looks inside.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct Payload(pub Vec<u8>);
+
+impl From<Vec<u8>> for Payload {
+    fn from(v: Vec<u8>) -> Self {
+        Payload(v)
+    }
+}
+
+impl std::fmt::Debug for Payload {
+    // Never print payload bytes: they may be message content.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Payload({} bytes)", self.0.len())
+    }
+}
+
+impl Serialize for Payload {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&B64.encode(&self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for Payload {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        B64.decode(s.as_bytes()).map(Payload).map_err(|_| serde::de::Error::custom("data is not valid base64"))
+    }
+}
+
+/// `send`: an envelope from this device.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Send {
+    /// The envelope id (a ULID chosen by the sender; a resend with the same id is accepted once).
+    pub id: EnvelopeId,
+    /// The recipient.
+    #[serde(flatten)]
+    pub to: Recipient,
+    /// The outer content type: [`crate::mime::E2E`], or [`crate::mime::PLAIN_CONTENT`] before E2E.
+    pub mime: String,
+    /// The opaque payload.
+    pub data: Payload,
+}
+
+/// `deliver`: an envelope for this device.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Deliver {
+    /// The envelope id, as the sender chose it.
+    pub id: EnvelopeId,
+    /// The sending user.
+    pub from: String,
+    /// The sending device.
+    pub from_device: String,
+    /// The recipient user.
+    pub to: String,
+    /// When the relay accepted the envelope (Unix milliseconds).
+    pub ts: u64,
+    /// The outer content type.
+    pub mime: String,
+    /// The opaque payload.
+    pub data: Payload,
+}
+
+/// `ack`: deliveries this device has stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Ack {
+    /// The envelope ids.
+    pub ids: Vec<EnvelopeId>,
+}
+
+/// `accepted`: the relay stored an envelope durably.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Accepted {
+    /// The envelope id from the `send` or `receipt`.
+    pub id: EnvelopeId,
+    /// True when the relay had already accepted this id (a resend); nothing was queued twice.
+    #[serde(default)]
+    pub duplicate: bool,
+    /// When the relay accepted the envelope (Unix milliseconds).
+    pub ts: u64,
+}
+
+/// A user's status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Connected and available.
+    Online,
+    /// Connected, away.
+    Away,
+    /// No device connected (or appearing offline).
+    Offline,
+}
+
+impl Status {
+    /// The status as it appears on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Online => "online",
+            Status::Away => "away",
+            Status::Offline => "offline",
+        }
+    }
+}
+
+impl std::str::FromStr for Status {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "online" => Ok(Status::Online),
+            "away" => Ok(Status::Away),
+            "offline" => Ok(Status::Offline),
+            other => Err(format!("unknown status {other:?}; use online, away or offline")),
+        }
+    }
+}
+
+/// `presence`: own status (client -> relay, `user` absent) or a contact's (relay -> client).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Presence {
+    /// Whose presence (relay -> client only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// The status.
+    pub status: Status,
+    /// Last time a device of this user was connected (Unix ms), when offline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_seen: Option<u64>,
+}
+
+/// `presence.query`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PresenceQuery {
+    /// The users asked about.
+    pub users: Vec<String>,
+}
+
+/// `typing`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Typing {
+    /// Towards whom (client -> relay).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+    /// Who is typing (relay -> client).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// Typing now, or stopped.
+    pub active: bool,
+}
+
+/// The kind of a receipt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReceiptKind {
+    /// The envelopes reached a device of the recipient.
+    Delivered,
+    /// The recipient displayed them.
+    Read,
+}
+
+/// `receipt`: routed and queued like an envelope; it has its own id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Receipt {
+    /// The receipt's own envelope id.
+    pub id: EnvelopeId,
+    /// Recipient of the receipt: the original sender (client -> relay).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+    /// Who sent the receipt (relay -> client).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// The envelopes it is about.
+    pub refs: Vec<EnvelopeId>,
+    /// Delivered or read.
+    pub kind: ReceiptKind,
+    /// When the relay accepted it (relay -> client).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ts: Option<u64>,
+}
+
+/// A frame with only an optional request id, echoed as `ref` in the answer.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Request {
+    /// Request id chosen by the sender (at most 64 characters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// For answers: the id of the request answered.
+    #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+}
+
+/// `totp.confirm` / `totp.disable`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TotpCode {
+    /// Request id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// The current six-digit code.
+    pub code: String,
+}
+
+/// `totp.secret`.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TotpSecret {
+    /// The shared secret, base32 (RFC 4648, no padding).
+    pub secret: String,
+    /// An `otpauth://` URI for authenticator apps.
+    pub uri: String,
+}
+
+impl std::fmt::Debug for TotpSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TotpSecret(..)")
+    }
+}
+
+/// `welcome`: the session is authenticated.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub struct Welcome {
+    /// The account's user name.
+    pub user: String,
+    /// This device's id.
+    pub device: String,
+    /// A new session token (only after a password login or registration). Keep it secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// When the token expires (Unix ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_expires: Option<u64>,
+    /// Envelopes waiting in this device's queue.
+    pub queued: u64,
+    /// The relay's clock (Unix ms).
+    pub server_time: u64,
+}
+
+impl std::fmt::Debug for Welcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Welcome")
+            .field("user", &self.user)
+            .field("device", &self.device)
+            .field("token", &self.token.as_ref().map(|_| "<secret>"))
+            .field("queued", &self.queued)
+            .finish()
+    }
+}
+
+/// `error`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorFrame {
+    /// The stable machine-readable code.
+    pub code: ErrorCode,
+    /// A human-readable explanation that says what to do.
+    pub message: String,
+    /// The id of the frame that caused it, when known.
+    #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+    /// For rate limits and lockouts: when to try again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<u64>,
+}
+
+impl ErrorFrame {
+    /// An error frame with a code and message.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        ErrorFrame { code, message: message.into(), reference: None, retry_after_ms: None }
+    }
+}
+
+impl Frame {
+    /// A v1 frame with this body.
+    pub fn new(body: FrameBody) -> Self {
+        Frame { v: PROTOCOL_VERSION, body }
+    }
+
+    /// An `error` frame.
+    pub fn error(code: ErrorCode, message: impl Into<String>) -> Self {
+        Frame::new(FrameBody::Error(ErrorFrame::new(code, message)))
+    }
+
+    /// Encode as JSON.
+    pub fn encode(&self) -> String {
+        // Serialising these types cannot fail: every map key is a string and no Serialize impl errors.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// The frame's `type` as on the wire.
+    pub fn type_name(&self) -> &'static str {
+        match &self.body {
+            FrameBody::Send(_) => "send",
+            FrameBody::Ack(_) => "ack",
+            FrameBody::PresenceQuery(_) => "presence.query",
+            FrameBody::TotpSetup(_) => "totp.setup",
+            FrameBody::TotpConfirm(_) => "totp.confirm",
+            FrameBody::TotpDisable(_) => "totp.disable",
+            FrameBody::Logout(_) => "logout",
+            FrameBody::Ping(_) => "ping",
+            FrameBody::Presence(_) => "presence",
+            FrameBody::Typing(_) => "typing",
+            FrameBody::Receipt(_) => "receipt",
+            FrameBody::Welcome(_) => "welcome",
+            FrameBody::Deliver(_) => "deliver",
+            FrameBody::Accepted(_) => "accepted",
+            FrameBody::Drained(_) => "drained",
+            FrameBody::TotpSecret(_) => "totp.secret",
+            FrameBody::Ok(_) => "ok",
+            FrameBody::Pong(_) => "pong",
+            FrameBody::Error(_) => "error",
+        }
+    }
+
+    /// Decode and validate one frame from untrusted bytes. Never panics; every failure is a typed
+    /// [`DecodeError`] whose [`DecodeError::code`] is what the peer is told.
+    pub fn decode(bytes: &[u8], limits: &Limits) -> Result<Frame, DecodeError> {
+        if bytes.len() > limits.max_frame_bytes {
+            return Err(DecodeError::FrameTooLarge { size: bytes.len(), limit: limits.max_frame_bytes });
+        }
+        let text = std::str::from_utf8(bytes).map_err(|_| DecodeError::InvalidUtf8)?;
+        match serde_json::from_str::<Frame>(text) {
+            Ok(frame) if frame.v != PROTOCOL_VERSION => {
+                Err(DecodeError::UnsupportedVersion(Some(u64::from(frame.v))))
+            }
+            Ok(frame) => {
+                frame.validate(limits)?;
+                Ok(frame)
+            }
+            Err(err) => Err(diagnose(text, err)),
+        }
+    }
+
+    /// Check field-level rules that serde cannot express: lengths, counts, name syntax.
+    pub fn validate(&self, limits: &Limits) -> Result<(), DecodeError> {
+        let ids = |field: &'static str, n: usize| {
+            if n == 0 || n > limits.max_ids_per_frame {
+                Err(DecodeError::InvalidField {
+                    field,
+                    reason: format!("must hold 1 to {} ids", limits.max_ids_per_frame),
+                })
+            } else {
+                Ok(())
+            }
+        };
+        let payload = |p: &Payload| {
+            if p.0.len() > limits.max_payload_bytes {
+                Err(DecodeError::PayloadTooLarge { size: p.0.len(), limit: limits.max_payload_bytes })
+            } else {
+                Ok(())
+            }
+        };
+        let name = |field: &'static str, n: &str| validate_user_name(n, limits).map_err(|reason| DecodeError::InvalidField { field, reason });
+        let opt_name = |field: &'static str, n: &Option<String>| n.as_deref().map_or(Ok(()), |n| name(field, n));
+        let mime = |m: &str| {
+            if m.is_empty() || m.len() > 255 || !m.is_ascii() {
+                Err(DecodeError::InvalidField { field: "mime", reason: "must be 1 to 255 ASCII characters".into() })
+            } else {
+                Ok(())
+            }
+        };
+        let request = |id: &Option<String>| match id {
+            Some(id) if id.len() > 64 => {
+                Err(DecodeError::InvalidField { field: "id", reason: "request ids are at most 64 characters".into() })
+            }
+            _ => Ok(()),
+        };
+        match &self.body {
+            FrameBody::Send(s) => {
+                name("to", s.to.user())?;
+                mime(&s.mime)?;
+                payload(&s.data)
+            }
+            FrameBody::Deliver(d) => {
+                name("from", &d.from)?;
+                name("to", &d.to)?;
+                mime(&d.mime)?;
+                payload(&d.data)
+            }
+            FrameBody::Ack(a) => ids("ids", a.ids.len()),
+            FrameBody::Receipt(r) => {
+                opt_name("to", &r.to)?;
+                opt_name("from", &r.from)?;
+                ids("refs", r.refs.len())
+            }
+            FrameBody::PresenceQuery(q) => {
+                ids("users", q.users.len())?;
+                q.users.iter().try_for_each(|u| name("users", u))
+            }
+            FrameBody::Presence(p) => opt_name("user", &p.user),
+            FrameBody::Typing(t) => {
+                opt_name("to", &t.to)?;
+                opt_name("from", &t.from)
+            }
+            FrameBody::TotpConfirm(c) | FrameBody::TotpDisable(c) => {
+                request(&c.id)?;
+                if c.code.len() > 10 {
+                    return Err(DecodeError::InvalidField { field: "code", reason: "too long".into() });
+                }
+                Ok(())
+            }
+            FrameBody::TotpSetup(r)
+            | FrameBody::Logout(r)
+            | FrameBody::Ping(r)
+            | FrameBody::Drained(r)
+            | FrameBody::Ok(r)
+            | FrameBody::Pong(r) => request(&r.id),
+            FrameBody::Welcome(_) | FrameBody::Accepted(_) | FrameBody::TotpSecret(_) | FrameBody::Error(_) => Ok(()),
+        }
+    }
+}
+
+/// User names: 1 to `max_name_len` characters of `a-z 0-9 . _ -`, starting with a letter or digit. Lower case only,
+/// so that two accounts can never differ by case alone.
+pub fn validate_user_name(name: &str, limits: &Limits) -> Result<(), String> {
+    let ok_char = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-');
+    if name.is_empty() || name.len() > limits.max_name_len {
+        return Err(format!("user names are 1 to {} characters", limits.max_name_len));
+    }
+    if !name.chars().all(ok_char) || !name.starts_with(|c: char| c.is_ascii_alphanumeric()) {
+        return Err("user names use a-z, 0-9, '.', '_' and '-', and start with a letter or digit".into());
+    }
+    Ok(())
+}
+
+/// After serde refused a frame, find the most useful error: wrong version and unknown type are reported as such,
+/// everything else as malformed.
+fn diagnose(text: &str, err: serde_json::Error) -> DecodeError {
+    #[derive(Deserialize)]
+    struct Header {
+        v: Option<serde_json::Value>,
+        #[serde(rename = "type")]
+        kind: Option<serde_json::Value>,
+    }
+    let Ok(header) = serde_json::from_str::<Header>(text) else {
+        return DecodeError::Malformed(err.to_string());
+    };
+    match header.v {
+        Some(serde_json::Value::Number(n)) if n.as_u64() == Some(u64::from(PROTOCOL_VERSION)) => {}
+        Some(serde_json::Value::Number(n)) => return DecodeError::UnsupportedVersion(n.as_u64()),
+        _ => return DecodeError::UnsupportedVersion(None),
+    }
+    match header.kind {
+        Some(serde_json::Value::String(kind)) if !FRAME_TYPES.contains(&kind.as_str()) => {
+            let mut shown: String = kind.chars().take(40).collect();
+            if shown.len() < kind.len() {
+                shown.push('…');
+            }
+            DecodeError::UnknownType(shown)
+        }
+        _ => DecodeError::Malformed(err.to_string()),
+    }
+}
+
+impl From<&DecodeError> for ErrorFrame {
+    fn from(e: &DecodeError) -> Self {
+        ErrorFrame::new(e.code(), e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id() -> EnvelopeId {
+        EnvelopeId::from_parts(1_700_000_000_000, 7)
+    }
+
+    fn decode(s: &str) -> Result<Frame, DecodeError> {
+        Frame::decode(s.as_bytes(), &Limits::default())
+    }
+
+    #[test]
+    fn every_type_round_trips() {
+        let bodies = vec![
+            FrameBody::Send(Send { id: id(), to: Recipient::User("bob".into()), mime: "text/plain".into(), data: b"hi".to_vec().into() }),
+            FrameBody::Ack(Ack { ids: vec![id()] }),
+            FrameBody::PresenceQuery(PresenceQuery { users: vec!["bob".into()] }),
+            FrameBody::TotpSetup(Request::default()),
+            FrameBody::TotpConfirm(TotpCode { id: None, code: "123456".into() }),
+            FrameBody::TotpDisable(TotpCode { id: Some("r1".into()), code: "123456".into() }),
+            FrameBody::Logout(Request::default()),
+            FrameBody::Ping(Request { id: Some("p".into()), reference: None }),
+            FrameBody::Presence(Presence { user: Some("bob".into()), status: Status::Away, last_seen: Some(5) }),
+            FrameBody::Typing(Typing { to: Some("bob".into()), from: None, active: true }),
+            FrameBody::Receipt(Receipt { id: id(), to: Some("a".into()), from: None, refs: vec![id()], kind: ReceiptKind::Read, ts: None }),
+            FrameBody::Welcome(Welcome { user: "a".into(), device: "d".into(), token: None, token_expires: None, queued: 3, server_time: 9 }),
+            FrameBody::Deliver(Deliver { id: id(), from: "a".into(), from_device: "d".into(), to: "b".into(), ts: 1, mime: "x/y".into(), data: vec![0, 255].into() }),
+            FrameBody::Accepted(Accepted { id: id(), duplicate: true, ts: 3 }),
+            FrameBody::Drained(Request::default()),
+            FrameBody::TotpSecret(TotpSecret { secret: "ABC".into(), uri: "otpauth://x".into() }),
+            FrameBody::Ok(Request { id: None, reference: Some("r".into()) }),
+            FrameBody::Pong(Request::default()),
+            FrameBody::Error(ErrorFrame::new(ErrorCode::RateLimited, "slow down")),
+        ];
+        assert_eq!(bodies.len(), FRAME_TYPES.len());
+        for body in bodies {
+            let frame = Frame::new(body);
+            let json = frame.encode();
+            let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+            assert_eq!(value["type"], frame.type_name(), "{json}");
+            assert!(FRAME_TYPES.contains(&frame.type_name()));
+            assert_eq!(decode(&json).unwrap(), frame, "{json}");
+        }
+    }
+
+    #[test]
+    fn wire_shape_of_send_is_flat() {
+        let json = r#"{"v":1,"type":"send","id":"01HZY6Q0V2W8K3D9M5T7R4X1AB","to":"bob","mime":"text/plain","data":"aGk="}"#;
+        let frame = decode(json).unwrap();
+        let FrameBody::Send(send) = frame.body else { panic!("not a send") };
+        assert_eq!(send.to.user(), "bob");
+        assert_eq!(send.data.0, b"hi");
+    }
+
+    #[test]
+    fn bad_input_gets_the_right_code() {
+        let cases: &[(&[u8], ErrorCode)] = &[
+            (b"{not json", ErrorCode::MalformedFrame),
+            (b"[]", ErrorCode::MalformedFrame),
+            (b"\xff\xfe{}", ErrorCode::MalformedFrame),
+            (br#"{"v":1,"type":"teleport"}"#, ErrorCode::UnknownType),
+            (br#"{"v":2,"type":"ping"}"#, ErrorCode::UnsupportedVersion),
+            (br#"{"type":"ping"}"#, ErrorCode::UnsupportedVersion),
+            (br#"{"v":"1","type":"ping"}"#, ErrorCode::UnsupportedVersion),
+            (br#"{"v":1,"type":"send","id":"nope","to":"bob","mime":"a/b","data":""}"#, ErrorCode::MalformedFrame),
+            (br#"{"v":1,"type":"send","id":"01HZY6Q0V2W8K3D9M5T7R4X1AB","to":"Bob","mime":"a/b","data":""}"#, ErrorCode::InvalidField),
+            (br#"{"v":1,"type":"send","id":"01HZY6Q0V2W8K3D9M5T7R4X1AB","to":"bob","mime":"a/b","data":"!!"}"#, ErrorCode::MalformedFrame),
+            (br#"{"v":1,"type":"ack","ids":[]}"#, ErrorCode::InvalidField),
+        ];
+        for (bytes, code) in cases {
+            let err = Frame::decode(bytes, &Limits::default()).unwrap_err();
+            assert_eq!(err.code(), *code, "{:?}: {err}", String::from_utf8_lossy(bytes));
+        }
+    }
+
+    #[test]
+    fn unknown_fields_are_ignored() {
+        let frame = decode(r#"{"v":1,"type":"ping","future":{"x":1}}"#).unwrap();
+        assert_eq!(frame.body, FrameBody::Ping(Request::default()));
+    }
+
+    #[test]
+    fn oversize_frames_and_payloads_are_refused() {
+        let limits = Limits { max_frame_bytes: 64, max_payload_bytes: 4, ..Limits::default() };
+        let big = vec![b' '; 65];
+        assert_eq!(Frame::decode(&big, &limits).unwrap_err().code(), ErrorCode::FrameTooLarge);
+        let json = br#"{"v":1,"type":"send","id":"01HZY6Q0V2W8K3D9M5T7R4X1AB","to":"b","mime":"a","data":"AAAAAAA="}"#;
+        let limits = Limits { max_payload_bytes: 4, ..Limits::default() };
+        assert_eq!(Frame::decode(json, &limits).unwrap_err().code(), ErrorCode::PayloadTooLarge);
+    }
+
+    #[test]
+    fn payload_debug_never_shows_bytes() {
+        assert_eq!(format!("{:?}", Payload(b"secret".to_vec())), "Payload(6 bytes)");
+    }
+}

@@ -1,0 +1,334 @@
+//! Relay persistence: accounts, devices, sessions, per-device offline queues, contacts and presence.
+//!
+//! One trait, [`RelayStore`], with two implementations that the same test suite runs against: [`SqliteStore`] (the
+//! embedded default: one file under the data dir, WAL, `synchronous=FULL`) and [`PgStore`] (shared deployments).
+//! Everything the relay keeps goes through here; the relay never writes SQL itself.
+//!
+//! Durability contract: when [`RelayStore::enqueue`] or [`RelayStore::ack`] returns `Ok`, the change is on disk
+//! (fsynced). Callers batch many envelopes into one call (group commit) so that durability stays cheap.
+//!
+//! What it must not touch: payload bytes are opaque. It stores and returns them and never parses, indexes or logs them.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod postgres;
+mod sqlite;
+
+pub use postgres::PgStore;
+pub use sqlite::SqliteStore;
+
+/// Unix time in milliseconds.
+pub type UnixMs = i64;
+
+/// Internal numeric user id.
+pub type UserId = i64;
+
+/// Everything that can go wrong in the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A unique constraint was violated (user name taken, device key already registered, …).
+    #[error("already exists: {0}")]
+    Conflict(String),
+    /// The database failed.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Migrations failed.
+    #[error("migration error: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The configuration is unusable (bad URL, unwritable path).
+    #[error("store configuration: {0}")]
+    Config(String),
+}
+
+/// Result alias.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// A new account.
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    /// Lower-case user name, already validated.
+    pub name: String,
+    /// PHC string of the Argon2id hash.
+    pub password_hash: String,
+    /// Creation time.
+    pub created_at: UnixMs,
+}
+
+/// An account as stored.
+#[derive(Clone)]
+pub struct UserRecord {
+    /// Internal id.
+    pub id: UserId,
+    /// User name.
+    pub name: String,
+    /// PHC string of the Argon2id hash.
+    pub password_hash: String,
+    /// Disabled by an operator.
+    pub disabled: bool,
+    /// The confirmed TOTP secret (raw bytes), when 2FA is on.
+    pub totp_secret: Option<Vec<u8>>,
+    /// A TOTP secret awaiting confirmation.
+    pub totp_pending: Option<Vec<u8>>,
+    /// The last TOTP time step accepted; a step `<=` this is refused.
+    pub totp_last_step: Option<i64>,
+    /// Consecutive failed logins.
+    pub failed_logins: i64,
+    /// No login is accepted before this time.
+    pub locked_until: Option<UnixMs>,
+    /// Creation time.
+    pub created_at: UnixMs,
+}
+
+impl std::fmt::Debug for UserRecord {
+    // Hashes and secrets stay out of logs and panics.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserRecord")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("disabled", &self.disabled)
+            .field("totp", &self.totp_secret.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A row of `imfree admin users`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserSummary {
+    /// User name.
+    pub name: String,
+    /// Disabled by an operator.
+    pub disabled: bool,
+    /// 2FA enabled.
+    pub totp: bool,
+    /// Registered devices.
+    pub devices: i64,
+    /// Creation time.
+    pub created_at: UnixMs,
+}
+
+/// A device to register.
+#[derive(Debug, Clone)]
+pub struct NewDevice {
+    /// Public device id (chosen by the relay, unique).
+    pub id: String,
+    /// Owner.
+    pub user_id: UserId,
+    /// Ed25519 signing public key.
+    pub signing_key: [u8; 32],
+    /// X25519 static public key (the device's Noise static key). Unique across the relay.
+    pub static_key: [u8; 32],
+    /// Human-readable name ("laptop").
+    pub name: String,
+    /// Registration time.
+    pub created_at: UnixMs,
+}
+
+/// A registered device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceRecord {
+    /// Public device id.
+    pub id: String,
+    /// Owner.
+    pub user_id: UserId,
+    /// Owner's name.
+    pub user_name: String,
+    /// Ed25519 signing public key.
+    pub signing_key: [u8; 32],
+    /// X25519 static public key.
+    pub static_key: [u8; 32],
+    /// Human-readable name.
+    pub name: String,
+    /// Registration time.
+    pub created_at: UnixMs,
+}
+
+/// A session (login) as stored. Only the SHA-256 of the token is kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRecord {
+    /// The user.
+    pub user_id: UserId,
+    /// The device the token was issued to.
+    pub device_id: String,
+    /// Expiry.
+    pub expires_at: UnixMs,
+    /// When it was revoked, if it was.
+    pub revoked_at: Option<UnixMs>,
+}
+
+/// What kind of thing a queued envelope is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EnvelopeKind {
+    /// A message (`deliver`).
+    Message = 0,
+    /// A receipt (`receipt`).
+    Receipt = 1,
+}
+
+impl EnvelopeKind {
+    /// From the stored integer.
+    pub fn from_i64(v: i64) -> Option<Self> {
+        match v {
+            0 => Some(EnvelopeKind::Message),
+            1 => Some(EnvelopeKind::Receipt),
+            _ => None,
+        }
+    }
+}
+
+/// An envelope to store and queue for its recipient devices.
+#[derive(Debug, Clone)]
+pub struct NewEnvelope {
+    /// The sender's envelope id (ULID string). Unique: a second enqueue of the same id is a duplicate.
+    pub id: String,
+    /// Message or receipt.
+    pub kind: EnvelopeKind,
+    /// Sending user's name.
+    pub sender: String,
+    /// Sending device.
+    pub sender_device: String,
+    /// Recipient user's name.
+    pub recipient: String,
+    /// Outer content type (for messages) or receipt kind (for receipts).
+    pub mime: String,
+    /// Opaque payload bytes (for receipts: the JSON list of referenced ids).
+    pub payload: Vec<u8>,
+    /// When the relay accepted it.
+    pub created_at: UnixMs,
+    /// The device ids whose queues get it.
+    pub recipient_devices: Vec<String>,
+}
+
+/// What happened to one envelope of an [`RelayStore::enqueue`] batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EnqueueOutcome {
+    /// Stored and queued; `created_at` is the accepted time.
+    Stored,
+    /// The id was already known; nothing was queued. `created_at` is the original accepted time.
+    Duplicate {
+        /// When the original was accepted.
+        created_at: UnixMs,
+    },
+}
+
+/// An envelope in a device's queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueuedEnvelope {
+    /// Position in this device's queue, strictly increasing in enqueue order.
+    pub seq: i64,
+    /// Envelope id.
+    pub id: String,
+    /// Message or receipt.
+    pub kind: EnvelopeKind,
+    /// Sending user.
+    pub sender: String,
+    /// Sending device.
+    pub sender_device: String,
+    /// Recipient user.
+    pub recipient: String,
+    /// Outer content type.
+    pub mime: String,
+    /// Opaque payload.
+    pub payload: Vec<u8>,
+    /// Accepted time.
+    pub created_at: UnixMs,
+}
+
+/// A row of `imfree admin queues`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueStats {
+    /// User name.
+    pub user: String,
+    /// Device id.
+    pub device: String,
+    /// Envelopes waiting.
+    pub pending: i64,
+    /// Accepted time of the oldest waiting envelope.
+    pub oldest: Option<UnixMs>,
+}
+
+/// A user's stored presence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PresenceRecord {
+    /// User name.
+    pub user: String,
+    /// The status the user chose ("online" or "away"); "offline" when appearing offline.
+    pub status: String,
+    /// Last time a device of theirs was connected.
+    pub last_seen: Option<UnixMs>,
+}
+
+/// Persistence for the relay. Implementations are cheap to clone handles over a pool.
+#[async_trait::async_trait]
+pub trait RelayStore: Send + Sync + 'static {
+    // ----- accounts -----
+    /// Create an account. `Conflict` if the name is taken.
+    async fn create_user(&self, user: &NewUser) -> Result<UserId>;
+    /// Look an account up by name.
+    async fn user_by_name(&self, name: &str) -> Result<Option<UserRecord>>;
+    /// Look an account up by id.
+    async fn user_by_id(&self, id: UserId) -> Result<Option<UserRecord>>;
+    /// All accounts, by name.
+    async fn list_users(&self) -> Result<Vec<UserSummary>>;
+    /// Disable or enable an account. Returns false if no such user.
+    async fn set_user_disabled(&self, name: &str, disabled: bool) -> Result<bool>;
+    /// Set (or clear) the pending TOTP secret.
+    async fn set_totp_pending(&self, user: UserId, secret: Option<&[u8]>) -> Result<()>;
+    /// Set (or clear) the confirmed TOTP secret; clears the pending one and records `step` as used.
+    async fn set_totp_secret(&self, user: UserId, secret: Option<&[u8]>, step: Option<i64>) -> Result<()>;
+    /// Atomically mark TOTP time step `step` as used. Returns false (and changes nothing) if a step `>= step` was
+    /// already used — so that a code is never accepted twice, even by two relays racing.
+    async fn use_totp_step(&self, user: UserId, step: i64) -> Result<bool>;
+    /// Count a failed login; set `locked_until` (when given). Returns the new consecutive failure count.
+    async fn record_login_failure(&self, user: UserId, locked_until: Option<UnixMs>) -> Result<i64>;
+    /// Reset the failure count and lock after a successful login.
+    async fn reset_login_failures(&self, user: UserId) -> Result<()>;
+
+    // ----- devices -----
+    /// Register a device. `Conflict` if its static key is already registered.
+    async fn add_device(&self, device: &NewDevice) -> Result<()>;
+    /// The device with this X25519 static key.
+    async fn device_by_static_key(&self, key: &[u8; 32]) -> Result<Option<DeviceRecord>>;
+    /// The device with this id.
+    async fn device_by_id(&self, id: &str) -> Result<Option<DeviceRecord>>;
+    /// All devices of a user, oldest first.
+    async fn devices_of(&self, user: UserId) -> Result<Vec<DeviceRecord>>;
+
+    // ----- sessions -----
+    /// Store a session under the SHA-256 of its token.
+    async fn create_session(&self, token_hash: &[u8; 32], session: &SessionRecord, created_at: UnixMs) -> Result<()>;
+    /// The session with this token hash.
+    async fn session(&self, token_hash: &[u8; 32]) -> Result<Option<SessionRecord>>;
+    /// Revoke one session. Returns false if unknown.
+    async fn revoke_session(&self, token_hash: &[u8; 32], at: UnixMs) -> Result<bool>;
+    /// Revoke every session of a user. Returns how many.
+    async fn revoke_user_sessions(&self, user: UserId, at: UnixMs) -> Result<u64>;
+
+    // ----- queues -----
+    /// Store a batch of envelopes and queue each for its recipient devices, in one transaction, durably. The
+    /// outcomes are in the batch's order. Queue order per device follows the batch order.
+    async fn enqueue(&self, batch: &[NewEnvelope]) -> Result<Vec<EnqueueOutcome>>;
+    /// Up to `limit` queued envelopes of a device with `seq > after`, in queue order.
+    async fn fetch_queue(&self, device: &str, after: i64, limit: i64) -> Result<Vec<QueuedEnvelope>>;
+    /// Remove acknowledged envelopes from devices' queues, durably, in one transaction: each pair is (device, id).
+    /// Unknown pairs are ignored. Returns how many queue entries were removed.
+    async fn ack(&self, acks: &[(String, String)]) -> Result<u64>;
+    /// Number of envelopes waiting for a device.
+    async fn queue_len(&self, device: &str) -> Result<i64>;
+    /// Queue statistics for every device with a non-empty queue.
+    async fn queue_stats(&self) -> Result<Vec<QueueStats>>;
+    /// Forget envelope ids (kept for de-duplication) accepted before `before` that no queue holds any more.
+    /// Returns how many were removed.
+    async fn prune_envelopes(&self, before: UnixMs) -> Result<u64>;
+
+    // ----- contacts and presence -----
+    /// Record that two users exchanged envelopes (symmetric; idempotent).
+    async fn add_contact(&self, a: UserId, b: UserId) -> Result<()>;
+    /// The user ids that are contacts of `user`.
+    async fn contacts_of(&self, user: UserId) -> Result<Vec<UserId>>;
+    /// Whether two users are contacts.
+    async fn are_contacts(&self, a: UserId, b: UserId) -> Result<bool>;
+    /// Store a user's chosen status and/or last-seen time (`None` leaves that field as is).
+    async fn set_presence(&self, user: UserId, status: Option<&str>, last_seen: Option<UnixMs>) -> Result<()>;
+    /// Stored presence of a user (status defaults to "online" when never set).
+    async fn presence_of(&self, user: UserId) -> Result<Option<PresenceRecord>>;
+}
