@@ -1,0 +1,221 @@
+//! The relay's configuration: a TOML file (`imfree serve --config`), every field optional with a safe default.
+//! `examples/imfree.toml` shows and explains every key.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::limits::{LockoutPolicy, Rate};
+use crate::password::PasswordPolicy;
+
+/// The whole relay configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RelayConfig {
+    /// Address to listen on. Default `127.0.0.1:7878`.
+    pub listen: SocketAddr,
+    /// Data directory (database, TLS certificate, relay key). Default `./imfree-data`.
+    pub data_dir: PathBuf,
+    /// TLS settings.
+    pub tls: TlsConfig,
+    /// Storage settings.
+    pub database: DatabaseConfig,
+    /// Account settings.
+    pub accounts: AccountsConfig,
+    /// Protocol and abuse limits.
+    pub limits: LimitsConfig,
+    /// Origins allowed to open browser WebSocket connections (exact match, e.g. `https://chat.example.org`).
+    /// Connections without an Origin header (native clients) are always allowed; a browser's own origin (the relay's
+    /// address) is allowed too.
+    pub allowed_origins: Vec<String>,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        RelayConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7878)),
+            data_dir: PathBuf::from("imfree-data"),
+            tls: TlsConfig::default(),
+            database: DatabaseConfig::default(),
+            accounts: AccountsConfig::default(),
+            limits: LimitsConfig::default(),
+            allowed_origins: Vec::new(),
+        }
+    }
+}
+
+/// TLS settings.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain. With `key`; without both, a self-signed certificate is made in the data dir.
+    pub cert: Option<PathBuf>,
+    /// PEM private key.
+    pub key: Option<PathBuf>,
+    /// Extra DNS names or addresses for the self-signed certificate.
+    pub names: Vec<String>,
+    /// Serve plain `ws://` instead of TLS. Refused unless `listen` is a loopback address.
+    pub insecure_plaintext: bool,
+}
+
+/// Storage settings.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// `postgres://…` for PostgreSQL; unset for the embedded SQLite file `<data_dir>/relay.db`.
+    pub url: Option<String>,
+    /// PostgreSQL schema to use (created if missing). Default: the connection's default (`public`).
+    pub schema: Option<String>,
+}
+
+/// Account settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AccountsConfig {
+    /// Whether anyone can register. Default true.
+    pub open_registration: bool,
+    /// Session token lifetime in seconds. Default 30 days.
+    pub session_ttl_secs: u64,
+    /// Devices per account. Default 16.
+    pub max_devices: usize,
+    /// Password hashing and length policy (Argon2id, OWASP parameters).
+    pub password: PasswordPolicy,
+    /// Login lockout after repeated failures.
+    pub lockout: LockoutPolicy,
+    /// Issuer name shown in authenticator apps.
+    pub totp_issuer: String,
+}
+
+impl Default for AccountsConfig {
+    fn default() -> Self {
+        AccountsConfig {
+            open_registration: true,
+            session_ttl_secs: 30 * 24 * 3600,
+            max_devices: 16,
+            password: PasswordPolicy::default(),
+            lockout: LockoutPolicy::default(),
+            totp_issuer: "imfree".into(),
+        }
+    }
+}
+
+/// Protocol and abuse limits.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Frame and payload size limits.
+    pub protocol: imfree_proto::Limits,
+    /// Frames per connection (all types).
+    pub frames_per_connection: Rate,
+    /// Envelopes (send, receipt) per connection.
+    pub messages_per_connection: Rate,
+    /// Envelopes per account, over all its connections.
+    pub messages_per_account: Rate,
+    /// Handshakes per IP address.
+    pub handshakes_per_ip: Rate,
+    /// Password logins and registrations per IP address.
+    pub logins_per_ip: Rate,
+    /// Live connections per account.
+    pub connections_per_account: usize,
+    /// Live connections per IP address.
+    pub connections_per_ip: usize,
+    /// A rate-limit violation streak after which the connection is closed.
+    pub max_violations: u32,
+    /// Seconds a device's handshake clock may differ from the relay's; also how long handshake ephemerals are
+    /// remembered to refuse replays.
+    pub handshake_window_secs: u64,
+    /// Seconds to wait for each handshake message.
+    pub handshake_timeout_secs: u64,
+    /// Unacknowledged deliveries in flight per connection.
+    pub delivery_window: usize,
+    /// Largest group-commit batch.
+    pub commit_batch: usize,
+    /// Envelope ids are remembered for de-duplication this long after all devices acked (seconds).
+    pub dedupe_retention_secs: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            protocol: imfree_proto::Limits::default(),
+            frames_per_connection: Rate { per_second: 200.0, burst: 1000 },
+            messages_per_connection: Rate { per_second: 100.0, burst: 500 },
+            messages_per_account: Rate { per_second: 200.0, burst: 1000 },
+            handshakes_per_ip: Rate { per_second: 20.0, burst: 100 },
+            logins_per_ip: Rate { per_second: 1.0, burst: 20 },
+            connections_per_account: 32,
+            connections_per_ip: 512,
+            max_violations: 200,
+            handshake_window_secs: 300,
+            handshake_timeout_secs: 10,
+            delivery_window: 512,
+            commit_batch: 1024,
+            dedupe_retention_secs: 7 * 24 * 3600,
+        }
+    }
+}
+
+/// Why a configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The file is not valid.
+    #[error("invalid config {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// A value is not acceptable.
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
+impl RelayConfig {
+    /// Read and validate a TOML file.
+    pub fn from_file(path: &std::path::Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        let config: RelayConfig =
+            toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string() })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Check values that serde cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.tls.insecure_plaintext && !self.listen.ip().is_loopback() {
+            return Err(ConfigError::Invalid(format!(
+                "tls.insecure_plaintext is only allowed on a loopback address, not {}",
+                self.listen
+            )));
+        }
+        if self.tls.cert.is_some() != self.tls.key.is_some() {
+            return Err(ConfigError::Invalid("tls.cert and tls.key go together: set both or neither".into()));
+        }
+        let l = &self.limits;
+        if l.delivery_window == 0 || l.commit_batch == 0 || l.connections_per_account == 0 {
+            return Err(ConfigError::Invalid("limits.delivery_window, commit_batch and connections_per_account must be at least 1".into()));
+        }
+        for (name, rate) in [
+            ("frames_per_connection", l.frames_per_connection),
+            ("messages_per_connection", l.messages_per_connection),
+            ("messages_per_account", l.messages_per_account),
+            ("handshakes_per_ip", l.handshakes_per_ip),
+            ("logins_per_ip", l.logins_per_ip),
+        ] {
+            if !(rate.per_second > 0.0) || rate.burst == 0 {
+                return Err(ConfigError::Invalid(format!("limits.{name} needs per_second > 0 and burst >= 1")));
+            }
+        }
+        Ok(())
+    }
+}

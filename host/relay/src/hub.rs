@@ -1,0 +1,341 @@
+//! The hub: what all connections share. It owns the registry of online devices, the group committer that makes
+//! envelopes durable in batches, the routing cache (user -> devices) and presence fan-out.
+//!
+//! Delivery order and durability: every envelope goes through the single committer task, which stores a batch in
+//! one transaction and only then answers the senders (`accepted`) and hands the envelopes to the online recipient
+//! devices, in commit order. Offline devices find them in their queue on the next connect.
+//!
+//! What it must not touch: payload bytes. They pass through as opaque `Vec<u8>`.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use imfree_proto::{Frame, FrameBody, Presence, Status};
+use imfree_store::{EnqueueOutcome, NewEnvelope, RelayStore, StoreError, UnixMs, UserId};
+use tokio::sync::mpsc;
+
+use crate::metrics::RelayMetrics;
+
+/// Events a connection task receives from the hub.
+#[derive(Debug)]
+pub enum ConnEvent {
+    /// A committed envelope for this device (live delivery).
+    Envelope(Arc<imfree_store::QueuedEnvelope>),
+    /// The device's queue may hold envelopes that were not handed over live: fetch from the store.
+    Wake,
+    /// The answer to a `send` or `receipt` of this connection.
+    Committed {
+        /// Envelope id.
+        id: String,
+        /// Outcome, or why it failed.
+        outcome: Result<EnqueueOutcome, String>,
+        /// Accepted time.
+        ts: UnixMs,
+    },
+    /// An ephemeral frame (presence, typing) to pass on.
+    Frame(Frame),
+    /// Close the connection with this error (account disabled, session revoked, shutdown).
+    Kick(Frame),
+}
+
+/// A live connection's handle in the registry.
+#[derive(Clone)]
+struct Online {
+    conn_id: u64,
+    user_id: UserId,
+    tx: mpsc::Sender<ConnEvent>,
+}
+
+/// A user's routing entry.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// Internal id.
+    pub user_id: UserId,
+    /// Name.
+    pub name: String,
+    /// Device ids.
+    pub devices: Vec<String>,
+}
+
+struct Commit {
+    envelope: NewEnvelope,
+    reply: Option<mpsc::Sender<ConnEvent>>,
+}
+
+/// Shared relay state for routing and delivery.
+pub struct Hub {
+    store: Arc<dyn RelayStore>,
+    metrics: Arc<RelayMetrics>,
+    online: Mutex<HashMap<String, Vec<Online>>>,
+    user_devices_online: Mutex<HashMap<UserId, usize>>,
+    routes: Mutex<HashMap<String, Arc<Route>>>,
+    contacts: Mutex<HashSet<(UserId, UserId)>>,
+    commit_tx: mpsc::Sender<Commit>,
+    ack_tx: mpsc::Sender<(String, String)>,
+}
+
+impl Hub {
+    /// Start the hub and its committer tasks.
+    pub fn start(store: Arc<dyn RelayStore>, metrics: Arc<RelayMetrics>, commit_batch: usize) -> Arc<Self> {
+        let (commit_tx, commit_rx) = mpsc::channel(commit_batch * 8);
+        let (ack_tx, ack_rx) = mpsc::channel(commit_batch * 8);
+        let hub = Arc::new(Hub {
+            store,
+            metrics,
+            online: Mutex::new(HashMap::new()),
+            user_devices_online: Mutex::new(HashMap::new()),
+            routes: Mutex::new(HashMap::new()),
+            contacts: Mutex::new(HashSet::new()),
+            commit_tx,
+            ack_tx,
+        });
+        tokio::spawn(Arc::clone(&hub).run_committer(commit_rx, commit_batch));
+        tokio::spawn(Arc::clone(&hub).run_acker(ack_rx, commit_batch));
+        hub
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn RelayStore> {
+        &self.store
+    }
+
+    /// Queue an envelope for group commit. The connection's `reply` channel gets [`ConnEvent::Committed`].
+    pub async fn submit(&self, envelope: NewEnvelope, reply: mpsc::Sender<ConnEvent>) -> bool {
+        self.commit_tx.send(Commit { envelope, reply: Some(reply) }).await.is_ok()
+    }
+
+    /// Queue acknowledgements for group commit. Acks need no answer: a lost ack means a redelivery, which the
+    /// client drops by id.
+    pub async fn ack(&self, device: &str, ids: impl IntoIterator<Item = String>) {
+        for id in ids {
+            if self.ack_tx.send((device.to_owned(), id)).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    async fn run_committer(self: Arc<Self>, mut rx: mpsc::Receiver<Commit>, max_batch: usize) {
+        let mut batch: Vec<Commit> = Vec::with_capacity(max_batch);
+        while rx.recv_many(&mut batch, max_batch).await > 0 {
+            let envelopes: Vec<NewEnvelope> = batch.iter().map(|c| c.envelope.clone()).collect();
+            self.metrics.enqueue_batch_size.observe(envelopes.len() as f64);
+            let started = std::time::Instant::now();
+            let result = self.store.enqueue(&envelopes).await;
+            self.metrics.commit_seconds.observe(started.elapsed().as_secs_f64());
+            match result {
+                Ok(outcomes) => {
+                    for (commit, outcome) in batch.drain(..).zip(outcomes) {
+                        self.after_commit(commit, Ok(outcome)).await;
+                    }
+                }
+                Err(err) => {
+                    tracing::error!(error = %err, batch = envelopes.len(), "group commit failed; senders will retry");
+                    for commit in batch.drain(..) {
+                        self.after_commit(commit, Err(err.to_string())).await;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn after_commit(&self, commit: Commit, outcome: Result<EnqueueOutcome, String>) {
+        let env = commit.envelope;
+        match &outcome {
+            Ok(EnqueueOutcome::Stored) => {
+                self.metrics.envelopes_accepted.inc();
+                let queued = Arc::new(imfree_store::QueuedEnvelope {
+                    seq: 0,
+                    id: env.id.clone(),
+                    kind: env.kind,
+                    sender: env.sender.clone(),
+                    sender_device: env.sender_device.clone(),
+                    recipient: env.recipient.clone(),
+                    mime: env.mime.clone(),
+                    payload: env.payload.clone(),
+                    created_at: env.created_at,
+                });
+                for device in &env.recipient_devices {
+                    self.deliver_live(device, &queued);
+                }
+            }
+            Ok(EnqueueOutcome::Duplicate { .. }) => {
+                self.metrics.envelopes_duplicate.inc();
+            }
+            Err(_) => {}
+        }
+        if let Some(reply) = commit.reply {
+            let ts = match outcome {
+                Ok(EnqueueOutcome::Duplicate { created_at }) => created_at,
+                _ => env.created_at,
+            };
+            let _ = reply.send(ConnEvent::Committed { id: env.id, outcome, ts }).await;
+        }
+    }
+
+    /// Hand a committed envelope to a device's live connections. If a connection cannot take it now, it is told
+    /// to fetch from its queue instead (the envelope is durable there).
+    fn deliver_live(&self, device: &str, envelope: &Arc<imfree_store::QueuedEnvelope>) {
+        let conns = self.online.lock().map(|m| m.get(device).cloned()).ok().flatten();
+        for conn in conns.into_iter().flatten() {
+            if conn.tx.try_send(ConnEvent::Envelope(Arc::clone(envelope))).is_err() {
+                // Full: the connection will notice the gap through Wake and re-read its queue.
+                let tx = conn.tx.clone();
+                tokio::spawn(async move {
+                    let _ = tx.send(ConnEvent::Wake).await;
+                });
+            }
+        }
+    }
+
+    async fn run_acker(self: Arc<Self>, mut rx: mpsc::Receiver<(String, String)>, max_batch: usize) {
+        let mut batch = Vec::with_capacity(max_batch);
+        while rx.recv_many(&mut batch, max_batch).await > 0 {
+            match self.store.ack(&batch).await {
+                Ok(_) => {
+                    self.metrics.acks.inc_by(batch.len() as u64);
+                }
+                Err(err) => tracing::error!(error = %err, "ack commit failed; envelopes will be redelivered"),
+            }
+            batch.clear();
+        }
+    }
+
+    /// Register a live, authenticated connection. Returns true if it is the user's first online device.
+    pub fn register(&self, device: &str, user_id: UserId, conn_id: u64, tx: mpsc::Sender<ConnEvent>) -> bool {
+        if let Ok(mut online) = self.online.lock() {
+            online.entry(device.to_owned()).or_default().push(Online { conn_id, user_id, tx });
+        }
+        let mut counts = match self.user_devices_online.lock() {
+            Ok(c) => c,
+            Err(p) => p.into_inner(),
+        };
+        let n = counts.entry(user_id).or_insert(0);
+        *n += 1;
+        *n == 1
+    }
+
+    /// Remove a connection. Returns true if the user has no online connection left.
+    pub fn unregister(&self, device: &str, user_id: UserId, conn_id: u64) -> bool {
+        if let Ok(mut online) = self.online.lock() {
+            if let Some(list) = online.get_mut(device) {
+                list.retain(|o| o.conn_id != conn_id);
+                if list.is_empty() {
+                    online.remove(device);
+                }
+            }
+        }
+        let mut counts = match self.user_devices_online.lock() {
+            Ok(c) => c,
+            Err(p) => p.into_inner(),
+        };
+        match counts.get_mut(&user_id) {
+            Some(n) if *n > 1 => {
+                *n -= 1;
+                false
+            }
+            _ => {
+                counts.remove(&user_id);
+                true
+            }
+        }
+    }
+
+    /// Whether any device of the user is connected.
+    pub fn is_online(&self, user_id: UserId) -> bool {
+        self.user_devices_online.lock().map(|c| c.contains_key(&user_id)).unwrap_or(false)
+    }
+
+    /// Send an ephemeral frame to every live connection of a user. Dropped where a connection is congested:
+    /// presence and typing are best-effort by design.
+    pub fn send_to_user(&self, user_id: UserId, frame: &Frame) {
+        let Ok(online) = self.online.lock() else { return };
+        for conn in online.values().flatten().filter(|o| o.user_id == user_id) {
+            let _ = conn.tx.try_send(ConnEvent::Frame(frame.clone()));
+        }
+    }
+
+    /// Tell every live connection of a user to close with `frame` (account disabled, sessions revoked).
+    pub fn kick_user(&self, user_id: UserId, frame: &Frame) {
+        let Ok(online) = self.online.lock() else { return };
+        for conn in online.values().flatten().filter(|o| o.user_id == user_id) {
+            let _ = conn.tx.try_send(ConnEvent::Kick(frame.clone()));
+        }
+    }
+
+    /// Tell every live connection to close (shutdown).
+    pub fn kick_all(&self, frame: &Frame) {
+        let Ok(online) = self.online.lock() else { return };
+        for conn in online.values().flatten() {
+            let _ = conn.tx.try_send(ConnEvent::Kick(frame.clone()));
+        }
+    }
+
+    /// Number of live connections.
+    pub fn connection_count(&self) -> usize {
+        self.online.lock().map(|o| o.values().map(Vec::len).sum()).unwrap_or(0)
+    }
+
+    /// The routing entry of a user, cached.
+    pub async fn route(&self, name: &str) -> Result<Option<Arc<Route>>, StoreError> {
+        if let Some(route) = self.routes.lock().ok().and_then(|r| r.get(name).cloned()) {
+            return Ok(Some(route));
+        }
+        let Some(user) = self.store.user_by_name(name).await? else { return Ok(None) };
+        let devices = self.store.devices_of(user.id).await?.into_iter().map(|d| d.id).collect();
+        let route = Arc::new(Route { user_id: user.id, name: user.name, devices });
+        if let Ok(mut routes) = self.routes.lock() {
+            routes.insert(name.to_owned(), Arc::clone(&route));
+        }
+        Ok(Some(route))
+    }
+
+    /// Forget a cached route (after a device was added).
+    pub fn invalidate_route(&self, name: &str) {
+        if let Ok(mut routes) = self.routes.lock() {
+            routes.remove(name);
+        }
+    }
+
+    /// Record that two users exchanged envelopes (cached, so the store is written once per pair).
+    pub async fn note_contact(&self, a: UserId, b: UserId) -> Result<(), StoreError> {
+        if a == b {
+            return Ok(());
+        }
+        let key = (a.min(b), a.max(b));
+        if self.contacts.lock().map(|c| c.contains(&key)).unwrap_or(false) {
+            return Ok(());
+        }
+        self.store.add_contact(a, b).await?;
+        if let Ok(mut c) = self.contacts.lock() {
+            c.insert(key);
+        }
+        Ok(())
+    }
+
+    /// The presence of a user as others should see it.
+    pub async fn presence_of(&self, user_id: UserId, name: &str) -> Result<Presence, StoreError> {
+        let stored = self.store.presence_of(user_id).await?;
+        let last_seen = stored.as_ref().and_then(|p| p.last_seen).map(|t| t.max(0) as u64);
+        let chosen = stored.as_ref().map(|p| p.status.as_str()).unwrap_or("online");
+        let status = if !self.is_online(user_id) || chosen == "offline" {
+            Status::Offline
+        } else if chosen == "away" {
+            Status::Away
+        } else {
+            Status::Online
+        };
+        Ok(Presence { user: Some(name.to_owned()), status, last_seen: (status == Status::Offline).then_some(last_seen).flatten() })
+    }
+
+    /// Push a user's current presence to their online contacts (and their own other devices).
+    pub async fn broadcast_presence(&self, user_id: UserId, name: &str) -> Result<(), StoreError> {
+        let presence = self.presence_of(user_id, name).await?;
+        let frame = Frame::new(FrameBody::Presence(presence));
+        for contact in self.store.contacts_of(user_id).await? {
+            if self.is_online(contact) {
+                self.send_to_user(contact, &frame);
+            }
+        }
+        Ok(())
+    }
+}
