@@ -1,0 +1,129 @@
+//! End-to-end encryption costs: the ratchet's symmetric step and DH-ratchet step (encrypt + decrypt), and PQXDH
+//! set-up per side with and without the ML-KEM part, prekey and certificate signature checks included.
+#![allow(missing_docs)]
+
+use std::collections::HashSet;
+use std::hint::black_box;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use imfree_crypto::device::DeviceKeys;
+use imfree_crypto::envelope::InnerMessage;
+use imfree_crypto::identity::{DeviceCertificate, UserIdentity};
+use imfree_crypto::kdf::{x25519, x25519_public};
+use imfree_crypto::kem;
+use imfree_crypto::pqxdh;
+use imfree_crypto::prekeys::{KemPrekeyKind, LocalPrekeys, PrekeyBundle};
+use imfree_crypto::ratchet::Session;
+use rand_core::{OsRng, RngCore};
+
+struct Party {
+    keys: DeviceKeys,
+    cert: DeviceCertificate,
+    prekeys: LocalPrekeys,
+}
+
+fn party(id: u32) -> Party {
+    let keys = DeviceKeys::generate();
+    let cert = UserIdentity::generate(&mut OsRng).certify_device(id, &keys, 1);
+    Party { keys, cert, prekeys: LocalPrekeys::new() }
+}
+
+fn bundle(p: &mut Party) -> PrekeyBundle {
+    let signed_prekey = p.prekeys.new_signed_prekey(&mut OsRng, &p.keys, 1);
+    let one_time_prekey = Some(p.prekeys.new_one_time_prekeys(&mut OsRng, 1, 1).remove(0));
+    let kem_prekey = p.prekeys.new_kem_prekey(&mut OsRng, &p.keys, KemPrekeyKind::LastResort, 1);
+    PrekeyBundle { certificate: p.cert.clone(), signed_prekey, one_time_prekey, kem_prekey }
+}
+
+fn message(n: u64) -> InnerMessage {
+    InnerMessage { id: [7; 16], sequence: n, body: vec![0x61; 100] }
+}
+
+fn sessions() -> (Session, Session) {
+    let alice = party(1);
+    let mut bob = party(2);
+    let b = bundle(&mut bob);
+    let mut a = Session::initiate(&mut OsRng, &alice.cert, &alice.keys, &b).unwrap();
+    let first = a.encrypt(&message(0)).unwrap();
+    let bs = Session::accept(&mut OsRng, &bob.cert, &bob.keys, &bob.prekeys, &mut HashSet::new(), &first)
+        .unwrap()
+        .session;
+    (a, bs)
+}
+
+fn ratchet(c: &mut Criterion) {
+    let (mut a, mut b) = sessions();
+    let mut n = 0;
+    c.bench_function("ratchet/symmetric step (encrypt+decrypt, 100 B)", |bench| {
+        bench.iter(|| {
+            n += 1;
+            let m = a.encrypt(&message(n)).unwrap();
+            black_box(b.decrypt(&mut OsRng, &m).unwrap());
+        })
+    });
+    let (mut a, mut b) = sessions();
+    c.bench_function("ratchet/DH step (A→B then B→A, each a new ratchet key)", |bench| {
+        bench.iter(|| {
+            let m = a.encrypt(&message(1)).unwrap();
+            black_box(b.decrypt(&mut OsRng, &m).unwrap());
+            let m = b.encrypt(&message(2)).unwrap();
+            black_box(a.decrypt(&mut OsRng, &m).unwrap());
+        })
+    });
+}
+
+fn setup(c: &mut Criterion) {
+    let alice = party(1);
+    let mut bob = party(2);
+    let b = bundle(&mut bob);
+    c.bench_function("pqxdh/initiator hybrid (verify bundle, 4 DH, encaps)", |bench| {
+        bench.iter(|| black_box(pqxdh::initiate(&mut OsRng, &alice.cert, &alice.keys, &b).unwrap()))
+    });
+    let out = pqxdh::initiate(&mut OsRng, &alice.cert, &alice.keys, &b).unwrap();
+    c.bench_function("pqxdh/responder hybrid (verify cert, 4 DH, decaps)", |bench| {
+        bench.iter(|| black_box(pqxdh::respond(&bob.cert, &bob.keys, &bob.prekeys, &out.header).unwrap()))
+    });
+    c.bench_function("session/initiate + first encrypt (hybrid)", |bench| {
+        bench.iter(|| {
+            let mut s = Session::initiate(&mut OsRng, &alice.cert, &alice.keys, &b).unwrap();
+            black_box(s.encrypt(&message(0)).unwrap())
+        })
+    });
+    let mut s = Session::initiate(&mut OsRng, &alice.cert, &alice.keys, &b).unwrap();
+    let first = s.encrypt(&message(0)).unwrap();
+    c.bench_function("session/accept first message (hybrid)", |bench| {
+        bench.iter(|| {
+            black_box(
+                Session::accept(&mut OsRng, &bob.cert, &bob.keys, &bob.prekeys, &mut HashSet::new(), &first).unwrap(),
+            )
+        })
+    });
+    // The classical part alone (what PQXDH costs without ML-KEM): certificate + signed-prekey checks and 4 DH.
+    c.bench_function("pqxdh/initiator classical only (verify cert + spk, 4 DH)", |bench| {
+        bench.iter(|| {
+            b.certificate.verify().unwrap();
+            b.signed_prekey.verify(&b.certificate.signing_key).unwrap();
+            let mut ek = [0u8; 32];
+            OsRng.fill_bytes(&mut ek);
+            let id = alice.keys.static_secret();
+            black_box(x25519(&id, &b.signed_prekey.public).unwrap());
+            black_box(x25519(&ek, &b.certificate.agreement_key).unwrap());
+            black_box(x25519(&ek, &b.signed_prekey.public).unwrap());
+            black_box(x25519(&ek, &b.one_time_prekey.as_ref().unwrap().public).unwrap());
+            black_box(x25519_public(&ek))
+        })
+    });
+    c.bench_function("mlkem768/verify signed prekey + encaps", |bench| {
+        bench.iter(|| {
+            b.kem_prekey.verify(&b.certificate.signing_key).unwrap();
+            black_box(kem::encapsulate(&b.kem_prekey.public, [9; 32]).unwrap())
+        })
+    });
+    let pair = kem::KemKeyPair::from_seed([5; 64]);
+    let (ct, _) = kem::encapsulate(pair.public_key(), [9; 32]).unwrap();
+    c.bench_function("mlkem768/keygen", |bench| bench.iter(|| black_box(kem::KemKeyPair::from_seed([5; 64]))));
+    c.bench_function("mlkem768/decaps", |bench| bench.iter(|| black_box(pair.decapsulate(&ct).unwrap())));
+}
+
+criterion_group!(benches, ratchet, setup);
+criterion_main!(benches);

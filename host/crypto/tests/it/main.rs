@@ -1,0 +1,7 @@
+//! Integration tests of imfree-crypto: known-answer tests of the primitives, imfree's own construction vectors
+//! (tests/vectors/*.json, documented in docs/crypto.md), and randomised two-party session interaction.
+
+mod kat;
+mod sessions;
+mod support;
+mod vectors;
