@@ -11,7 +11,9 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod common;
 mod postgres;
+mod rows;
 mod sqlite;
 
 pub use postgres::PgStore;

@@ -1,0 +1,557 @@
+//! The shared-deployment backend: PostgreSQL through a connection pool.
+//!
+//! Batches travel as arrays: each table of an enqueue or ack batch gets one `UNNEST(...)` statement, whatever the
+//! batch size. Several relays may share one database, so the two places where concurrent transactions could
+//! otherwise misbehave take locks (see `enqueue` and `ack`).
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+
+use crate::common::{EnqueuePlan, conflict_or, stored_payload};
+use crate::rows::{
+    DeviceRow, PresenceRow, QueueStatsRow, QueuedRow, SessionRow, UserRow, UserSummaryRow, user_columns,
+};
+use crate::{
+    DeviceRecord, EnqueueOutcome, NewDevice, NewEnvelope, NewUser, PresenceRecord, QueueStats, QueuedEnvelope,
+    RelayStore, Result, SessionRecord, StoreError, UnixMs, UserId, UserRecord, UserSummary,
+};
+
+/// Pool size: enough for a relay's concurrent reads and its one group-commit writer, small enough to share a server.
+const MAX_CONNECTIONS: u32 = 8;
+
+/// How long a caller waits for a free connection before the call fails.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The PostgreSQL implementation of [`RelayStore`]. Cloning shares the pool.
+#[derive(Clone, Debug)]
+pub struct PgStore {
+    pool: PgPool,
+    /// The schema every connection uses, when one was chosen with [`PgStore::connect_with_schema`].
+    schema: Option<String>,
+}
+
+impl PgStore {
+    /// Connect to `url` (e.g. `postgres://user@host/db`) and bring the schema up to date, in the connection's default
+    /// `search_path`.
+    pub async fn connect(url: &str) -> Result<Self> {
+        let options = parse_url(url)?;
+        let pool = pool_options().connect_with(options).await?;
+        sqlx::migrate!("migrations/postgres").run(&pool).await?;
+        Ok(PgStore { pool, schema: None })
+    }
+
+    /// Connect to `url` and keep every table in `schema` (created if missing): each connection of the pool gets
+    /// `search_path` set to it. Lets several relays or test runs share one database without seeing each other.
+    ///
+    /// `schema` must match `[a-z_][a-z0-9_]*` (at most 63 bytes), since it is written into SQL as an identifier.
+    pub async fn connect_with_schema(url: &str, schema: &str) -> Result<Self> {
+        validate_schema(schema)?;
+        let base = parse_url(url)?;
+        {
+            use sqlx::Connection;
+            let mut conn = sqlx::PgConnection::connect_with(&base).await?;
+            // Validated above: only lower-case letters, digits and underscores.
+            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\"")))
+                .execute(&mut conn)
+                .await?;
+            conn.close().await?;
+        }
+        // A startup parameter rather than an `after_connect` SET: no extra round trip per new connection.
+        let options = base.options([("search_path", schema)]);
+        let pool = pool_options().connect_with(options).await?;
+        sqlx::migrate!("migrations/postgres").run(&pool).await?;
+        Ok(PgStore { pool, schema: Some(schema.to_owned()) })
+    }
+
+    /// The schema chosen with [`PgStore::connect_with_schema`], if any.
+    pub fn schema(&self) -> Option<&str> {
+        self.schema.as_deref()
+    }
+
+    /// Drop the schema chosen with [`PgStore::connect_with_schema`] with everything in it, then close the pool.
+    /// For tests and operators removing a deployment; it destroys all data of this store. Does nothing to a store
+    /// opened with [`PgStore::connect`].
+    pub async fn drop_schema(self) -> Result<()> {
+        if let Some(schema) = &self.schema {
+            // Validated when the store was opened.
+            sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE")))
+                .execute(&self.pool)
+                .await?;
+        }
+        self.pool.close().await;
+        Ok(())
+    }
+
+    /// Close the pool, waiting for connections in use to be returned.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+fn pool_options() -> PgPoolOptions {
+    PgPoolOptions::new().max_connections(MAX_CONNECTIONS).acquire_timeout(ACQUIRE_TIMEOUT)
+}
+
+fn parse_url(url: &str) -> Result<PgConnectOptions> {
+    // The URL may hold a password: do not repeat it in the error.
+    url.parse().map_err(|e: sqlx::Error| StoreError::Config(format!("invalid PostgreSQL URL: {e}")))
+}
+
+/// Schema names end up inside SQL text, so only a conservative identifier shape is accepted.
+fn validate_schema(schema: &str) -> Result<()> {
+    let mut chars = schema.chars();
+    let first_ok = chars.next().is_some_and(|c| c.is_ascii_lowercase() || c == '_');
+    let rest_ok = chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if first_ok && rest_ok && schema.len() <= 63 {
+        Ok(())
+    } else {
+        Err(StoreError::Config(format!("invalid schema name {schema:?}: use [a-z_][a-z0-9_]*, at most 63 bytes")))
+    }
+}
+
+#[async_trait::async_trait]
+impl RelayStore for PgStore {
+    async fn create_user(&self, user: &NewUser) -> Result<UserId> {
+        sqlx::query_scalar("INSERT INTO users (name, password_hash, created_at) VALUES ($1, $2, $3) RETURNING id")
+            .bind(&user.name)
+            .bind(&user.password_hash)
+            .bind(user.created_at)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| conflict_or(e, &format!("user name {:?}", user.name)))
+    }
+
+    async fn user_by_name(&self, name: &str) -> Result<Option<UserRecord>> {
+        let row: Option<UserRow> = sqlx::query_as(concat!("SELECT ", user_columns!(), " FROM users WHERE name = $1"))
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(Into::into))
+    }
+
+    async fn user_by_id(&self, id: UserId) -> Result<Option<UserRecord>> {
+        let row: Option<UserRow> = sqlx::query_as(concat!("SELECT ", user_columns!(), " FROM users WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(Into::into))
+    }
+
+    async fn list_users(&self) -> Result<Vec<UserSummary>> {
+        let rows: Vec<UserSummaryRow> = sqlx::query_as(
+            "SELECT u.name, u.disabled, u.totp_secret IS NOT NULL AS totp, \
+             (SELECT COUNT(*) FROM devices d WHERE d.user_id = u.id) AS devices, u.created_at \
+             FROM users u ORDER BY u.name",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(Into::into).collect())
+    }
+
+    async fn set_user_disabled(&self, name: &str, disabled: bool) -> Result<bool> {
+        let done = sqlx::query("UPDATE users SET disabled = $2 WHERE name = $1")
+            .bind(name)
+            .bind(disabled)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn set_totp_pending(&self, user: UserId, secret: Option<&[u8]>) -> Result<()> {
+        sqlx::query("UPDATE users SET totp_pending = $2 WHERE id = $1")
+            .bind(user)
+            .bind(secret)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn set_totp_secret(&self, user: UserId, secret: Option<&[u8]>, step: Option<i64>) -> Result<()> {
+        // The used step only ever moves forward (GREATEST ignores NULLs), so that replacing the secret cannot
+        // re-open an already used code.
+        sqlx::query(
+            "UPDATE users SET totp_secret = $2, totp_pending = NULL, \
+             totp_last_step = GREATEST(totp_last_step, $3::BIGINT) WHERE id = $1",
+        )
+        .bind(user)
+        .bind(secret)
+        .bind(step)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn use_totp_step(&self, user: UserId, step: i64) -> Result<bool> {
+        // One conditional UPDATE: its row lock and re-check make two racing uses of a code resolve to one winner.
+        let done = sqlx::query(
+            "UPDATE users SET totp_last_step = $2 WHERE id = $1 AND (totp_last_step IS NULL OR totp_last_step < $2)",
+        )
+        .bind(user)
+        .bind(step)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn record_login_failure(&self, user: UserId, locked_until: Option<UnixMs>) -> Result<i64> {
+        let count: Option<i64> = sqlx::query_scalar(
+            "UPDATE users SET failed_logins = failed_logins + 1, locked_until = COALESCE($2, locked_until) \
+             WHERE id = $1 RETURNING failed_logins",
+        )
+        .bind(user)
+        .bind(locked_until)
+        .fetch_optional(&self.pool)
+        .await?;
+        // An unknown user has no failures to count.
+        Ok(count.unwrap_or(0))
+    }
+
+    async fn reset_login_failures(&self, user: UserId) -> Result<()> {
+        sqlx::query("UPDATE users SET failed_logins = 0, locked_until = NULL WHERE id = $1")
+            .bind(user)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn add_device(&self, device: &NewDevice) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO devices (id, user_id, signing_key, static_key, name, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&device.id)
+        .bind(device.user_id)
+        .bind(&device.signing_key[..])
+        .bind(&device.static_key[..])
+        .bind(&device.name)
+        .bind(device.created_at)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| conflict_or(e, &format!("device {:?} or its static key", device.id)))?;
+        Ok(())
+    }
+
+    async fn device_by_static_key(&self, key: &[u8; 32]) -> Result<Option<DeviceRecord>> {
+        let row: Option<DeviceRow> = sqlx::query_as(
+            "SELECT d.id, d.user_id, u.name AS user_name, d.signing_key, d.static_key, d.name, d.created_at \
+             FROM devices d JOIN users u ON u.id = d.user_id WHERE d.static_key = $1",
+        )
+        .bind(&key[..])
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(TryInto::try_into).transpose()
+    }
+
+    async fn device_by_id(&self, id: &str) -> Result<Option<DeviceRecord>> {
+        let row: Option<DeviceRow> = sqlx::query_as(
+            "SELECT d.id, d.user_id, u.name AS user_name, d.signing_key, d.static_key, d.name, d.created_at \
+             FROM devices d JOIN users u ON u.id = d.user_id WHERE d.id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(TryInto::try_into).transpose()
+    }
+
+    async fn devices_of(&self, user: UserId) -> Result<Vec<DeviceRecord>> {
+        let rows: Vec<DeviceRow> = sqlx::query_as(
+            "SELECT d.id, d.user_id, u.name AS user_name, d.signing_key, d.static_key, d.name, d.created_at \
+             FROM devices d JOIN users u ON u.id = d.user_id WHERE d.user_id = $1 ORDER BY d.created_at, d.id",
+        )
+        .bind(user)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter().map(TryInto::try_into).collect()
+    }
+
+    async fn create_session(&self, token_hash: &[u8; 32], session: &SessionRecord, created_at: UnixMs) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO sessions (token_hash, user_id, device_id, expires_at, revoked_at, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&token_hash[..])
+        .bind(session.user_id)
+        .bind(&session.device_id)
+        .bind(session.expires_at)
+        .bind(session.revoked_at)
+        .bind(created_at)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| conflict_or(e, "session token"))?;
+        Ok(())
+    }
+
+    async fn session(&self, token_hash: &[u8; 32]) -> Result<Option<SessionRecord>> {
+        let row: Option<SessionRow> =
+            sqlx::query_as("SELECT user_id, device_id, expires_at, revoked_at FROM sessions WHERE token_hash = $1")
+                .bind(&token_hash[..])
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(row.map(Into::into))
+    }
+
+    async fn revoke_session(&self, token_hash: &[u8; 32], at: UnixMs) -> Result<bool> {
+        // A second revocation keeps the first time.
+        let done = sqlx::query("UPDATE sessions SET revoked_at = COALESCE(revoked_at, $2) WHERE token_hash = $1")
+            .bind(&token_hash[..])
+            .bind(at)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn revoke_user_sessions(&self, user: UserId, at: UnixMs) -> Result<u64> {
+        let done = sqlx::query("UPDATE sessions SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL")
+            .bind(user)
+            .bind(at)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn enqueue(&self, batch: &[NewEnvelope]) -> Result<Vec<EnqueueOutcome>> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        let plan = EnqueuePlan::new(batch);
+        let mut tx = self.pool.begin().await?;
+        // Queue seqs come from an identity column, allocated when rows are inserted but visible only at commit. Two
+        // overlapping enqueues could commit out of seq order, and a reader that already moved its cursor past the
+        // later seq would skip the earlier one for good. Serialising enqueues (per schema) makes seq order commit
+        // order; batches are group commits, so this costs little.
+        sqlx::query("SELECT pg_advisory_xact_lock(1768777074, hashtext(current_schema()))").execute(&mut *tx).await?;
+
+        let n = plan.candidates.len();
+        let (mut ids, mut kinds, mut senders, mut sender_devices) =
+            (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+        let (mut recipients, mut mimes, mut payloads, mut times) =
+            (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+        let mut index_of: HashMap<&str, usize> = HashMap::with_capacity(n);
+        for &i in &plan.candidates {
+            let e = &batch[i];
+            index_of.insert(e.id.as_str(), i);
+            ids.push(e.id.as_str());
+            kinds.push(e.kind as i16);
+            senders.push(e.sender.as_str());
+            sender_devices.push(e.sender_device.as_str());
+            recipients.push(e.recipient.as_str());
+            mimes.push(e.mime.as_str());
+            payloads.push(stored_payload(e));
+            times.push(e.created_at);
+        }
+        let inserted: Vec<String> = sqlx::query_scalar(
+            "INSERT INTO envelopes (id, kind, sender, sender_device, recipient, mime, payload, created_at) \
+             SELECT * FROM UNNEST($1::TEXT[], $2::SMALLINT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], $6::TEXT[], \
+             $7::BYTEA[], $8::BIGINT[]) ON CONFLICT (id) DO NOTHING RETURNING id",
+        )
+        .bind(&ids)
+        .bind(&kinds)
+        .bind(&senders)
+        .bind(&sender_devices)
+        .bind(&recipients)
+        .bind(&mimes)
+        .bind(&payloads)
+        .bind(&times)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut stored = vec![false; batch.len()];
+        for id in &inserted {
+            if let Some(&i) = index_of.get(id.as_str()) {
+                stored[i] = true;
+            }
+        }
+
+        // Duplicates of earlier batches: fetch their original acceptance time.
+        let known: Vec<&str> = plan.candidates.iter().filter(|&&i| !stored[i]).map(|&i| batch[i].id.as_str()).collect();
+        let mut existing = HashMap::with_capacity(known.len());
+        if !known.is_empty() {
+            let rows: Vec<(String, i64)> =
+                sqlx::query_as("SELECT id, created_at FROM envelopes WHERE id = ANY($1::TEXT[])")
+                    .bind(&known)
+                    .fetch_all(&mut *tx)
+                    .await?;
+            existing.extend(rows);
+        }
+
+        // Queue rows in batch order (WITH ORDINALITY … ORDER BY), so that the identity seq follows it per device.
+        let (mut devices, mut envelope_ids) = (Vec::new(), Vec::new());
+        for &i in plan.candidates.iter().filter(|&&i| stored[i]) {
+            for d in &batch[i].recipient_devices {
+                devices.push(d.as_str());
+                envelope_ids.push(batch[i].id.as_str());
+            }
+        }
+        if !devices.is_empty() {
+            // Duplicate device ids in one envelope's list are ignored rather than failing the whole group commit.
+            sqlx::query(
+                "INSERT INTO queue (device_id, envelope_id) \
+                 SELECT d, e FROM UNNEST($1::TEXT[], $2::TEXT[]) WITH ORDINALITY AS t (d, e, n) ORDER BY n \
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(&devices)
+            .bind(&envelope_ids)
+            .execute(&mut *tx)
+            .await?;
+        }
+
+        let outcomes = plan.outcomes(batch, &stored, &existing)?;
+        tx.commit().await?;
+        Ok(outcomes)
+    }
+
+    async fn fetch_queue(&self, device: &str, after: i64, limit: i64) -> Result<Vec<QueuedEnvelope>> {
+        let rows: Vec<QueuedRow> = sqlx::query_as(
+            "SELECT q.seq, e.id, e.kind::BIGINT AS kind, e.sender, e.sender_device, e.recipient, e.mime, e.payload, \
+             e.created_at FROM queue q JOIN envelopes e ON e.id = q.envelope_id \
+             WHERE q.device_id = $1 AND q.seq > $2 ORDER BY q.seq LIMIT $3",
+        )
+        .bind(device)
+        .bind(after)
+        // PostgreSQL rejects a negative LIMIT; the caller meant none.
+        .bind(limit.max(0))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter().map(TryInto::try_into).collect()
+    }
+
+    async fn ack(&self, acks: &[(String, String)]) -> Result<u64> {
+        if acks.is_empty() {
+            return Ok(0);
+        }
+        let devices: Vec<&str> = acks.iter().map(|(d, _)| d.as_str()).collect();
+        let ids: Vec<&str> = acks.iter().map(|(_, e)| e.as_str()).collect();
+        let mut tx = self.pool.begin().await?;
+        // Lock the envelopes first (in id order, so concurrent acks cannot deadlock). Without it, two relays acking
+        // the last two queue entries of one envelope would each still see the other's entry and neither would clear
+        // the payload.
+        sqlx::query("SELECT id FROM envelopes WHERE id = ANY($1::TEXT[]) ORDER BY id FOR NO KEY UPDATE")
+            .bind(&ids)
+            .execute(&mut *tx)
+            .await?;
+        let touched: Vec<String> = sqlx::query_scalar(
+            "DELETE FROM queue q USING UNNEST($1::TEXT[], $2::TEXT[]) AS a (d, e) \
+             WHERE q.device_id = a.d AND q.envelope_id = a.e RETURNING q.envelope_id",
+        )
+        .bind(&devices)
+        .bind(&ids)
+        .fetch_all(&mut *tx)
+        .await?;
+        let removed = touched.len() as u64;
+        let touched: Vec<String> = touched.into_iter().collect::<HashSet<_>>().into_iter().collect();
+        if !touched.is_empty() {
+            // Ciphertext nobody will fetch again is not kept; the row stays for de-duplication.
+            sqlx::query(
+                "UPDATE envelopes e SET payload = ''::BYTEA WHERE e.id = ANY($1::TEXT[]) \
+                 AND octet_length(e.payload) > 0 \
+                 AND NOT EXISTS (SELECT 1 FROM queue q WHERE q.envelope_id = e.id)",
+            )
+            .bind(&touched)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(removed)
+    }
+
+    async fn queue_len(&self, device: &str) -> Result<i64> {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM queue WHERE device_id = $1")
+            .bind(device)
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    async fn queue_stats(&self) -> Result<Vec<QueueStats>> {
+        // LEFT JOIN: a queue for a device id that is not registered is still shown (with an empty user name), since
+        // it is exactly what an operator looking at queues wants to see.
+        let rows: Vec<QueueStatsRow> = sqlx::query_as(
+            "SELECT COALESCE(u.name, '') AS user_name, q.device_id, COUNT(*) AS pending, \
+             MIN(e.created_at) AS oldest \
+             FROM queue q JOIN envelopes e ON e.id = q.envelope_id \
+             LEFT JOIN devices d ON d.id = q.device_id LEFT JOIN users u ON u.id = d.user_id \
+             GROUP BY u.name, q.device_id ORDER BY user_name, q.device_id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(Into::into).collect())
+    }
+
+    async fn prune_envelopes(&self, before: UnixMs) -> Result<u64> {
+        let done = sqlx::query(
+            "DELETE FROM envelopes e WHERE e.created_at < $1 \
+             AND NOT EXISTS (SELECT 1 FROM queue q WHERE q.envelope_id = e.id)",
+        )
+        .bind(before)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn add_contact(&self, a: UserId, b: UserId) -> Result<()> {
+        sqlx::query("INSERT INTO contacts (a, b) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+            .bind(a.min(b))
+            .bind(a.max(b))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn contacts_of(&self, user: UserId) -> Result<Vec<UserId>> {
+        Ok(sqlx::query_scalar(
+            "SELECT b AS c FROM contacts WHERE a = $1 UNION SELECT a AS c FROM contacts WHERE b = $1 ORDER BY c",
+        )
+        .bind(user)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    async fn are_contacts(&self, a: UserId, b: UserId) -> Result<bool> {
+        Ok(sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM contacts WHERE a = $1 AND b = $2)")
+            .bind(a.min(b))
+            .bind(a.max(b))
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    async fn set_presence(&self, user: UserId, status: Option<&str>, last_seen: Option<UnixMs>) -> Result<()> {
+        // Inserting from `users` makes an unknown user a no-op instead of a foreign-key error.
+        sqlx::query(
+            "INSERT INTO presence (user_id, status, last_seen) SELECT id, $2, $3 FROM users WHERE id = $1 \
+             ON CONFLICT (user_id) DO UPDATE SET status = COALESCE(excluded.status, presence.status), \
+             last_seen = COALESCE(excluded.last_seen, presence.last_seen)",
+        )
+        .bind(user)
+        .bind(status)
+        .bind(last_seen)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn presence_of(&self, user: UserId) -> Result<Option<PresenceRecord>> {
+        let row: Option<PresenceRow> = sqlx::query_as(
+            "SELECT u.name, p.status, p.last_seen FROM users u LEFT JOIN presence p ON p.user_id = u.id \
+             WHERE u.id = $1",
+        )
+        .bind(user)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(Into::into))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::validate_schema;
+
+    #[test]
+    fn schema_names_are_plain_identifiers() {
+        for ok in ["it_123_abc", "_x", "relay"] {
+            assert!(validate_schema(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "1abc", "Relay", "a-b", "a\"; DROP TABLE users; --", "a b", &"a".repeat(64)] {
+            assert!(validate_schema(bad).is_err(), "{bad}");
+        }
+    }
+}

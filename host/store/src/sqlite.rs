@@ -1,0 +1,554 @@
+//! The embedded backend: one SQLite file in WAL mode with `synchronous=FULL`.
+//!
+//! SQLite admits one writer at a time, so every write goes through a pool of exactly one connection: writes queue in
+//! this process instead of failing with `SQLITE_BUSY`, and a batch is one `BEGIN IMMEDIATE` transaction (one fsync).
+//! Reads use a separate small pool and, thanks to WAL, run beside the writer. Another process (`imfree admin`) may
+//! open the same file at the same time; `busy_timeout` makes the two wait for each other instead of failing.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use sqlx::Row;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+
+use crate::common::{EnqueuePlan, MultiRowSql, chunk_sizes, conflict_or, stored_payload};
+use crate::rows::{
+    DeviceRow, PresenceRow, QueueStatsRow, QueuedRow, SessionRow, UserRow, UserSummaryRow, user_columns,
+};
+use crate::{
+    DeviceRecord, EnqueueOutcome, NewDevice, NewEnvelope, NewUser, PresenceRecord, QueueStats, QueuedEnvelope,
+    RelayStore, Result, SessionRecord, StoreError, UnixMs, UserId, UserRecord, UserSummary,
+};
+
+/// How long a connection waits for another process's write lock before giving up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Concurrent readers. Small: reads are short, and the machine the relay targets has few cores.
+const READERS: u32 = 4;
+
+/// Room for every multi-row statement shape (9 sizes × 5 statements) plus the single-row ones.
+const STATEMENT_CACHE: usize = 256;
+
+static INSERT_ENVELOPES: LazyLock<MultiRowSql> = LazyLock::new(|| {
+    MultiRowSql::new(
+        "INSERT INTO envelopes (id, kind, sender, sender_device, recipient, mime, payload, created_at) VALUES ",
+        " ON CONFLICT (id) DO NOTHING RETURNING id",
+        |p| format!("(?{},?{},?{},?{},?{},?{},?{},?{})", p, p + 1, p + 2, p + 3, p + 4, p + 5, p + 6, p + 7),
+        8,
+    )
+});
+
+static EXISTING_ENVELOPES: LazyLock<MultiRowSql> = LazyLock::new(|| {
+    MultiRowSql::new("SELECT id, created_at FROM envelopes WHERE id IN (", ")", |p| format!("?{p}"), 1)
+});
+
+// Duplicate device ids in one envelope's recipient list are ignored rather than failing the whole group commit.
+static INSERT_QUEUE: LazyLock<MultiRowSql> = LazyLock::new(|| {
+    MultiRowSql::new(
+        "INSERT INTO queue (device_id, envelope_id) VALUES ",
+        " ON CONFLICT DO NOTHING",
+        |p| format!("(?{},?{})", p, p + 1),
+        2,
+    )
+});
+
+static DELETE_ACKED: LazyLock<MultiRowSql> = LazyLock::new(|| {
+    MultiRowSql::new(
+        "WITH acked (d, e) AS (VALUES ",
+        ") DELETE FROM queue WHERE seq IN (SELECT q.seq FROM acked JOIN queue q ON q.envelope_id = acked.e \
+         AND q.device_id = acked.d) RETURNING envelope_id",
+        |p| format!("(?{},?{})", p, p + 1),
+        2,
+    )
+});
+
+static CLEAR_PAYLOADS: LazyLock<MultiRowSql> = LazyLock::new(|| {
+    MultiRowSql::new(
+        "UPDATE envelopes SET payload = X'' WHERE id IN (",
+        ") AND length(payload) > 0 AND NOT EXISTS (SELECT 1 FROM queue WHERE queue.envelope_id = envelopes.id)",
+        |p| format!("?{p}"),
+        1,
+    )
+});
+
+/// The SQLite implementation of [`RelayStore`]. Cloning shares the pools.
+#[derive(Clone, Debug)]
+pub struct SqliteStore {
+    /// Exactly one connection: the only writer of this process.
+    writer: SqlitePool,
+    /// Read-only work.
+    reader: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Open (creating the file and its directory if missing) the database at `path` and bring its schema up to date.
+    pub async fn open(path: &Path) -> Result<Self> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            tokio::fs::create_dir_all(dir)
+                .await
+                .map_err(|e| StoreError::Config(format!("cannot create directory {}: {e}", dir.display())))?;
+        }
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // FULL: an acknowledged enqueue or ack must survive power loss, not only a process crash.
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(BUSY_TIMEOUT)
+            .statement_cache_capacity(STATEMENT_CACHE);
+
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            // Never recycle the writer for idleness: it holds the warm statement cache.
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(options.clone())
+            .await
+            .map_err(|e| open_error(path, e))?;
+        sqlx::migrate!("migrations/sqlite").run(&writer).await?;
+
+        let reader = SqlitePoolOptions::new()
+            .max_connections(READERS)
+            .connect_with(options.create_if_missing(false))
+            .await
+            .map_err(|e| open_error(path, e))?;
+        tracing::debug!(path = %path.display(), "sqlite store open");
+        Ok(SqliteStore { writer, reader })
+    }
+
+    /// Close both pools, waiting for connections in use to be returned. Dropping the store also closes them, but
+    /// without waiting.
+    pub async fn close(&self) {
+        self.writer.close().await;
+        self.reader.close().await;
+    }
+}
+
+/// Connecting can only fail on the file itself (permissions, not a database); say which file.
+fn open_error(path: &Path, err: sqlx::Error) -> StoreError {
+    match err {
+        sqlx::Error::Database(_) | sqlx::Error::Io(_) => {
+            StoreError::Config(format!("cannot open database {}: {err}", path.display()))
+        }
+        other => StoreError::Database(other),
+    }
+}
+
+#[async_trait::async_trait]
+impl RelayStore for SqliteStore {
+    async fn create_user(&self, user: &NewUser) -> Result<UserId> {
+        sqlx::query_scalar("INSERT INTO users (name, password_hash, created_at) VALUES (?1, ?2, ?3) RETURNING id")
+            .bind(&user.name)
+            .bind(&user.password_hash)
+            .bind(user.created_at)
+            .fetch_one(&self.writer)
+            .await
+            .map_err(|e| conflict_or(e, &format!("user name {:?}", user.name)))
+    }
+
+    async fn user_by_name(&self, name: &str) -> Result<Option<UserRecord>> {
+        let row: Option<UserRow> = sqlx::query_as(concat!("SELECT ", user_columns!(), " FROM users WHERE name = ?1"))
+            .bind(name)
+            .fetch_optional(&self.reader)
+            .await?;
+        Ok(row.map(Into::into))
+    }
+
+    async fn user_by_id(&self, id: UserId) -> Result<Option<UserRecord>> {
+        let row: Option<UserRow> = sqlx::query_as(concat!("SELECT ", user_columns!(), " FROM users WHERE id = ?1"))
+            .bind(id)
+            .fetch_optional(&self.reader)
+            .await?;
+        Ok(row.map(Into::into))
+    }
+
+    async fn list_users(&self) -> Result<Vec<UserSummary>> {
+        let rows: Vec<UserSummaryRow> = sqlx::query_as(
+            "SELECT u.name, u.disabled, u.totp_secret IS NOT NULL AS totp, \
+             (SELECT COUNT(*) FROM devices d WHERE d.user_id = u.id) AS devices, u.created_at \
+             FROM users u ORDER BY u.name",
+        )
+        .fetch_all(&self.reader)
+        .await?;
+        Ok(rows.into_iter().map(Into::into).collect())
+    }
+
+    async fn set_user_disabled(&self, name: &str, disabled: bool) -> Result<bool> {
+        let done = sqlx::query("UPDATE users SET disabled = ?2 WHERE name = ?1")
+            .bind(name)
+            .bind(disabled)
+            .execute(&self.writer)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn set_totp_pending(&self, user: UserId, secret: Option<&[u8]>) -> Result<()> {
+        sqlx::query("UPDATE users SET totp_pending = ?2 WHERE id = ?1")
+            .bind(user)
+            .bind(secret)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
+    async fn set_totp_secret(&self, user: UserId, secret: Option<&[u8]>, step: Option<i64>) -> Result<()> {
+        // The used step only ever moves forward, so that replacing the secret cannot re-open an already used code.
+        sqlx::query(
+            "UPDATE users SET totp_secret = ?2, totp_pending = NULL, totp_last_step = CASE \
+             WHEN ?3 IS NOT NULL AND (totp_last_step IS NULL OR totp_last_step < ?3) THEN ?3 \
+             ELSE totp_last_step END WHERE id = ?1",
+        )
+        .bind(user)
+        .bind(secret)
+        .bind(step)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    async fn use_totp_step(&self, user: UserId, step: i64) -> Result<bool> {
+        // One conditional UPDATE: the check and the write cannot be separated by another relay's use of the code.
+        let done = sqlx::query(
+            "UPDATE users SET totp_last_step = ?2 WHERE id = ?1 AND (totp_last_step IS NULL OR totp_last_step < ?2)",
+        )
+        .bind(user)
+        .bind(step)
+        .execute(&self.writer)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn record_login_failure(&self, user: UserId, locked_until: Option<UnixMs>) -> Result<i64> {
+        let count: Option<i64> = sqlx::query_scalar(
+            "UPDATE users SET failed_logins = failed_logins + 1, locked_until = COALESCE(?2, locked_until) \
+             WHERE id = ?1 RETURNING failed_logins",
+        )
+        .bind(user)
+        .bind(locked_until)
+        .fetch_optional(&self.writer)
+        .await?;
+        // An unknown user has no failures to count.
+        Ok(count.unwrap_or(0))
+    }
+
+    async fn reset_login_failures(&self, user: UserId) -> Result<()> {
+        sqlx::query("UPDATE users SET failed_logins = 0, locked_until = NULL WHERE id = ?1")
+            .bind(user)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
+    async fn add_device(&self, device: &NewDevice) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO devices (id, user_id, signing_key, static_key, name, created_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )
+        .bind(&device.id)
+        .bind(device.user_id)
+        .bind(&device.signing_key[..])
+        .bind(&device.static_key[..])
+        .bind(&device.name)
+        .bind(device.created_at)
+        .execute(&self.writer)
+        .await
+        .map_err(|e| conflict_or(e, &format!("device {:?} or its static key", device.id)))?;
+        Ok(())
+    }
+
+    async fn device_by_static_key(&self, key: &[u8; 32]) -> Result<Option<DeviceRecord>> {
+        let row: Option<DeviceRow> = sqlx::query_as(
+            "SELECT d.id, d.user_id, u.name AS user_name, d.signing_key, d.static_key, d.name, d.created_at \
+             FROM devices d JOIN users u ON u.id = d.user_id WHERE d.static_key = ?1",
+        )
+        .bind(&key[..])
+        .fetch_optional(&self.reader)
+        .await?;
+        row.map(TryInto::try_into).transpose()
+    }
+
+    async fn device_by_id(&self, id: &str) -> Result<Option<DeviceRecord>> {
+        let row: Option<DeviceRow> = sqlx::query_as(
+            "SELECT d.id, d.user_id, u.name AS user_name, d.signing_key, d.static_key, d.name, d.created_at \
+             FROM devices d JOIN users u ON u.id = d.user_id WHERE d.id = ?1",
+        )
+        .bind(id)
+        .fetch_optional(&self.reader)
+        .await?;
+        row.map(TryInto::try_into).transpose()
+    }
+
+    async fn devices_of(&self, user: UserId) -> Result<Vec<DeviceRecord>> {
+        let rows: Vec<DeviceRow> = sqlx::query_as(
+            "SELECT d.id, d.user_id, u.name AS user_name, d.signing_key, d.static_key, d.name, d.created_at \
+             FROM devices d JOIN users u ON u.id = d.user_id WHERE d.user_id = ?1 ORDER BY d.created_at, d.id",
+        )
+        .bind(user)
+        .fetch_all(&self.reader)
+        .await?;
+        rows.into_iter().map(TryInto::try_into).collect()
+    }
+
+    async fn create_session(&self, token_hash: &[u8; 32], session: &SessionRecord, created_at: UnixMs) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO sessions (token_hash, user_id, device_id, expires_at, revoked_at, created_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )
+        .bind(&token_hash[..])
+        .bind(session.user_id)
+        .bind(&session.device_id)
+        .bind(session.expires_at)
+        .bind(session.revoked_at)
+        .bind(created_at)
+        .execute(&self.writer)
+        .await
+        .map_err(|e| conflict_or(e, "session token"))?;
+        Ok(())
+    }
+
+    async fn session(&self, token_hash: &[u8; 32]) -> Result<Option<SessionRecord>> {
+        let row: Option<SessionRow> =
+            sqlx::query_as("SELECT user_id, device_id, expires_at, revoked_at FROM sessions WHERE token_hash = ?1")
+                .bind(&token_hash[..])
+                .fetch_optional(&self.reader)
+                .await?;
+        Ok(row.map(Into::into))
+    }
+
+    async fn revoke_session(&self, token_hash: &[u8; 32], at: UnixMs) -> Result<bool> {
+        // A second revocation keeps the first time.
+        let done = sqlx::query("UPDATE sessions SET revoked_at = COALESCE(revoked_at, ?2) WHERE token_hash = ?1")
+            .bind(&token_hash[..])
+            .bind(at)
+            .execute(&self.writer)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn revoke_user_sessions(&self, user: UserId, at: UnixMs) -> Result<u64> {
+        let done = sqlx::query("UPDATE sessions SET revoked_at = ?2 WHERE user_id = ?1 AND revoked_at IS NULL")
+            .bind(user)
+            .bind(at)
+            .execute(&self.writer)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn enqueue(&self, batch: &[NewEnvelope]) -> Result<Vec<EnqueueOutcome>> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        let plan = EnqueuePlan::new(batch);
+        // IMMEDIATE: take the write lock up front, so that another process holding it makes us wait (busy_timeout)
+        // rather than fail half-way when a read lock would have to be upgraded.
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+
+        // Insert every first occurrence; the ids that come back are new, the others already existed.
+        let mut stored = vec![false; batch.len()];
+        let mut index_of: HashMap<&str, usize> = HashMap::with_capacity(plan.candidates.len());
+        let mut rest = &plan.candidates[..];
+        for size in chunk_sizes(rest.len()) {
+            let (chunk, tail) = rest.split_at(size);
+            rest = tail;
+            let mut q = sqlx::query(INSERT_ENVELOPES.get(size));
+            for &i in chunk {
+                let e = &batch[i];
+                index_of.insert(e.id.as_str(), i);
+                q = q
+                    .bind(e.id.as_str())
+                    .bind(e.kind as i64)
+                    .bind(e.sender.as_str())
+                    .bind(e.sender_device.as_str())
+                    .bind(e.recipient.as_str())
+                    .bind(e.mime.as_str())
+                    .bind(stored_payload(e))
+                    .bind(e.created_at);
+            }
+            for row in q.fetch_all(&mut *tx).await? {
+                let id: &str = row.try_get(0)?;
+                if let Some(&i) = index_of.get(id) {
+                    stored[i] = true;
+                }
+            }
+        }
+
+        // Duplicates of earlier batches: fetch their original acceptance time.
+        let known: Vec<&str> = plan.candidates.iter().filter(|&&i| !stored[i]).map(|&i| batch[i].id.as_str()).collect();
+        let mut existing = HashMap::with_capacity(known.len());
+        let mut rest = &known[..];
+        for size in chunk_sizes(rest.len()) {
+            let (chunk, tail) = rest.split_at(size);
+            rest = tail;
+            let mut q = sqlx::query(EXISTING_ENVELOPES.get(size));
+            for id in chunk {
+                q = q.bind(*id);
+            }
+            for row in q.fetch_all(&mut *tx).await? {
+                existing.insert(row.try_get::<String, _>(0)?, row.try_get::<i64, _>(1)?);
+            }
+        }
+
+        // Queue rows in batch order, so that the autoincrement seq follows it for every device.
+        let entries: Vec<(&str, &str)> = plan
+            .candidates
+            .iter()
+            .filter(|&&i| stored[i])
+            .flat_map(|&i| batch[i].recipient_devices.iter().map(move |d| (d.as_str(), batch[i].id.as_str())))
+            .collect();
+        let mut rest = &entries[..];
+        for size in chunk_sizes(rest.len()) {
+            let (chunk, tail) = rest.split_at(size);
+            rest = tail;
+            let mut q = sqlx::query(INSERT_QUEUE.get(size));
+            for (device, id) in chunk {
+                q = q.bind(*device).bind(*id);
+            }
+            q.execute(&mut *tx).await?;
+        }
+
+        let outcomes = plan.outcomes(batch, &stored, &existing)?;
+        tx.commit().await?;
+        Ok(outcomes)
+    }
+
+    async fn fetch_queue(&self, device: &str, after: i64, limit: i64) -> Result<Vec<QueuedEnvelope>> {
+        let rows: Vec<QueuedRow> = sqlx::query_as(
+            "SELECT q.seq, e.id, e.kind, e.sender, e.sender_device, e.recipient, e.mime, e.payload, e.created_at \
+             FROM queue q JOIN envelopes e ON e.id = q.envelope_id \
+             WHERE q.device_id = ?1 AND q.seq > ?2 ORDER BY q.seq LIMIT ?3",
+        )
+        .bind(device)
+        .bind(after)
+        // SQLite reads a negative limit as "no limit"; the caller meant none.
+        .bind(limit.max(0))
+        .fetch_all(&self.reader)
+        .await?;
+        rows.into_iter().map(TryInto::try_into).collect()
+    }
+
+    async fn ack(&self, acks: &[(String, String)]) -> Result<u64> {
+        if acks.is_empty() {
+            return Ok(0);
+        }
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let mut removed = 0u64;
+        let mut touched: HashSet<String> = HashSet::new();
+        let mut rest = acks;
+        for size in chunk_sizes(rest.len()) {
+            let (chunk, tail) = rest.split_at(size);
+            rest = tail;
+            let mut q = sqlx::query(DELETE_ACKED.get(size));
+            for (device, id) in chunk {
+                q = q.bind(device.as_str()).bind(id.as_str());
+            }
+            for row in q.fetch_all(&mut *tx).await? {
+                removed += 1;
+                touched.insert(row.try_get(0)?);
+            }
+        }
+
+        // Ciphertext nobody will fetch again is not kept; the row stays for de-duplication.
+        let touched: Vec<String> = touched.into_iter().collect();
+        let mut rest = &touched[..];
+        for size in chunk_sizes(rest.len()) {
+            let (chunk, tail) = rest.split_at(size);
+            rest = tail;
+            let mut q = sqlx::query(CLEAR_PAYLOADS.get(size));
+            for id in chunk {
+                q = q.bind(id.as_str());
+            }
+            q.execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(removed)
+    }
+
+    async fn queue_len(&self, device: &str) -> Result<i64> {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM queue WHERE device_id = ?1")
+            .bind(device)
+            .fetch_one(&self.reader)
+            .await?)
+    }
+
+    async fn queue_stats(&self) -> Result<Vec<QueueStats>> {
+        // LEFT JOIN: a queue for a device id that is not registered is still shown (with an empty user name), since
+        // it is exactly what an operator looking at queues wants to see.
+        let rows: Vec<QueueStatsRow> = sqlx::query_as(
+            "SELECT COALESCE(u.name, '') AS user_name, q.device_id, COUNT(*) AS pending, \
+             MIN(e.created_at) AS oldest \
+             FROM queue q JOIN envelopes e ON e.id = q.envelope_id \
+             LEFT JOIN devices d ON d.id = q.device_id LEFT JOIN users u ON u.id = d.user_id \
+             GROUP BY u.name, q.device_id ORDER BY user_name, q.device_id",
+        )
+        .fetch_all(&self.reader)
+        .await?;
+        Ok(rows.into_iter().map(Into::into).collect())
+    }
+
+    async fn prune_envelopes(&self, before: UnixMs) -> Result<u64> {
+        let done = sqlx::query(
+            "DELETE FROM envelopes WHERE created_at < ?1 \
+             AND NOT EXISTS (SELECT 1 FROM queue WHERE queue.envelope_id = envelopes.id)",
+        )
+        .bind(before)
+        .execute(&self.writer)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn add_contact(&self, a: UserId, b: UserId) -> Result<()> {
+        sqlx::query("INSERT INTO contacts (a, b) VALUES (?1, ?2) ON CONFLICT DO NOTHING")
+            .bind(a.min(b))
+            .bind(a.max(b))
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
+    async fn contacts_of(&self, user: UserId) -> Result<Vec<UserId>> {
+        Ok(sqlx::query_scalar(
+            "SELECT b AS c FROM contacts WHERE a = ?1 UNION SELECT a AS c FROM contacts WHERE b = ?1 ORDER BY c",
+        )
+        .bind(user)
+        .fetch_all(&self.reader)
+        .await?)
+    }
+
+    async fn are_contacts(&self, a: UserId, b: UserId) -> Result<bool> {
+        Ok(sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM contacts WHERE a = ?1 AND b = ?2)")
+            .bind(a.min(b))
+            .bind(a.max(b))
+            .fetch_one(&self.reader)
+            .await?)
+    }
+
+    async fn set_presence(&self, user: UserId, status: Option<&str>, last_seen: Option<UnixMs>) -> Result<()> {
+        // Inserting from `users` makes an unknown user a no-op instead of a foreign-key error.
+        sqlx::query(
+            "INSERT INTO presence (user_id, status, last_seen) SELECT id, ?2, ?3 FROM users WHERE id = ?1 \
+             ON CONFLICT (user_id) DO UPDATE SET status = COALESCE(excluded.status, presence.status), \
+             last_seen = COALESCE(excluded.last_seen, presence.last_seen)",
+        )
+        .bind(user)
+        .bind(status)
+        .bind(last_seen)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    async fn presence_of(&self, user: UserId) -> Result<Option<PresenceRecord>> {
+        let row: Option<PresenceRow> = sqlx::query_as(
+            "SELECT u.name, p.status, p.last_seen FROM users u LEFT JOIN presence p ON p.user_id = u.id \
+             WHERE u.id = ?1",
+        )
+        .bind(user)
+        .fetch_optional(&self.reader)
+        .await?;
+        Ok(row.map(Into::into))
+    }
+}

@@ -1,0 +1,7 @@
+//! Behaviour of the relay store, each test run against SQLite and PostgreSQL (see `harness`).
+
+mod accounts;
+mod fixtures;
+mod harness;
+mod queues;
+mod social;
