@@ -1,0 +1,418 @@
+//! `imfree client`: the client engine from the command line.
+
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use base64::Engine as _;
+use clap::{Args, Subcommand, ValueEnum};
+use imfree_client::store::StoredMessage;
+use imfree_client::{Client, ClientError, Event, Trust};
+use imfree_proto::Status;
+use zeroize::Zeroizing;
+
+/// Exit status of `send` when the message is safely in the outbox but the relay has not accepted it yet
+/// (EX_TEMPFAIL): it goes out on the next connection.
+const EXIT_QUEUED: u8 = 75;
+
+#[derive(Debug, Args)]
+pub(crate) struct ClientArgs {
+    /// Client home directory (account, keys, local messages). Default: the platform data dir (XDG on Linux).
+    #[arg(long, global = true)]
+    home: Option<PathBuf>,
+    #[command(subcommand)]
+    command: ClientCommand,
+}
+
+#[derive(Debug, Args)]
+struct Credentials {
+    /// Relay URL, wss://HOST:PORT.
+    #[arg(long)]
+    server: String,
+    /// User name (a-z, 0-9, '.', '_', '-').
+    #[arg(long)]
+    user: String,
+    /// Read the password from the first line of standard input (otherwise from IMFREE_PASSWORD).
+    #[arg(long)]
+    password_stdin: bool,
+    /// Accept and pin a changed TLS certificate (only after checking the new fingerprint with the operator).
+    #[arg(long)]
+    accept_new_certificate: bool,
+    /// Accept and pin a changed relay Noise key (only after checking it with the operator).
+    #[arg(long)]
+    accept_new_relay_key: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum TotpAction {
+    /// Turn on: prints a secret, then reads a current code from standard input (or --code).
+    Enable,
+    /// Turn off, proven by a current code.
+    Disable,
+}
+
+#[derive(Debug, Subcommand)]
+enum ClientCommand {
+    /// Create an account and register this device.
+    Register(Credentials),
+    /// Log in (registers this device if it is new to the account).
+    Login {
+        #[command(flatten)]
+        credentials: Credentials,
+        /// A current TOTP code, when the account uses 2FA.
+        #[arg(long)]
+        totp: Option<String>,
+    },
+    /// Send a text message to a user. Exits 75 when the relay was unreachable: the message stays queued.
+    Send {
+        /// Recipient user name.
+        to: String,
+        /// The text ("-" reads it from standard input).
+        text: String,
+        /// Send as Markdown (text/markdown) instead of plain text.
+        #[arg(long)]
+        markdown: bool,
+    },
+    /// Print received messages (and acknowledge them). Returns once the queue is drained, or after --wait seconds.
+    Recv {
+        /// Keep receiving for this many seconds (reconnecting if needed).
+        #[arg(long)]
+        wait: Option<u64>,
+        /// One JSON object per line: id, from, from_device, to, ts, mime, body (and encoding for non-text).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Set your presence, or show your contacts' presence without an argument.
+    Presence {
+        /// online, away or offline.
+        status: Option<String>,
+    },
+    /// Tell a contact you are typing (or stopped, with --stop).
+    Typing {
+        /// The contact.
+        to: String,
+        /// Stopped typing.
+        #[arg(long)]
+        stop: bool,
+    },
+    /// Send a read receipt for everything received from a contact.
+    Read {
+        /// The contact.
+        from: String,
+    },
+    /// Show the conversation with a user from the local store.
+    History {
+        /// The other user.
+        peer: String,
+        /// How many messages.
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+    },
+    /// Enable or disable two-factor authentication (TOTP).
+    Totp {
+        /// enable or disable.
+        action: TotpAction,
+        /// The current code (otherwise read from standard input).
+        #[arg(long)]
+        code: Option<String>,
+    },
+    /// Revoke this device's session on the relay.
+    Logout,
+    /// Show this home's account: server, user, device, pinned fingerprints.
+    Whoami,
+}
+
+fn read_password(from_stdin: bool) -> anyhow::Result<Zeroizing<String>> {
+    if from_stdin {
+        let mut line = Zeroizing::new(String::new());
+        std::io::stdin().lock().read_line(&mut line).context("cannot read the password from standard input")?;
+        let trimmed = Zeroizing::new(line.trim_end_matches(['\r', '\n']).to_owned());
+        return Ok(trimmed);
+    }
+    match std::env::var("IMFREE_PASSWORD") {
+        Ok(p) => Ok(Zeroizing::new(p)),
+        Err(_) => anyhow::bail!("no password: use --password-stdin or set IMFREE_PASSWORD"),
+    }
+}
+
+fn trust(c: &Credentials) -> Trust {
+    Trust { accept_new_certificate: c.accept_new_certificate, accept_new_relay_key: c.accept_new_relay_key }
+}
+
+pub(crate) async fn run(args: ClientArgs) -> anyhow::Result<ExitCode> {
+    let home = args.home.as_deref();
+    match args.command {
+        ClientCommand::Register(c) => {
+            let password = read_password(c.password_stdin)?;
+            let client = Client::register(home, &c.server, &c.user, &password, trust(&c)).await?;
+            print_pins(&client);
+            println!("registered {} (device {})", client.user(), client.device());
+        }
+        ClientCommand::Login { credentials: c, totp } => {
+            let password = read_password(c.password_stdin)?;
+            let client = Client::login(home, &c.server, &c.user, &password, totp.as_deref(), trust(&c)).await?;
+            print_pins(&client);
+            println!("logged in as {} (device {})", client.user(), client.device());
+        }
+        ClientCommand::Send { to, text, markdown } => return send(home, &to, &text, markdown).await,
+        ClientCommand::Recv { wait, json } => recv(home, wait, json).await?,
+        ClientCommand::Presence { status } => presence(home, status).await?,
+        ClientCommand::Typing { to, stop } => {
+            let client = Client::open(home).await?;
+            let mut session = client.connect().await?;
+            session.typing(&to, !stop).await?;
+            session.ping(Duration::from_secs(10)).await?;
+            session.close().await;
+        }
+        ClientCommand::Read { from } => {
+            let client = Client::open(home).await?;
+            let ids: Vec<String> = client.store().conversation(&from, 1000).await?.into_iter().filter(|m| !m.outgoing).map(|m| m.id).collect();
+            if ids.is_empty() {
+                println!("nothing received from {from}");
+                return Ok(ExitCode::SUCCESS);
+            }
+            let mut session = client.connect().await?;
+            for chunk in ids.chunks(512) {
+                session.send_receipt(&from, chunk, imfree_proto::ReceiptKind::Read).await?;
+            }
+            session.sync_outbox(Duration::from_secs(30)).await?;
+            session.close().await;
+            println!("read receipt sent to {from} for {} message(s)", ids.len());
+        }
+        ClientCommand::History { peer, limit } => {
+            let client = Client::open(home).await?;
+            for m in client.store().conversation(&peer, limit).await? {
+                let receipts = client.store().receipts_of(&m.id).await?;
+                let mark = if m.outgoing {
+                    if receipts.iter().any(|(_, k)| k == "read") {
+                        " ✓✓ read"
+                    } else if m.status == "pending" {
+                        " (queued)"
+                    } else if m.status == "failed" {
+                        " (failed)"
+                    } else {
+                        " ✓"
+                    }
+                } else {
+                    ""
+                };
+                println!("[{}] {}: {}{}", m.ts, m.from, body_text(&m), mark);
+            }
+        }
+        ClientCommand::Totp { action, code } => totp(home, action, code).await?,
+        ClientCommand::Logout => {
+            let mut client = Client::open(home).await?;
+            let session = client.connect().await?;
+            session.logout().await?;
+            client.forget_token()?;
+            println!("logged out; this device's session is revoked");
+        }
+        ClientCommand::Whoami => {
+            let client = Client::open(home).await?;
+            let a = client.account();
+            println!("server {}", a.server);
+            println!("user {}", client.user());
+            println!("device {}", client.device());
+            print_pins(&client);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_pins(client: &Client) {
+    let a = client.account();
+    if let Some(fp) = &a.tls_pin {
+        println!("pinned tls certificate sha256 {fp}");
+    }
+    if let Some(k) = &a.relay_key {
+        println!("pinned relay noise key {k}");
+    }
+}
+
+async fn send(home: Option<&Path>, to: &str, text: &str, markdown: bool) -> anyhow::Result<ExitCode> {
+    let text = if text == "-" {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)?;
+        s
+    } else {
+        text.to_owned()
+    };
+    let client = Client::open(home).await?;
+    let mime = if markdown { imfree_proto::mime::MARKDOWN } else { imfree_proto::mime::TEXT };
+    let id = client.compose(to, mime, text.as_bytes()).await?;
+    let outcome = async {
+        let mut session = client.connect().await?;
+        session.sync_outbox(Duration::from_secs(30)).await?;
+        session.close().await;
+        Ok::<_, ClientError>(())
+    }
+    .await;
+    match outcome {
+        Ok(()) => {
+            match client.store().conversation(to, 1_000_000).await?.into_iter().find(|m| m.id == id).map(|m| m.status) {
+                Some(s) if s == "failed" => anyhow::bail!("the relay refused message {id} (is {to:?} a user?)"),
+                _ => println!("{id}"),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e @ (ClientError::Io(_) | ClientError::Refused { code: imfree_proto::ErrorCode::ShuttingDown, .. })) => {
+            eprintln!("imfree: {e}; message {id} is queued and goes out on the next connection");
+            println!("{id}");
+            Ok(ExitCode::from(EXIT_QUEUED))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn body_text(m: &StoredMessage) -> String {
+    if m.mime.starts_with("text/") {
+        String::from_utf8_lossy(&m.body).into_owned()
+    } else {
+        format!("[{} bytes of {}]", m.body.len(), m.mime)
+    }
+}
+
+fn print_message(m: &StoredMessage, json: bool) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    if json {
+        let mut v = serde_json::json!({
+            "id": m.id, "from": m.from, "from_device": m.from_device, "to": m.to, "ts": m.ts, "mime": m.mime,
+        });
+        if m.mime.starts_with("text/") {
+            v["body"] = String::from_utf8_lossy(&m.body).into_owned().into();
+        } else {
+            v["body"] = base64::engine::general_purpose::STANDARD.encode(&m.body).into();
+            v["encoding"] = "base64".into();
+        }
+        if m.status == "undecodable" {
+            v["error"] = "undecodable".into();
+        }
+        writeln!(out, "{v}")
+    } else {
+        writeln!(out, "[{}] {} -> {}: {}", m.ts, m.from, m.to, body_text(m))
+    }
+}
+
+/// Print what is stored but not shown yet, then mark it shown.
+async fn show_new(client: &Client, json: bool) -> anyhow::Result<()> {
+    let fresh = client.store().unshown().await?;
+    for m in &fresh {
+        print_message(m, json)?;
+    }
+    let ids: Vec<String> = fresh.into_iter().map(|m| m.id).collect();
+    client.store().mark_shown(&ids).await?;
+    Ok(())
+}
+
+async fn recv(home: Option<&Path>, wait: Option<u64>, json: bool) -> anyhow::Result<()> {
+    let client = Client::open(home).await?;
+    // Anything stored by an earlier run that was stopped before showing it.
+    show_new(&client, json).await?;
+    match wait {
+        None => {
+            let mut session = client.connect().await?;
+            session.flush_outbox().await?;
+            loop {
+                match session.next_event().await? {
+                    Event::Drained => break,
+                    Event::Message(_) => show_new(&client, json).await?,
+                    _ => {}
+                }
+            }
+            session.ping(Duration::from_secs(30)).await?;
+            show_new(&client, json).await?;
+            session.close().await;
+        }
+        Some(secs) => {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+            while tokio::time::Instant::now() < deadline {
+                let mut session = match client.connect_with_retry(deadline).await {
+                    Ok(s) => s,
+                    Err(ClientError::Io(_)) => break,
+                    Err(e) => return Err(e.into()),
+                };
+                session.flush_outbox().await?;
+                loop {
+                    match tokio::time::timeout_at(deadline, session.next_event()).await {
+                        Err(_) => break,
+                        Ok(Ok(Event::Message(_))) => show_new(&client, json).await?,
+                        Ok(Ok(_)) => {}
+                        Ok(Err(ClientError::Io(_))) => break,
+                        Ok(Err(e)) => return Err(e.into()),
+                    }
+                }
+                show_new(&client, json).await?;
+            }
+        }
+    }
+    client.store().close().await;
+    Ok(())
+}
+
+async fn presence(home: Option<&Path>, status: Option<String>) -> anyhow::Result<()> {
+    let client = Client::open(home).await?;
+    let mut session = client.connect().await?;
+    match status {
+        Some(s) => {
+            let status: Status = s.parse().map_err(|e: String| anyhow::anyhow!(e))?;
+            session.set_presence(status).await?;
+            session.ping(Duration::from_secs(10)).await?;
+            println!("presence set to {}", status.as_str());
+        }
+        None => {
+            let peers = client.store().peers().await?;
+            if peers.is_empty() {
+                println!("no contacts yet");
+            } else {
+                let n = peers.len();
+                session.query_presence(peers).await?;
+                for _ in 0..n {
+                    if let Event::Presence(p) = session.wait_for(Duration::from_secs(10), |e| matches!(e, Event::Presence(_))).await? {
+                        match (p.status, p.last_seen) {
+                            (Status::Offline, Some(t)) => println!("{} offline (last seen {t})", p.user.unwrap_or_default()),
+                            (s, _) => println!("{} {}", p.user.unwrap_or_default(), s.as_str()),
+                        }
+                    }
+                }
+            }
+        }
+    }
+    session.close().await;
+    Ok(())
+}
+
+async fn totp(home: Option<&Path>, action: TotpAction, code: Option<String>) -> anyhow::Result<()> {
+    let client = Client::open(home).await?;
+    let mut session = client.connect().await?;
+    let read_code = |code: Option<String>| -> anyhow::Result<String> {
+        match code {
+            Some(c) => Ok(c),
+            None => {
+                let mut line = String::new();
+                std::io::stdin().lock().read_line(&mut line)?;
+                Ok(line.trim().to_owned())
+            }
+        }
+    };
+    match action {
+        TotpAction::Enable => {
+            let secret = session.totp_setup().await?;
+            println!("secret {}", secret.secret);
+            println!("uri {}", secret.uri);
+            println!("enter the current code from your authenticator:");
+            std::io::stdout().flush()?;
+            let code = read_code(code)?;
+            session.totp_code(&code, true).await?;
+            println!("two-factor authentication enabled");
+        }
+        TotpAction::Disable => {
+            let code = read_code(code)?;
+            session.totp_code(&code, false).await?;
+            println!("two-factor authentication disabled");
+        }
+    }
+    session.close().await;
+    Ok(())
+}

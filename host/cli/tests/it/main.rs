@@ -1,0 +1,1 @@
+//! Behaviour tests that drive the real `imfree` binary.

@@ -1,0 +1,265 @@
+//! The client's local store (SQLite): messages as the user sees them, the outbox, receipts.
+//!
+//! A delivery is stored before it is acknowledged, and shown (printed, rendered) only from here, once: so a client
+//! killed anywhere between receive, store, show and ack shows every message exactly once.
+
+use std::path::Path;
+use std::str::FromStr;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::Row;
+
+use crate::ClientError;
+
+/// A message in the local store.
+#[derive(Clone, PartialEq, Eq, serde::Serialize)]
+pub struct StoredMessage {
+    /// Local order.
+    #[serde(skip)]
+    pub seq: i64,
+    /// Envelope id.
+    pub id: String,
+    /// Sent by this user.
+    #[serde(skip)]
+    pub outgoing: bool,
+    /// Sender.
+    pub from: String,
+    /// Sending device.
+    pub from_device: String,
+    /// Recipient.
+    pub to: String,
+    /// Relay acceptance time (Unix ms).
+    pub ts: i64,
+    /// Content type of the body.
+    pub mime: String,
+    /// Body bytes.
+    #[serde(skip)]
+    pub body: Vec<u8>,
+    /// received, pending, sent, failed, undecodable.
+    #[serde(skip)]
+    pub status: String,
+}
+
+impl std::fmt::Debug for StoredMessage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredMessage").field("id", &self.id).field("from", &self.from).field("to", &self.to).field("mime", &self.mime).finish_non_exhaustive()
+    }
+}
+
+/// An envelope waiting to be accepted by the relay.
+#[derive(Clone)]
+pub struct OutboxItem {
+    /// Envelope id.
+    pub id: String,
+    /// "message" or "receipt".
+    pub kind: String,
+    /// Recipient.
+    pub to: String,
+    /// Outer content type.
+    pub mime: String,
+    /// Payload.
+    pub payload: Vec<u8>,
+}
+
+/// The local SQLite store.
+#[derive(Clone)]
+pub struct LocalStore {
+    pool: SqlitePool,
+}
+
+fn db(e: sqlx::Error) -> ClientError {
+    ClientError::Store(e.to_string())
+}
+
+fn row_to_message(r: &sqlx::sqlite::SqliteRow) -> StoredMessage {
+    StoredMessage {
+        seq: r.get("seq"),
+        id: r.get("id"),
+        outgoing: r.get::<i64, _>("outgoing") != 0,
+        from: r.get("from_user"),
+        from_device: r.get("from_device"),
+        to: r.get("to_user"),
+        ts: r.get("ts"),
+        mime: r.get("mime"),
+        body: r.get("body"),
+        status: r.get("status"),
+    }
+}
+
+impl LocalStore {
+    /// Open (and migrate) the store at `path`.
+    pub async fn open(path: &Path) -> Result<Self, ClientError> {
+        let options = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))
+            .map_err(db)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // Stored-before-acked must survive a crash.
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(std::time::Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new().max_connections(1).connect_with(options).await.map_err(db)?;
+        sqlx::migrate!("./migrations").run(&pool).await.map_err(|e| ClientError::Store(e.to_string()))?;
+        Ok(LocalStore { pool })
+    }
+
+    /// Store incoming messages in one transaction; returns, for each, whether it was new (not a duplicate).
+    pub async fn insert_incoming(&self, messages: &[StoredMessage], me: &str) -> Result<Vec<bool>, ClientError> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        let mut fresh = Vec::with_capacity(messages.len());
+        for m in messages {
+            let peer = if m.from == me { &m.to } else { &m.from };
+            let done = sqlx::query(
+                "INSERT INTO messages (id, outgoing, peer, from_user, from_device, to_user, ts, mime, body, status, shown)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0) ON CONFLICT(id) DO NOTHING",
+            )
+            .bind(&m.id)
+            .bind(m.outgoing as i64)
+            .bind(peer)
+            .bind(&m.from)
+            .bind(&m.from_device)
+            .bind(&m.to)
+            .bind(m.ts)
+            .bind(&m.mime)
+            .bind(&m.body)
+            .bind(&m.status)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+            fresh.push(done.rows_affected() == 1);
+        }
+        tx.commit().await.map_err(db)?;
+        Ok(fresh)
+    }
+
+    /// Store an outgoing message and its outbox entry in one transaction.
+    pub async fn insert_outgoing(&self, message: &StoredMessage, item: &OutboxItem) -> Result<(), ClientError> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        sqlx::query(
+            "INSERT INTO messages (id, outgoing, peer, from_user, from_device, to_user, ts, mime, body, status, shown)
+             VALUES (?, 1, ?, ?, ?, ?, ?, ?, ?, 'pending', 1)",
+        )
+        .bind(&message.id)
+        .bind(&message.to)
+        .bind(&message.from)
+        .bind(&message.from_device)
+        .bind(&message.to)
+        .bind(message.ts)
+        .bind(&message.mime)
+        .bind(&message.body)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        self.insert_outbox(&mut tx, item).await?;
+        tx.commit().await.map_err(db)
+    }
+
+    async fn insert_outbox(&self, tx: &mut sqlx::SqliteConnection, item: &OutboxItem) -> Result<(), ClientError> {
+        sqlx::query("INSERT INTO outbox (id, kind, to_user, mime, payload, created_at) VALUES (?, ?, ?, ?, ?, ?)")
+            .bind(&item.id)
+            .bind(&item.kind)
+            .bind(&item.to)
+            .bind(&item.mime)
+            .bind(&item.payload)
+            .bind(crate::now_ms())
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    /// Queue a receipt for sending.
+    pub async fn queue_receipt(&self, item: &OutboxItem) -> Result<(), ClientError> {
+        let mut conn = self.pool.acquire().await.map_err(db)?;
+        self.insert_outbox(&mut conn, item).await
+    }
+
+    /// The outbox, oldest first.
+    pub async fn outbox(&self) -> Result<Vec<OutboxItem>, ClientError> {
+        let rows = sqlx::query("SELECT id, kind, to_user, mime, payload FROM outbox ORDER BY seq")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(rows
+            .iter()
+            .map(|r| OutboxItem { id: r.get("id"), kind: r.get("kind"), to: r.get("to_user"), mime: r.get("mime"), payload: r.get("payload") })
+            .collect())
+    }
+
+    /// The relay accepted `id` at `ts`: drop it from the outbox.
+    pub async fn mark_sent(&self, id: &str, ts: i64) -> Result<(), ClientError> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        sqlx::query("DELETE FROM outbox WHERE id = ?").bind(id).execute(&mut *tx).await.map_err(db)?;
+        sqlx::query("UPDATE messages SET status = 'sent', ts = ? WHERE id = ?").bind(ts).bind(id).execute(&mut *tx).await.map_err(db)?;
+        tx.commit().await.map_err(db)
+    }
+
+    /// The relay refused `id` for good: drop it from the outbox and mark it failed.
+    pub async fn mark_failed(&self, id: &str) -> Result<(), ClientError> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        sqlx::query("DELETE FROM outbox WHERE id = ?").bind(id).execute(&mut *tx).await.map_err(db)?;
+        sqlx::query("UPDATE messages SET status = 'failed' WHERE id = ?").bind(id).execute(&mut *tx).await.map_err(db)?;
+        tx.commit().await.map_err(db)
+    }
+
+    /// Received messages not shown yet, in arrival order.
+    pub async fn unshown(&self) -> Result<Vec<StoredMessage>, ClientError> {
+        let rows = sqlx::query("SELECT * FROM messages WHERE shown = 0 ORDER BY seq").fetch_all(&self.pool).await.map_err(db)?;
+        Ok(rows.iter().map(row_to_message).collect())
+    }
+
+    /// Mark messages as shown.
+    pub async fn mark_shown(&self, ids: &[String]) -> Result<(), ClientError> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        for id in ids {
+            sqlx::query("UPDATE messages SET shown = 1 WHERE id = ?").bind(id).execute(&mut *tx).await.map_err(db)?;
+        }
+        tx.commit().await.map_err(db)
+    }
+
+    /// The conversation with `peer`, oldest first.
+    pub async fn conversation(&self, peer: &str, limit: i64) -> Result<Vec<StoredMessage>, ClientError> {
+        let rows = sqlx::query("SELECT * FROM (SELECT * FROM messages WHERE peer = ? ORDER BY seq DESC LIMIT ?) ORDER BY seq")
+            .bind(peer)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(rows.iter().map(row_to_message).collect())
+    }
+
+    /// Everyone this user has exchanged messages with.
+    pub async fn peers(&self) -> Result<Vec<String>, ClientError> {
+        let rows = sqlx::query("SELECT DISTINCT peer FROM messages ORDER BY peer").fetch_all(&self.pool).await.map_err(db)?;
+        Ok(rows.iter().map(|r| r.get("peer")).collect())
+    }
+
+    /// Record a receipt.
+    pub async fn record_receipt(&self, message_ids: &[String], from: &str, kind: &str, ts: i64) -> Result<(), ClientError> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        for id in message_ids {
+            sqlx::query("INSERT INTO receipts (message_id, from_user, kind, ts) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING")
+                .bind(id)
+                .bind(from)
+                .bind(kind)
+                .bind(ts)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+        }
+        tx.commit().await.map_err(db)
+    }
+
+    /// Receipts for a message: (from, kind).
+    pub async fn receipts_of(&self, message_id: &str) -> Result<Vec<(String, String)>, ClientError> {
+        let rows = sqlx::query("SELECT from_user, kind FROM receipts WHERE message_id = ? ORDER BY ts")
+            .bind(message_id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(rows.iter().map(|r| (r.get("from_user"), r.get("kind"))).collect())
+    }
+
+    /// Close the pool (flushes the WAL).
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
