@@ -125,17 +125,71 @@ pub(crate) fn verify_ed25519(public: &[u8; 32], message: &[u8], signature: &[u8;
     key.verify_strict(message, &sig).map_err(|_| E2eError::BadSignature(what))
 }
 
-/// Whether an X25519 public key yields the all-zero shared secret for every secret (the low-order points).
+/// Whether an X25519 public key yields the all-zero shared secret for every secret: the points of order dividing 8
+/// (RFC 7748 section 6.1). With the ignored top bit cleared, their encodings are exactly these seven (u = 0, 1, the
+/// two points of order 8, p - 1, and the non-canonical p, p + 1). A table instead of a trial agreement: it is on
+/// every bundle check.
 pub(crate) fn is_low_order_x25519(public: &[u8; 32]) -> bool {
-    // Multiplying by any clamped scalar (a multiple of 8) kills exactly the points of order dividing 8.
-    let probe = x25519_dalek::StaticSecret::from([0x42u8; 32]);
-    !probe.diffie_hellman(&x25519_dalek::PublicKey::from(*public)).was_contributory()
+    const fn tail(first: u8, second: u8) -> [u8; 32] {
+        let mut k = [0u8; 32];
+        k[0] = first;
+        k[1] = second;
+        k
+    }
+    const fn near_p(first: u8) -> [u8; 32] {
+        let mut k = [0xffu8; 32];
+        k[0] = first;
+        k[31] = 0x7f;
+        k
+    }
+    const LOW_ORDER: [[u8; 32]; 7] = [
+        tail(0, 0),
+        tail(1, 0),
+        [
+            0xe0, 0xeb, 0x7a, 0x7c, 0x3b, 0x41, 0xb8, 0xae, 0x16, 0x56, 0xe3, 0xfa, 0xf1, 0x9f, 0xc4, 0x6a, 0xda, 0x09,
+            0x8d, 0xeb, 0x9c, 0x32, 0xb1, 0xfd, 0x86, 0x62, 0x05, 0x16, 0x5f, 0x49, 0xb8, 0x00,
+        ],
+        [
+            0x5f, 0x9c, 0x95, 0xbc, 0xa3, 0x50, 0x8c, 0x24, 0xb1, 0xd0, 0xb1, 0x55, 0x9c, 0x83, 0xef, 0x5b, 0x04, 0x44,
+            0x5c, 0xc4, 0x58, 0x1c, 0x8e, 0x86, 0xd8, 0x22, 0x4e, 0xdd, 0xd0, 0x9f, 0x11, 0x57,
+        ],
+        near_p(0xec),
+        near_p(0xed),
+        near_p(0xee),
+    ];
+    let mut key = *public;
+    key[31] &= 0x7f;
+    LOW_ORDER.contains(&key)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use rand_core::OsRng;
+
+    /// The table agrees with a trial agreement over every one-byte-perturbed candidate.
+    #[test]
+    fn low_order_table_matches_trial_agreement() {
+        let probe = x25519_dalek::StaticSecret::from([0x42u8; 32]);
+        let trial = |k: &[u8; 32]| !probe.diffie_hellman(&x25519_dalek::PublicKey::from(*k)).was_contributory();
+        let mut candidates = vec![[0u8; 32], [9u8; 32], DeviceKeys::generate().static_public()];
+        for b in 0..=255u8 {
+            let mut k = [0u8; 32];
+            k[0] = b;
+            candidates.push(k);
+            let mut k = [0xffu8; 32];
+            k[0] = b;
+            candidates.push(k);
+            k[31] = 0x7f;
+            candidates.push(k);
+        }
+        let mut found = 0;
+        for k in &candidates {
+            assert_eq!(is_low_order_x25519(k), trial(k), "{k:?}");
+            found += usize::from(trial(k));
+        }
+        assert!(found >= 8);
+    }
 
     #[test]
     fn certificate_verifies_and_binds_every_field() {
