@@ -65,12 +65,14 @@ enum ClientCommand {
         #[arg(long)]
         totp: Option<String>,
     },
-    /// Send a text message to a user. Exits 75 when the relay was unreachable: the message stays queued.
+    /// Send text messages to a user, one per TEXT, in order; prints each message's id. Exits 75 when the relay
+    /// was unreachable: the messages stay queued and go out with the next command that connects.
     Send {
         /// Recipient user name.
         to: String,
-        /// The text ("-" reads it from standard input).
-        text: String,
+        /// The text of each message ("-" reads one message from standard input).
+        #[arg(required = true, num_args = 1..)]
+        text: Vec<String>,
         /// Send as Markdown (text/markdown) instead of plain text.
         #[arg(long)]
         markdown: bool,
@@ -231,17 +233,20 @@ fn print_pins(client: &Client) {
     }
 }
 
-async fn send(home: Option<&Path>, to: &str, text: &str, markdown: bool) -> anyhow::Result<ExitCode> {
-    let text = if text == "-" {
-        let mut s = String::new();
-        std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)?;
-        s
-    } else {
-        text.to_owned()
-    };
+async fn send(home: Option<&Path>, to: &str, texts: &[String], markdown: bool) -> anyhow::Result<ExitCode> {
     let client = Client::open(home).await?;
     let mime = if markdown { imfree_proto::mime::MARKDOWN } else { imfree_proto::mime::TEXT };
-    let id = client.compose(to, mime, text.as_bytes()).await?;
+    let mut ids = Vec::with_capacity(texts.len());
+    for text in texts {
+        let text = if text == "-" {
+            let mut s = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)?;
+            s
+        } else {
+            text.clone()
+        };
+        ids.push(client.compose(to, mime, text.as_bytes()).await?);
+    }
     let outcome = async {
         let mut session = client.connect().await?;
         session.sync_outbox(Duration::from_secs(30)).await?;
@@ -251,15 +256,20 @@ async fn send(home: Option<&Path>, to: &str, text: &str, markdown: bool) -> anyh
     .await;
     match outcome {
         Ok(()) => {
-            match client.store().conversation(to, 1_000_000).await?.into_iter().find(|m| m.id == id).map(|m| m.status) {
-                Some(s) if s == "failed" => anyhow::bail!("the relay refused message {id} (is {to:?} a user?)"),
-                _ => println!("{id}"),
+            let failed = client.store().conversation(to, 1_000_000).await?.into_iter().filter(|m| m.status == "failed" && ids.contains(&m.id)).count();
+            for id in &ids {
+                println!("{id}");
+            }
+            if failed > 0 {
+                anyhow::bail!("the relay refused {failed} message(s) (is {to:?} a user?)");
             }
             Ok(ExitCode::SUCCESS)
         }
         Err(e @ (ClientError::Io(_) | ClientError::Refused { code: imfree_proto::ErrorCode::ShuttingDown, .. })) => {
-            eprintln!("imfree: {e}; message {id} is queued and goes out on the next connection");
-            println!("{id}");
+            eprintln!("imfree: {e}; the messages are queued and go out on the next connection");
+            for id in &ids {
+                println!("{id}");
+            }
             Ok(ExitCode::from(EXIT_QUEUED))
         }
         Err(e) => Err(e.into()),
@@ -313,7 +323,7 @@ async fn recv(home: Option<&Path>, wait: Option<u64>, json: bool) -> anyhow::Res
     match wait {
         None => {
             let mut session = client.connect().await?;
-            session.flush_outbox().await?;
+            session.sync_outbox(Duration::from_secs(30)).await?;
             loop {
                 match session.next_event().await? {
                     Event::Drained => break,
@@ -333,7 +343,9 @@ async fn recv(home: Option<&Path>, wait: Option<u64>, json: bool) -> anyhow::Res
                     Err(ClientError::Io(_)) => break,
                     Err(e) => return Err(e.into()),
                 };
-                session.flush_outbox().await?;
+                if let Err(e) = session.sync_outbox(Duration::from_secs(30)).await {
+                    tracing::warn!(error = %e, "outbox not fully accepted yet");
+                }
                 loop {
                     match tokio::time::timeout_at(deadline, session.next_event()).await {
                         Err(_) => break,

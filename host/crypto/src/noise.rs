@@ -100,7 +100,7 @@ fn static_of(hs: &HandshakeState) -> Result<[u8; 32], NoiseError> {
 fn into_transport(hs: HandshakeState, max_frame: usize) -> Result<Transport, NoiseError> {
     let hash: [u8; 32] = hs.get_handshake_hash().try_into().map_err(|_| NoiseError::Rejected)?;
     let state = hs.into_transport_mode().map_err(|_| NoiseError::Rejected)?;
-    Ok(Transport { state, max_frame, partial: Vec::new(), handshake_hash: hash })
+    Ok(Transport { state, max_frame, partial: Vec::new(), discarding: false, handshake_hash: hash })
 }
 
 // ---------------------------------------------------------------- initiator (device)
@@ -304,6 +304,8 @@ pub struct Transport {
     state: TransportState,
     max_frame: usize,
     partial: Vec<u8>,
+    /// Set after an oversize frame: its remaining chunks are dropped, so that they are not mistaken for new frames.
+    discarding: bool,
     handshake_hash: [u8; 32],
 }
 
@@ -350,12 +352,18 @@ impl Transport {
         let mut plain = Zeroizing::new(vec![0u8; message.len()]);
         let n = self.state.read_message(message, &mut plain).map_err(|_| NoiseError::TransportRejected)?;
         let (&flags, chunk) = plain[..n].split_first().ok_or(NoiseError::TransportRejected)?;
+        let more = flags & FLAG_MORE != 0;
+        if self.discarding {
+            self.discarding = more;
+            return Ok(None);
+        }
         if self.partial.len() + chunk.len() > self.max_frame {
-            self.partial.clear();
+            self.partial = Vec::new();
+            self.discarding = more;
             return Err(NoiseError::FrameTooLarge { limit: self.max_frame });
         }
         self.partial.extend_from_slice(chunk);
-        if flags & FLAG_MORE != 0 {
+        if more {
             return Ok(None);
         }
         Ok(Some(std::mem::take(&mut self.partial)))
@@ -471,7 +479,12 @@ mod tests {
         let (mut dev, mut relay) = ik_pair();
         relay.max_frame = 100_000;
         let msgs = dev.seal(&vec![1u8; 200_000]).unwrap();
-        let res: Result<Vec<_>, _> = msgs.iter().map(|m| relay.open(m)).collect();
-        assert_eq!(res.err(), Some(NoiseError::FrameTooLarge { limit: 100_000 }));
+        let results: Vec<_> = msgs.iter().map(|m| relay.open(m)).collect();
+        let errors = results.iter().filter(|r| r.is_err()).count();
+        assert_eq!(errors, 1, "one error per oversize frame: {results:?}");
+        assert!(results.iter().all(|r| matches!(r, Ok(None) | Err(NoiseError::FrameTooLarge { limit: 100_000 }))));
+        // The rest of the oversize frame was dropped; the next frame reads normally.
+        let next = dev.seal(b"after").unwrap();
+        assert_eq!(relay.open(&next[0]).unwrap().as_deref(), Some(&b"after"[..]));
     }
 }

@@ -94,6 +94,23 @@ impl Hub {
         hub
     }
 
+    /// Forget envelope ids kept for de-duplication once every device acked them and `retention` has passed.
+    pub fn start_pruning(self: &Arc<Self>, retention: std::time::Duration) {
+        let hub = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(3600));
+            loop {
+                tick.tick().await;
+                let before = crate::state::now_ms() - retention.as_millis() as i64;
+                match hub.store.prune_envelopes(before).await {
+                    Ok(n) if n > 0 => tracing::info!(pruned = n, "forgot acknowledged envelope ids past their retention"),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "pruning envelope ids failed"),
+                }
+            }
+        });
+    }
+
     /// The store.
     pub fn store(&self) -> &Arc<dyn RelayStore> {
         &self.store

@@ -54,6 +54,7 @@ impl RelayState {
     ) -> Arc<Self> {
         let static_public = imfree_crypto::noise::public_of(&static_secret);
         let hub = Hub::start(Arc::clone(&store), Arc::clone(&metrics), config.limits.commit_batch);
+        hub.start_pruning(Duration::from_secs(config.limits.dedupe_retention_secs));
         let l = &config.limits;
         Arc::new(RelayState {
             replay: ReplayCache::new(Duration::from_secs(l.handshake_window_secs)),

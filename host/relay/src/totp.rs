@@ -55,6 +55,13 @@ pub fn secret_to_base32(secret: &[u8]) -> String {
     }
 }
 
+/// Decode a base32 secret (RFC 4648, padding and case ignored), as authenticator apps accept it.
+pub fn secret_from_base32(text: &str) -> Option<Vec<u8>> {
+    let cleaned: String = text.chars().filter(|c| *c != '=' && !c.is_whitespace()).collect::<String>().to_ascii_uppercase();
+    totp_rs::Secret::Encoded(cleaned).to_bytes().ok()
+}
+
+
 /// Builds the `otpauth://totp/…` URI (usually shown as a QR code) that enrols `secret` in an authenticator app.
 ///
 /// `issuer` and `account` are percent-encoded, so names with spaces, colons or non-ASCII characters are safe.

@@ -1,1 +1,7 @@
-//! Behaviour tests that drive the real `imfree` binary.
+#![allow(unreachable_pub, dead_code)]
+//! Behaviour tests that drive the real `imfree` binary: a relay process on a free loopback port, clients as
+//! processes (and, for malformed input, raw connections from this process).
+
+mod bad_input;
+mod common;
+mod delivery;

@@ -1,0 +1,162 @@
+//! Starting the real relay and running real client commands.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// The `imfree` binary under test.
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_imfree")
+}
+
+/// A free loopback port (bound and released; good enough on a machine where nothing else races for it).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("no free port")
+}
+
+/// A relay process.
+pub struct RelayProc {
+    child: Option<Child>,
+    /// wss://127.0.0.1:PORT
+    pub url: String,
+    /// TLS fingerprint it printed.
+    pub fingerprint: String,
+    /// Noise key it printed.
+    pub noise_key: String,
+    /// Its data dir.
+    pub data: PathBuf,
+    port: u16,
+    config: Option<PathBuf>,
+    log: PathBuf,
+}
+
+impl RelayProc {
+    /// Start a relay with `data` on a free port.
+    pub fn start(data: &Path, config: Option<&Path>) -> RelayProc {
+        Self::start_on(data, free_port(), config)
+    }
+
+    /// Start a relay on a given port.
+    pub fn start_on(data: &Path, port: u16, config: Option<&Path>) -> RelayProc {
+        let log = data.with_extension("log");
+        let mut relay = RelayProc {
+            child: None,
+            url: String::new(),
+            fingerprint: String::new(),
+            noise_key: String::new(),
+            data: data.to_path_buf(),
+            port,
+            config: config.map(Path::to_path_buf),
+            log,
+        };
+        relay.spawn();
+        relay
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("relay log");
+        let mut cmd = Command::new(bin());
+        cmd.arg("serve").arg("--data").arg(&self.data).arg("--listen").arg(format!("127.0.0.1:{}", self.port));
+        if let Some(c) = &self.config {
+            cmd.arg("--config").arg(c);
+        }
+        cmd.env("IMFREE_LOG", "info").stdout(Stdio::piped()).stderr(Stdio::from(log)).stdin(Stdio::null());
+        let mut child = cmd.spawn().expect("spawn imfree serve");
+        let stdout = child.stdout.take().expect("relay stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let mut lines = Vec::new();
+        while !lines.iter().any(|l: &String| l.starts_with("relay noise key ")) {
+            match rx.recv_timeout(Duration::from_secs(60)) {
+                Ok(line) => lines.push(line),
+                Err(_) => panic!("relay did not start: {lines:?}\nlog:\n{}", std::fs::read_to_string(&self.log).unwrap_or_default()),
+            }
+        }
+        let field = |prefix: &str| {
+            lines.iter().find_map(|l| l.strip_prefix(prefix)).map(|rest| rest.split_whitespace().next().unwrap_or("").to_owned()).unwrap_or_default()
+        };
+        self.url = field("imfree relay listening on ");
+        self.fingerprint = field("tls certificate sha256 ");
+        self.noise_key = field("relay noise key ");
+        self.child = Some(child);
+    }
+
+    /// SIGKILL the relay (no graceful shutdown).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Start it again on the same port and data dir.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    /// The relay's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+}
+
+impl Drop for RelayProc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Run `imfree client --home HOME ARGS…`, feeding `stdin`.
+pub fn client_with(home: &Path, args: &[&str], stdin: &str, env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(bin());
+    cmd.arg("client").arg("--home").arg(home).args(args).env("IMFREE_LOG", "warn");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn imfree client");
+    if let Some(mut input) = child.stdin.take() {
+        let _ = input.write_all(stdin.as_bytes());
+    }
+    child.wait_with_output().expect("imfree client output")
+}
+
+/// Run a client command with no input.
+pub fn client(home: &Path, args: &[&str]) -> Output {
+    client_with(home, args, "", &[])
+}
+
+/// Run a client command that must succeed; returns stdout.
+pub fn ok(home: &Path, args: &[&str]) -> String {
+    let out = client(home, args);
+    assert!(out.status.success(), "imfree client {args:?} failed: {}\n{}", String::from_utf8_lossy(&out.stderr), String::from_utf8_lossy(&out.stdout));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Register `user` (password from stdin) on `relay`.
+pub fn register(relay: &RelayProc, home: &Path, user: &str, password: &str) {
+    let out = client_with(home, &["register", "--server", &relay.url, "--user", user, "--password-stdin"], &format!("{password}\n"), &[]);
+    assert!(out.status.success(), "register {user}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Messages printed by `recv --json`.
+pub fn parse_json_lines(stdout: &str) -> Vec<serde_json::Value> {
+    stdout.lines().filter(|l| !l.trim().is_empty()).map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l:?}: {e}"))).collect()
+}
+
+/// A temporary directory kept for the test's lifetime.
+pub fn tempdir() -> tempfile::TempDir {
+    tempfile::Builder::new().prefix("imfree-it-").tempdir().expect("tempdir")
+}
