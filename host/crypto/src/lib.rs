@@ -29,5 +29,6 @@ pub mod noise;
 pub mod pqxdh;
 pub mod prekeys;
 pub mod ratchet;
+pub mod safety;
 
 pub use error::E2eError;

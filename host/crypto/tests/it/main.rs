@@ -5,3 +5,5 @@ mod kat;
 mod sessions;
 mod support;
 mod vectors;
+mod safety;
+mod vector_file;
