@@ -25,6 +25,7 @@ mod error;
 pub mod identity;
 pub mod kdf;
 pub mod kem;
+pub mod keystore;
 pub mod noise;
 pub mod pqxdh;
 pub mod prekeys;

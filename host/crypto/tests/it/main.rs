@@ -7,3 +7,4 @@ mod support;
 mod vectors;
 mod safety;
 mod vector_file;
+mod keystore;
