@@ -26,6 +26,7 @@ pub mod identity;
 pub mod kdf;
 pub mod kem;
 pub mod keystore;
+pub mod membership;
 pub mod noise;
 pub mod pqxdh;
 pub mod prekeys;

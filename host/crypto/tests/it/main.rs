@@ -8,3 +8,4 @@ mod vectors;
 mod safety;
 mod vector_file;
 mod keystore;
+mod membership;

@@ -1,0 +1,217 @@
+//! The membership log: an honest history, each attack a hostile relay could try (ghost member, forged or missing
+//! signature, broken chain, fork, rollback, unknown operation, a leave signed by someone else), and the vectors
+//! (tests/vectors/membership_log.json).
+
+use imfree_crypto::identity::UserIdentity;
+use imfree_crypto::membership::{
+    GroupState, KnownHead, Member, MembershipEntry, MembershipError, MembershipOp,
+};
+use serde_json::json;
+
+pub(crate) struct User {
+    pub(crate) name: &'static str,
+    pub(crate) identity: UserIdentity,
+}
+
+impl User {
+    pub(crate) fn new(name: &'static str, seed: u8) -> Self {
+        User { name, identity: UserIdentity::from_seed(&[seed; 32]) }
+    }
+    pub(crate) fn member(&self) -> Member {
+        Member { user: self.name.to_owned(), identity_key: self.identity.public_key() }
+    }
+}
+
+/// alice creates, adds bob and carol, promotes bob; bob removes carol; dave is added by bob.
+fn honest_log(alice: &User, bob: &User, carol: &User, dave: &User) -> Vec<MembershipEntry> {
+    let mut log = vec![MembershipEntry::create(&alice.identity, alice.name, [0x47; 16], 1_700_000_000)];
+    let mut state = GroupState::genesis(&log[0]).unwrap();
+    for (actor, op, subject) in [
+        (alice, MembershipOp::Add, bob),
+        (alice, MembershipOp::Add, carol),
+        (alice, MembershipOp::Promote, bob),
+        (bob, MembershipOp::Remove, carol),
+        (bob, MembershipOp::Add, dave),
+    ] {
+        let e = state.next_entry(&actor.identity, op, subject.member(), 1_700_000_000 + log.len() as u64);
+        state.apply(&e).unwrap();
+        log.push(e);
+    }
+    log
+}
+
+fn users() -> (User, User, User, User) {
+    (User::new("alice@example.org", 1), User::new("bob@example.org", 2), User::new("carol@example.org", 3), User::new("dave@example.org", 4))
+}
+
+#[test]
+fn honest_log_replays_to_the_expected_members() {
+    let (a, b, c, d) = users();
+    let log = honest_log(&a, &b, &c, &d);
+    let state = GroupState::replay(&log, None).unwrap();
+    let mut members: Vec<_> = state.members().map(|(m, admin)| (m.user.clone(), admin)).collect();
+    members.sort();
+    assert_eq!(
+        members,
+        [("alice@example.org".into(), true), ("bob@example.org".into(), true), ("dave@example.org".into(), false)]
+    );
+    assert!(!state.is_member(&c.identity.public_key()));
+    assert_eq!(state.head().seq, 5);
+    assert_eq!(state.head().head, log[5].hash());
+    // Binary and JSON encodings round-trip.
+    for e in &log {
+        assert_eq!(&MembershipEntry::decode(&e.encode()).unwrap(), e);
+        assert_eq!(&serde_json::from_str::<MembershipEntry>(&serde_json::to_string(e).unwrap()).unwrap(), e);
+    }
+    // Replaying with the known head of any prefix works.
+    for k in 0..log.len() {
+        let known = GroupState::replay(&log[..=k], None).unwrap().head();
+        assert_eq!(GroupState::replay(&log, Some(&known)).unwrap(), state);
+    }
+    let json = serde_json::to_string(&state).unwrap();
+    assert_eq!(serde_json::from_str::<GroupState>(&json).unwrap(), state);
+}
+
+#[test]
+fn ghost_member_added_by_a_non_admin_or_outsider_is_refused() {
+    let (a, b, c, d) = users();
+    let log = honest_log(&a, &b, &c, &d);
+    let state = GroupState::replay(&log, None).unwrap();
+    let ghost = User::new("ghost@relay.example", 66);
+    // The relay signs with its own key; then dave (a plain member) tries; then the removed carol.
+    for actor in [&ghost, &d, &c] {
+        let e = state.next_entry(&actor.identity, MembershipOp::Add, ghost.member(), 1);
+        let mut s = state.clone();
+        assert_eq!(s.apply(&e), Err(MembershipError::NotAllowed { seq: 6 }));
+        assert_eq!(s, state, "a refused entry leaves the state unchanged");
+        let mut with_ghost = log.clone();
+        with_ghost.push(e);
+        assert!(GroupState::replay(&with_ghost, None).is_err());
+    }
+    // An entry naming alice as actor but not signed by her.
+    let mut forged = state.next_entry(&ghost.identity, MembershipOp::Add, ghost.member(), 1);
+    forged.actor = a.identity.public_key();
+    assert_eq!(state.clone().apply(&forged), Err(MembershipError::BadSignature { seq: 6 }));
+    // A signed entry altered afterwards.
+    let mut altered = state.next_entry(&a.identity, MembershipOp::Add, ghost.member(), 1);
+    altered.subject.identity_key = User::new("x", 67).identity.public_key();
+    assert_eq!(state.clone().apply(&altered), Err(MembershipError::BadSignature { seq: 6 }));
+}
+
+#[test]
+fn leave_only_by_the_leaver_and_invalid_changes() {
+    let (a, b, c, d) = users();
+    let state = GroupState::replay(&honest_log(&a, &b, &c, &d), None).unwrap();
+    // Alice signs "dave leaves": not a leave.
+    let e = state.next_entry(&a.identity, MembershipOp::Leave, d.member(), 1);
+    assert_eq!(state.clone().apply(&e), Err(MembershipError::NotAllowed { seq: 6 }));
+    let e = state.next_entry(&d.identity, MembershipOp::Leave, d.member(), 1);
+    let mut s = state.clone();
+    s.apply(&e).unwrap();
+    assert!(!s.is_member(&d.identity.public_key()));
+    for (actor, op, subject) in [
+        (&a, MembershipOp::Add, &b),
+        (&a, MembershipOp::Remove, &c),
+        (&a, MembershipOp::Promote, &b),
+        (&a, MembershipOp::Demote, &d),
+        (&a, MembershipOp::Create, &c),
+        (&a, MembershipOp::Remove, &a),
+    ] {
+        let e = state.next_entry(&actor.identity, op, subject.member(), 1);
+        assert!(matches!(state.clone().apply(&e), Err(MembershipError::InvalidChange { .. })), "{op:?}");
+    }
+    // A member's name cannot be changed under the same key.
+    let mut renamed = d.member();
+    renamed.user = "mallory@example.org".into();
+    let e = state.next_entry(&a.identity, MembershipOp::Promote, renamed, 1);
+    assert!(matches!(state.clone().apply(&e), Err(MembershipError::InvalidChange { .. })));
+}
+
+#[test]
+fn broken_chain_fork_and_rollback_are_refused() {
+    let (a, b, c, d) = users();
+    let log = honest_log(&a, &b, &c, &d);
+    // Broken chain: an entry that names a prev not in the log, or skips a seq.
+    let state3 = GroupState::replay(&log[..3], None).unwrap();
+    let mut e = state3.next_entry(&a.identity, MembershipOp::Promote, b.member(), 1);
+    e.prev = [9; 32];
+    let e = MembershipEntry::sign(&a.identity, e.group_id, e.seq, e.prev, e.op, e.subject, e.timestamp);
+    assert_eq!(state3.clone().apply(&e), Err(MembershipError::BrokenChain { seq: 3 }));
+    let mut dropped = log.clone();
+    dropped.remove(3);
+    assert!(matches!(GroupState::replay(&dropped, None), Err(MembershipError::BrokenChain { .. })));
+    let mut swapped = log.clone();
+    swapped.swap(2, 3);
+    assert!(GroupState::replay(&swapped, None).is_err());
+
+    // Fork: alice signs a different entry 3 after entry 2 (a relay showing two histories). In one served log…
+    let other3 = state3.next_entry(&a.identity, MembershipOp::Add, User::new("eve@example.org", 5).member(), 1);
+    let mut forked = log[..4].to_vec();
+    forked.push(other3.clone());
+    assert_eq!(GroupState::replay(&forked, None), Err(MembershipError::Fork { seq: 3 }));
+    // …and across time: the client knows head 4 of the honest log, the relay now serves the other branch.
+    let known = GroupState::replay(&log[..5], None).unwrap().head();
+    let mut branch = log[..3].to_vec();
+    branch.push(other3);
+    let mut s = GroupState::replay(&branch, None).unwrap();
+    let e = s.next_entry(&a.identity, MembershipOp::Promote, b.member(), 1);
+    s.apply(&e).unwrap();
+    branch.push(e);
+    assert_eq!(GroupState::replay(&branch, Some(&known)), Err(MembershipError::Fork { seq: 4 }));
+
+    // Rollback: the relay serves the log as it was before carol's removal.
+    let known = GroupState::replay(&log, None).unwrap().head();
+    assert_eq!(GroupState::replay(&log[..4], Some(&known)), Err(MembershipError::Rollback { known: 5, got: 3 }));
+    assert_eq!(GroupState::replay(&log[..4], Some(&KnownHead { seq: 3, head: [1; 32] })), Err(MembershipError::Fork { seq: 3 }));
+
+    // Another group's entry.
+    let other_group = MembershipEntry::create(&a.identity, a.name, [0x48; 16], 1);
+    assert_eq!(state3.clone().apply(&other_group), Err(MembershipError::WrongGroup));
+    // A log that does not start with a valid genesis entry.
+    assert!(GroupState::replay(&log[1..], None).is_err());
+    assert!(GroupState::replay(&[], None).is_err());
+}
+
+#[test]
+fn unknown_ops_and_malformed_entries_are_refused() {
+    let (a, b, c, d) = users();
+    let log = honest_log(&a, &b, &c, &d);
+    let enc = log[1].encode();
+    let op_at = 1 + 16 + 8 + 32;
+    assert_eq!(enc[op_at], MembershipOp::Add.code());
+    let mut unknown = enc.clone();
+    unknown[op_at] = 99;
+    assert_eq!(MembershipEntry::decode(&unknown), Err(MembershipError::UnknownOp(99)));
+    let json = serde_json::to_string(&log[1]).unwrap().replace("\"add\"", "\"rename\"");
+    assert!(serde_json::from_str::<MembershipEntry>(&json).is_err());
+    for cut in 0..enc.len() {
+        assert!(MembershipEntry::decode(&enc[..cut]).is_err());
+    }
+    assert!(MembershipEntry::decode(&[&enc[..], &[0]].concat()).is_err());
+    let mut long = enc.clone();
+    long[op_at + 1..op_at + 5].copy_from_slice(&100_000u32.to_be_bytes());
+    assert!(MembershipEntry::decode(&long).is_err());
+}
+
+#[test]
+fn membership_log_vectors_match() {
+    let (a, b, c, d) = users();
+    let log = honest_log(&a, &b, &c, &d);
+    let state = GroupState::replay(&log, None).unwrap();
+    crate::vector_file::check(
+        "membership_log.json",
+        json!({
+            "description": "imfree membership log v1 (docs/crypto.md, Group membership log). User identity keys are Ed25519 from the seeds given (32 bytes of the byte repeated). Entries in binary encoding, hex; hashes are the entry hashes.",
+            "inputs": {
+                "group_id": hex::encode([0x47; 16]),
+                "users": [["alice@example.org", 1], ["bob@example.org", 2], ["carol@example.org", 3], ["dave@example.org", 4]],
+                "history": ["alice creates (t=1700000000)", "alice adds bob", "alice adds carol", "alice promotes bob", "bob removes carol", "bob adds dave (t = 1700000000 + seq)"],
+            },
+            "outputs": {
+                "entries": log.iter().map(|e| hex::encode(e.encode())).collect::<Vec<_>>(),
+                "hashes": log.iter().map(|e| hex::encode(e.hash())).collect::<Vec<_>>(),
+                "head": hex::encode(state.head().head),
+            }
+        }),
+    );
+}
