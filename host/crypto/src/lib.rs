@@ -21,6 +21,7 @@ pub mod aead;
 pub mod device;
 mod encoding;
 pub mod envelope;
+pub mod group;
 mod error;
 pub mod identity;
 pub mod kdf;

@@ -9,3 +9,4 @@ mod safety;
 mod vector_file;
 mod keystore;
 mod membership;
+mod group;
