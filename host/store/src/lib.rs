@@ -314,6 +314,18 @@ pub trait RelayStore: Send + Sync + 'static {
     /// Remove acknowledged envelopes from devices' queues, durably, in one transaction: each pair is (device, id).
     /// Unknown pairs are ignored. Returns how many queue entries were removed.
     async fn ack(&self, acks: &[(String, String)]) -> Result<u64>;
+    /// [`RelayStore::enqueue`] `batch` and then [`RelayStore::ack`] `acks`, in ONE durable transaction. A relay that
+    /// group-commits both kinds of work pays one fsync per round instead of two. The default runs the two calls one
+    /// after the other (two transactions); both backends override it with a single one.
+    async fn enqueue_and_ack(
+        &self,
+        batch: &[NewEnvelope],
+        acks: &[(String, String)],
+    ) -> Result<(Vec<EnqueueOutcome>, u64)> {
+        let outcomes = self.enqueue(batch).await?;
+        let removed = self.ack(acks).await?;
+        Ok((outcomes, removed))
+    }
     /// Number of envelopes waiting for a device.
     async fn queue_len(&self, device: &str) -> Result<i64>;
     /// Queue statistics for every device with a non-empty queue.

@@ -4,9 +4,10 @@
 //! batch size. Several relays may share one database, so the two places where concurrent transactions could
 //! otherwise misbehave take locks (see `enqueue` and `ack`).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::time::Duration;
 
+use sqlx::PgConnection;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
 use crate::common::{EnqueuePlan, conflict_or, stored_payload};
@@ -315,97 +316,38 @@ impl RelayStore for PgStore {
         if batch.is_empty() {
             return Ok(Vec::new());
         }
-        let plan = EnqueuePlan::new(batch);
         let mut tx = self.pool.begin().await?;
-        // Queue seqs come from an identity column, allocated when rows are inserted but visible only at commit. Two
-        // overlapping enqueues could commit out of seq order, and a reader that already moved its cursor past the
-        // later seq would skip the earlier one for good. Serialising enqueues (per schema) makes seq order commit
-        // order; batches are group commits, so this costs little.
-        sqlx::query("SELECT pg_advisory_xact_lock(1768777074, hashtext(current_schema()))").execute(&mut *tx).await?;
-
-        let n = plan.candidates.len();
-        let (mut ids, mut kinds, mut senders, mut sender_devices) =
-            (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
-        let (mut recipients, mut mimes, mut payloads, mut times) =
-            (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
-        let mut index_of: HashMap<&str, usize> = HashMap::with_capacity(n);
-        for &i in &plan.candidates {
-            let e = &batch[i];
-            index_of.insert(e.id.as_str(), i);
-            ids.push(e.id.as_str());
-            kinds.push(e.kind as i16);
-            senders.push(e.sender.as_str());
-            sender_devices.push(e.sender_device.as_str());
-            recipients.push(e.recipient.as_str());
-            mimes.push(e.mime.as_str());
-            payloads.push(stored_payload(e));
-            times.push(e.created_at);
-        }
-        let inserted: Vec<String> = sqlx::query_scalar(
-            "INSERT INTO envelopes (id, kind, sender, sender_device, recipient, mime, payload, created_at) \
-             SELECT * FROM UNNEST($1::TEXT[], $2::SMALLINT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], $6::TEXT[], \
-             $7::BYTEA[], $8::BIGINT[]) ON CONFLICT (id) DO NOTHING RETURNING id",
-        )
-        .bind(&ids)
-        .bind(&kinds)
-        .bind(&senders)
-        .bind(&sender_devices)
-        .bind(&recipients)
-        .bind(&mimes)
-        .bind(&payloads)
-        .bind(&times)
-        .fetch_all(&mut *tx)
-        .await?;
-        let mut stored = vec![false; batch.len()];
-        for id in &inserted {
-            if let Some(&i) = index_of.get(id.as_str()) {
-                stored[i] = true;
-            }
-        }
-
-        // Duplicates of earlier batches: fetch their original acceptance time.
-        let known: Vec<&str> = plan.candidates.iter().filter(|&&i| !stored[i]).map(|&i| batch[i].id.as_str()).collect();
-        let mut existing = HashMap::with_capacity(known.len());
-        if !known.is_empty() {
-            let rows: Vec<(String, i64)> =
-                sqlx::query_as("SELECT id, created_at FROM envelopes WHERE id = ANY($1::TEXT[])")
-                    .bind(&known)
-                    .fetch_all(&mut *tx)
-                    .await?;
-            existing.extend(rows);
-        }
-
-        // Queue rows in batch order (WITH ORDINALITY … ORDER BY), so that the identity seq follows it per device.
-        let (mut devices, mut envelope_ids) = (Vec::new(), Vec::new());
-        for &i in plan.candidates.iter().filter(|&&i| stored[i]) {
-            for d in &batch[i].recipient_devices {
-                devices.push(d.as_str());
-                envelope_ids.push(batch[i].id.as_str());
-            }
-        }
-        if !devices.is_empty() {
-            // Duplicate device ids in one envelope's list are ignored rather than failing the whole group commit.
-            sqlx::query(
-                "INSERT INTO queue (device_id, envelope_id) \
-                 SELECT d, e FROM UNNEST($1::TEXT[], $2::TEXT[]) WITH ORDINALITY AS t (d, e, n) ORDER BY n \
-                 ON CONFLICT DO NOTHING",
-            )
-            .bind(&devices)
-            .bind(&envelope_ids)
-            .execute(&mut *tx)
-            .await?;
-        }
-
-        let outcomes = plan.outcomes(batch, &stored, &existing)?;
+        let outcomes = enqueue_in(&mut tx, batch).await?;
         tx.commit().await?;
         Ok(outcomes)
     }
 
+    async fn enqueue_and_ack(
+        &self,
+        batch: &[NewEnvelope],
+        acks: &[(String, String)],
+    ) -> Result<(Vec<EnqueueOutcome>, u64)> {
+        if batch.is_empty() && acks.is_empty() {
+            return Ok((Vec::new(), 0));
+        }
+        // Enqueue first: it takes the advisory lock before any envelope row lock, the same order as a plain
+        // enqueue, and a plain ack never waits for the advisory lock, so no lock cycle can form.
+        let mut tx = self.pool.begin().await?;
+        let outcomes = if batch.is_empty() { Vec::new() } else { enqueue_in(&mut tx, batch).await? };
+        let removed = if acks.is_empty() { 0 } else { ack_in(&mut tx, acks).await? };
+        tx.commit().await?;
+        Ok((outcomes, removed))
+    }
+
     async fn fetch_queue(&self, device: &str, after: i64, limit: i64) -> Result<Vec<QueuedEnvelope>> {
         let rows: Vec<QueuedRow> = sqlx::query_as(
-            "SELECT q.seq, e.id, e.kind::BIGINT AS kind, e.sender, e.sender_device, e.recipient, e.mime, e.payload, \
-             e.created_at FROM queue q JOIN envelopes e ON e.id = q.envelope_id \
-             WHERE q.device_id = $1 AND q.seq > $2 ORDER BY q.seq LIMIT $3",
+            // The page is cut from the queue before the join (MATERIALIZED keeps it that way): otherwise, while
+            // the table has no statistics yet (a fresh or fast-growing queue), the planner joins the device's whole
+            // backlog with the envelopes and only then sorts and cuts — hundreds of times slower on a long queue.
+            "WITH page AS MATERIALIZED (SELECT seq, envelope_id FROM queue WHERE device_id = $1 AND seq > $2 \
+             ORDER BY seq LIMIT $3) \
+             SELECT p.seq, e.id, e.kind::BIGINT AS kind, e.sender, e.sender_device, e.recipient, e.mime, e.payload, \
+             e.created_at FROM page p JOIN envelopes e ON e.id = p.envelope_id ORDER BY p.seq",
         )
         .bind(device)
         .bind(after)
@@ -420,37 +362,8 @@ impl RelayStore for PgStore {
         if acks.is_empty() {
             return Ok(0);
         }
-        let devices: Vec<&str> = acks.iter().map(|(d, _)| d.as_str()).collect();
-        let ids: Vec<&str> = acks.iter().map(|(_, e)| e.as_str()).collect();
         let mut tx = self.pool.begin().await?;
-        // Lock the envelopes first (in id order, so concurrent acks cannot deadlock). Without it, two relays acking
-        // the last two queue entries of one envelope would each still see the other's entry and neither would clear
-        // the payload.
-        sqlx::query("SELECT id FROM envelopes WHERE id = ANY($1::TEXT[]) ORDER BY id FOR NO KEY UPDATE")
-            .bind(&ids)
-            .execute(&mut *tx)
-            .await?;
-        let touched: Vec<String> = sqlx::query_scalar(
-            "DELETE FROM queue q USING UNNEST($1::TEXT[], $2::TEXT[]) AS a (d, e) \
-             WHERE q.device_id = a.d AND q.envelope_id = a.e RETURNING q.envelope_id",
-        )
-        .bind(&devices)
-        .bind(&ids)
-        .fetch_all(&mut *tx)
-        .await?;
-        let removed = touched.len() as u64;
-        let touched: Vec<String> = touched.into_iter().collect::<HashSet<_>>().into_iter().collect();
-        if !touched.is_empty() {
-            // Ciphertext nobody will fetch again is not kept; the row stays for de-duplication.
-            sqlx::query(
-                "UPDATE envelopes e SET payload = ''::BYTEA WHERE e.id = ANY($1::TEXT[]) \
-                 AND octet_length(e.payload) > 0 \
-                 AND NOT EXISTS (SELECT 1 FROM queue q WHERE q.envelope_id = e.id)",
-            )
-            .bind(&touched)
-            .execute(&mut *tx)
-            .await?;
-        }
+        let removed = ack_in(&mut tx, acks).await?;
         tx.commit().await?;
         Ok(removed)
     }
@@ -539,6 +452,124 @@ impl RelayStore for PgStore {
         .await?;
         Ok(row.map(Into::into))
     }
+}
+
+/// The body of [`RelayStore::enqueue`] inside a transaction the caller opened and commits.
+async fn enqueue_in(conn: &mut PgConnection, batch: &[NewEnvelope]) -> Result<Vec<EnqueueOutcome>> {
+    let plan = EnqueuePlan::new(batch);
+    // Queue seqs come from an identity column, allocated when rows are inserted but visible only at commit. Two
+    // overlapping enqueues could commit out of seq order, and a reader that already moved its cursor past the
+    // later seq would skip the earlier one for good. Serialising enqueues (per schema) makes seq order commit
+    // order; batches are group commits, so this costs little.
+    sqlx::query("SELECT pg_advisory_xact_lock(1768777074, hashtext(current_schema()))").execute(&mut *conn).await?;
+
+    let n = plan.candidates.len();
+    let (mut ids, mut kinds, mut senders, mut sender_devices) =
+        (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+    let (mut recipients, mut mimes, mut payloads, mut times) =
+        (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+    let mut index_of: HashMap<&str, usize> = HashMap::with_capacity(n);
+    for &i in &plan.candidates {
+        let e = &batch[i];
+        index_of.insert(e.id.as_str(), i);
+        ids.push(e.id.as_str());
+        kinds.push(e.kind as i16);
+        senders.push(e.sender.as_str());
+        sender_devices.push(e.sender_device.as_str());
+        recipients.push(e.recipient.as_str());
+        mimes.push(e.mime.as_str());
+        payloads.push(stored_payload(e));
+        times.push(e.created_at);
+    }
+    let inserted: Vec<String> = sqlx::query_scalar(
+        "INSERT INTO envelopes (id, kind, sender, sender_device, recipient, mime, payload, created_at) \
+             SELECT * FROM UNNEST($1::TEXT[], $2::SMALLINT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], $6::TEXT[], \
+             $7::BYTEA[], $8::BIGINT[]) ON CONFLICT (id) DO NOTHING RETURNING id",
+    )
+    .bind(&ids)
+    .bind(&kinds)
+    .bind(&senders)
+    .bind(&sender_devices)
+    .bind(&recipients)
+    .bind(&mimes)
+    .bind(&payloads)
+    .bind(&times)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut stored = vec![false; batch.len()];
+    for id in &inserted {
+        if let Some(&i) = index_of.get(id.as_str()) {
+            stored[i] = true;
+        }
+    }
+
+    // Duplicates of earlier batches: fetch their original acceptance time.
+    let known: Vec<&str> = plan.candidates.iter().filter(|&&i| !stored[i]).map(|&i| batch[i].id.as_str()).collect();
+    let mut existing = HashMap::with_capacity(known.len());
+    if !known.is_empty() {
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT id, created_at FROM envelopes WHERE id = ANY($1::TEXT[])")
+                .bind(&known)
+                .fetch_all(&mut *conn)
+                .await?;
+        existing.extend(rows);
+    }
+
+    // Queue rows in batch order (WITH ORDINALITY … ORDER BY), so that the identity seq follows it per device.
+    let (mut devices, mut envelope_ids) = (Vec::new(), Vec::new());
+    for &i in plan.candidates.iter().filter(|&&i| stored[i]) {
+        for d in &batch[i].recipient_devices {
+            devices.push(d.as_str());
+            envelope_ids.push(batch[i].id.as_str());
+        }
+    }
+    if !devices.is_empty() {
+        // Duplicate device ids in one envelope's list are ignored rather than failing the whole group commit.
+        sqlx::query(
+            "INSERT INTO queue (device_id, envelope_id) \
+                 SELECT d, e FROM UNNEST($1::TEXT[], $2::TEXT[]) WITH ORDINALITY AS t (d, e, n) ORDER BY n \
+                 ON CONFLICT DO NOTHING",
+        )
+        .bind(&devices)
+        .bind(&envelope_ids)
+        .execute(&mut *conn)
+        .await?;
+    }
+
+    plan.outcomes(batch, &stored, &existing)
+}
+
+/// The body of [`RelayStore::ack`] inside a transaction the caller opened and commits.
+async fn ack_in(conn: &mut PgConnection, acks: &[(String, String)]) -> Result<u64> {
+    let devices: Vec<&str> = acks.iter().map(|(d, _)| d.as_str()).collect();
+    let ids: Vec<&str> = acks.iter().map(|(_, e)| e.as_str()).collect();
+    // Lock the envelopes first (in id order, so concurrent acks cannot deadlock). Without it, two relays acking
+    // the last two queue entries of one envelope would each still see the other's entry and neither would clear
+    // the payload.
+    sqlx::query("SELECT id FROM envelopes WHERE id = ANY($1::TEXT[]) ORDER BY id FOR NO KEY UPDATE")
+        .bind(&ids)
+        .execute(&mut *conn)
+        .await?;
+    let removed = sqlx::query(
+        "DELETE FROM queue q USING UNNEST($1::TEXT[], $2::TEXT[]) AS a (d, e) \
+             WHERE q.device_id = a.d AND q.envelope_id = a.e",
+    )
+    .bind(&devices)
+    .bind(&ids)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    // Ciphertext nobody will fetch again is not kept; the row stays for de-duplication. Every acknowledged id is
+    // a candidate (the NOT EXISTS decides).
+    sqlx::query(
+        "UPDATE envelopes e SET payload = ''::BYTEA WHERE e.id = ANY($1::TEXT[]) \
+             AND octet_length(e.payload) > 0 \
+             AND NOT EXISTS (SELECT 1 FROM queue q WHERE q.envelope_id = e.id)",
+    )
+    .bind(&ids)
+    .execute(&mut *conn)
+    .await?;
+    Ok(removed)
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ both_backends!(
     concurrent_enqueues_lose_nothing_and_keep_seq_order,
     queues_survive_reopen,
     second_handle_on_same_data_works,
+    enqueue_and_ack_in_one_call,
 );
 
 fn ids(prefix: &str, range: std::ops::Range<usize>) -> Vec<String> {
@@ -297,4 +298,24 @@ async fn second_handle_on_same_data_works(f: &mut Fixture) {
     a.unwrap();
     b.unwrap();
     assert_eq!(s.queue_len("d1").await.unwrap(), 3);
+}
+
+async fn enqueue_and_ack_in_one_call(f: &mut Fixture) {
+    let s = f.store();
+    s.enqueue(&[envelope("m1", &["d1", "d2"], 1)]).await.unwrap();
+    let (out, removed) = s
+        .enqueue_and_ack(&[envelope("m2", &["d1"], 2), envelope("m1", &["d1"], 3)], &[ack("d1", "m1"), ack("d2", "m1")])
+        .await
+        .unwrap();
+    assert_eq!(out, [EnqueueOutcome::Stored, EnqueueOutcome::Duplicate { created_at: 1 }]);
+    assert_eq!(removed, 2);
+    assert_eq!(queued_ids(s, "d1").await, ["m2"]);
+    assert!(queued_ids(s, "d2").await.is_empty());
+    assert_eq!(f.raw_payload_len("m1").await, Some(0));
+
+    let s = f.store();
+    assert_eq!(s.enqueue_and_ack(&[], &[]).await.unwrap(), (vec![], 0));
+    assert_eq!(s.enqueue_and_ack(&[], &[ack("d1", "m2")]).await.unwrap(), (vec![], 1));
+    assert_eq!(s.enqueue_and_ack(&[envelope("m3", &["d1"], 4)], &[]).await.unwrap(), (vec![EnqueueOutcome::Stored], 0));
+    assert_eq!(queued_ids(s, "d1").await, ["m3"]);
 }
