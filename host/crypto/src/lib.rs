@@ -27,6 +27,7 @@ pub mod identity;
 pub mod kdf;
 pub mod kem;
 pub mod keystore;
+pub mod linking;
 pub mod membership;
 pub mod noise;
 pub mod pqxdh;

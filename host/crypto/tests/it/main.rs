@@ -10,3 +10,4 @@ mod vector_file;
 mod keystore;
 mod membership;
 mod group;
+mod linking;
