@@ -11,3 +11,4 @@ mod keystore;
 mod membership;
 mod group;
 mod linking;
+mod corpus;
