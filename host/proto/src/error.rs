@@ -62,6 +62,11 @@ pub enum ErrorCode {
     Internal,
     /// The relay is shutting down; reconnect later.
     ShuttingDown,
+    /// An end-to-end `send` did not carry exactly one payload per current device of the recipients: fetch the
+    /// device list (`keys.devices`) again and re-encrypt.
+    StaleDevices,
+    /// A key upload was refused: bad proof or signature, or a certificate from another identity than the account's.
+    KeysRejected,
 }
 
 impl ErrorCode {
@@ -95,6 +100,8 @@ impl ErrorCode {
             ErrorCode::OriginNotAllowed => "origin_not_allowed",
             ErrorCode::Internal => "internal",
             ErrorCode::ShuttingDown => "shutting_down",
+            ErrorCode::StaleDevices => "stale_devices",
+            ErrorCode::KeysRejected => "keys_rejected",
         }
     }
 }

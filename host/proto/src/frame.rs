@@ -41,6 +41,16 @@ pub enum FrameBody {
     Logout(Request),
     /// Liveness check; answered with `pong`.
     Ping(Request),
+    /// Publish this device's certificate and prekeys (E2E); answered with `ok`.
+    #[serde(rename = "keys.upload")]
+    KeysUpload(KeysUpload),
+    /// Ask for a user's E2E devices and their certificates; answered with `keys.device_list`.
+    #[serde(rename = "keys.devices")]
+    KeysDevices(KeysDevices),
+    /// Claim one prekey bundle per named device of a user (one-time prekeys are handed out once); answered with
+    /// `keys.bundles`.
+    #[serde(rename = "keys.claim")]
+    KeysClaim(KeysClaim),
 
     // ----- both directions -----
     /// Client -> relay: set own status. Relay -> client: a contact's status.
@@ -67,6 +77,12 @@ pub enum FrameBody {
     Ok(Request),
     /// The answer to `ping`.
     Pong(Request),
+    /// The answer to `keys.devices`.
+    #[serde(rename = "keys.device_list")]
+    KeysDeviceList(KeysDeviceList),
+    /// The answer to `keys.claim`.
+    #[serde(rename = "keys.bundles")]
+    KeysBundles(KeysBundles),
     /// A request failed, or the connection is about to close.
     Error(ErrorFrame),
 }
@@ -75,6 +91,7 @@ pub enum FrameBody {
 pub const FRAME_TYPES: &[&str] = &[
     "send", "ack", "presence.query", "totp.setup", "totp.confirm", "totp.disable", "logout", "ping", "presence",
     "typing", "receipt", "welcome", "deliver", "accepted", "drained", "totp.secret", "ok", "pong", "error",
+    "keys.upload", "keys.devices", "keys.claim", "keys.device_list", "keys.bundles",
 ];
 
 /// Whom an envelope is for.
@@ -97,6 +114,13 @@ impl Recipient {
 /// Opaque payload bytes, base64 (standard alphabet, padded) on the wire. The relay never looks inside.
 #[derive(Clone, PartialEq, Eq, Default)]
 pub struct Payload(pub Vec<u8>);
+
+impl Payload {
+    /// No bytes.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
 
 impl From<Vec<u8>> for Payload {
     fn from(v: Vec<u8>) -> Self {
@@ -134,8 +158,97 @@ pub struct Send {
     pub to: Recipient,
     /// The outer content type: [`crate::mime::E2E`], or [`crate::mime::PLAIN_CONTENT`] before E2E.
     pub mime: String,
-    /// The opaque payload.
+    /// The opaque payload, the same for every recipient device (empty when `payloads` is used).
+    #[serde(default, skip_serializing_if = "Payload::is_empty")]
     pub data: Payload,
+    /// One payload per recipient device (E2E: each encrypted for its device). When present, it must name exactly
+    /// the recipient's current E2E devices and the sender's other E2E devices, or the relay answers
+    /// `stale_devices`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub payloads: Vec<DevicePayload>,
+}
+
+/// A payload for one device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DevicePayload {
+    /// The device id.
+    pub device: String,
+    /// The payload (for E2E, a session message for that device).
+    pub data: Payload,
+}
+
+/// `keys.upload`: the upload document (see docs/crypto.md, `KeyUpload`), signed over the relay's challenge.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KeysUpload {
+    /// Request id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// The upload document.
+    pub upload: serde_json::Value,
+}
+
+/// `keys.devices`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeysDevices {
+    /// Request id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// Whose devices.
+    pub user: String,
+}
+
+/// `keys.claim`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeysClaim {
+    /// Request id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// Whose devices.
+    pub user: String,
+    /// Which devices (ids from `keys.device_list`).
+    pub devices: Vec<String>,
+}
+
+/// One E2E device in `keys.device_list`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeviceEntry {
+    /// The device id.
+    pub device: String,
+    /// Its certificate from the user's identity key (see docs/crypto.md, `DeviceCertificate`).
+    pub certificate: serde_json::Value,
+}
+
+/// `keys.device_list`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KeysDeviceList {
+    /// The request answered.
+    #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+    /// Whose devices.
+    pub user: String,
+    /// The devices that have published keys.
+    pub devices: Vec<DeviceEntry>,
+}
+
+/// One bundle in `keys.bundles`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeviceBundle {
+    /// The device id.
+    pub device: String,
+    /// The prekey bundle (see docs/crypto.md, `PrekeyBundle`).
+    pub bundle: serde_json::Value,
+}
+
+/// `keys.bundles`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KeysBundles {
+    /// The request answered.
+    #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+    /// Whose devices.
+    pub user: String,
+    /// One bundle per claimed device that has keys.
+    pub bundles: Vec<DeviceBundle>,
 }
 
 /// `deliver`: an envelope for this device.
@@ -327,6 +440,12 @@ pub struct Welcome {
     pub queued: u64,
     /// The relay's clock (Unix ms).
     pub server_time: u64,
+    /// A fresh value this connection's `keys.upload` must sign (so an old upload cannot be replayed).
+    #[serde(default, skip_serializing_if = "Payload::is_empty")]
+    pub key_challenge: Payload,
+    /// This device's unclaimed one-time prekeys on the relay, (X25519, ML-KEM): replenish when low.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prekeys_left: Option<(u64, u64)>,
 }
 
 impl std::fmt::Debug for Welcome {
@@ -390,6 +509,11 @@ impl Frame {
             FrameBody::TotpDisable(_) => "totp.disable",
             FrameBody::Logout(_) => "logout",
             FrameBody::Ping(_) => "ping",
+            FrameBody::KeysUpload(_) => "keys.upload",
+            FrameBody::KeysDevices(_) => "keys.devices",
+            FrameBody::KeysClaim(_) => "keys.claim",
+            FrameBody::KeysDeviceList(_) => "keys.device_list",
+            FrameBody::KeysBundles(_) => "keys.bundles",
             FrameBody::Presence(_) => "presence",
             FrameBody::Typing(_) => "typing",
             FrameBody::Receipt(_) => "receipt",
@@ -461,8 +585,39 @@ impl Frame {
             FrameBody::Send(s) => {
                 name("to", s.to.user())?;
                 mime(&s.mime)?;
-                payload(&s.data)
+                payload(&s.data)?;
+                if s.payloads.len() > limits.max_devices_per_send {
+                    return Err(DecodeError::InvalidField {
+                        field: "payloads",
+                        reason: format!("at most {} device payloads", limits.max_devices_per_send),
+                    });
+                }
+                let total: usize = s.payloads.iter().map(|p| p.data.0.len()).sum();
+                if total > limits.max_payload_bytes {
+                    return Err(DecodeError::PayloadTooLarge { size: total, limit: limits.max_payload_bytes });
+                }
+                if !s.payloads.is_empty() && !s.data.is_empty() {
+                    return Err(DecodeError::InvalidField { field: "data", reason: "use either data or payloads".into() });
+                }
+                Ok(())
             }
+            FrameBody::KeysUpload(k) => request(&k.id),
+            FrameBody::KeysDevices(k) => {
+                request(&k.id)?;
+                name("user", &k.user)
+            }
+            FrameBody::KeysClaim(k) => {
+                request(&k.id)?;
+                name("user", &k.user)?;
+                if k.devices.is_empty() || k.devices.len() > limits.max_devices_per_send {
+                    return Err(DecodeError::InvalidField {
+                        field: "devices",
+                        reason: format!("claim 1 to {} devices", limits.max_devices_per_send),
+                    });
+                }
+                Ok(())
+            }
+            FrameBody::KeysDeviceList(_) | FrameBody::KeysBundles(_) => Ok(()),
             FrameBody::Deliver(d) => {
                 name("from", &d.from)?;
                 name("to", &d.to)?;
@@ -565,7 +720,8 @@ mod tests {
     #[test]
     fn every_type_round_trips() {
         let bodies = vec![
-            FrameBody::Send(Send { id: id(), to: Recipient::User("bob".into()), mime: "text/plain".into(), data: b"hi".to_vec().into() }),
+            FrameBody::Send(Send { id: id(), to: Recipient::User("bob".into()), mime: "text/plain".into(), data: b"hi".to_vec().into(), payloads: vec![] }),
+            FrameBody::Send(Send { id: id(), to: Recipient::User("bob".into()), mime: "application/vnd.imfree.e2e".into(), data: Payload::default(), payloads: vec![DevicePayload { device: "d1".into(), data: b"x".to_vec().into() }] }),
             FrameBody::Ack(Ack { ids: vec![id()] }),
             FrameBody::PresenceQuery(PresenceQuery { users: vec!["bob".into()] }),
             FrameBody::TotpSetup(Request::default()),
@@ -576,7 +732,7 @@ mod tests {
             FrameBody::Presence(Presence { user: Some("bob".into()), status: Status::Away, last_seen: Some(5) }),
             FrameBody::Typing(Typing { to: Some("bob".into()), from: None, active: true }),
             FrameBody::Receipt(Receipt { id: id(), to: Some("a".into()), from: None, refs: vec![id()], kind: ReceiptKind::Read, ts: None }),
-            FrameBody::Welcome(Welcome { user: "a".into(), device: "d".into(), token: None, token_expires: None, queued: 3, server_time: 9 }),
+            FrameBody::Welcome(Welcome { user: "a".into(), device: "d".into(), token: None, token_expires: None, queued: 3, server_time: 9, key_challenge: Payload(vec![1, 2]), prekeys_left: Some((3, 4)) }),
             FrameBody::Deliver(Deliver { id: id(), from: "a".into(), from_device: "d".into(), to: "b".into(), ts: 1, mime: "x/y".into(), data: vec![0, 255].into() }),
             FrameBody::Accepted(Accepted { id: id(), duplicate: true, ts: 3 }),
             FrameBody::Drained(Request::default()),
@@ -584,8 +740,13 @@ mod tests {
             FrameBody::Ok(Request { id: None, reference: Some("r".into()) }),
             FrameBody::Pong(Request::default()),
             FrameBody::Error(ErrorFrame::new(ErrorCode::RateLimited, "slow down")),
+            FrameBody::KeysUpload(KeysUpload { id: None, upload: serde_json::json!({"x": 1}) }),
+            FrameBody::KeysDevices(KeysDevices { id: Some("q".into()), user: "bob".into() }),
+            FrameBody::KeysClaim(KeysClaim { id: None, user: "bob".into(), devices: vec!["d1".into()] }),
+            FrameBody::KeysDeviceList(KeysDeviceList { reference: None, user: "bob".into(), devices: vec![DeviceEntry { device: "d1".into(), certificate: serde_json::json!({}) }] }),
+            FrameBody::KeysBundles(KeysBundles { reference: Some("q".into()), user: "bob".into(), bundles: vec![] }),
         ];
-        assert_eq!(bodies.len(), FRAME_TYPES.len());
+        assert_eq!(bodies.len(), FRAME_TYPES.len() + 1);
         for body in bodies {
             let frame = Frame::new(body);
             let json = frame.encode();

@@ -11,6 +11,7 @@
 //!     to: Recipient::User("bob".into()),
 //!     mime: imfree_proto::mime::PLAIN_CONTENT.into(),
 //!     data: b"opaque".to_vec().into(),
+//!     payloads: vec![],
 //! }));
 //! let json = frame.encode();
 //! let back = Frame::decode(json.as_bytes(), &Limits::default()).unwrap();

@@ -17,6 +17,8 @@ pub struct Limits {
     pub max_ids_per_frame: usize,
     /// Longest user name. Default 64.
     pub max_name_len: usize,
+    /// Most device payloads in one `send` (and devices in one `keys.claim`). Default 64.
+    pub max_devices_per_send: usize,
 }
 
 impl Default for Limits {
@@ -27,6 +29,7 @@ impl Default for Limits {
             max_decompressed_bytes: 4 << 20,
             max_ids_per_frame: 1024,
             max_name_len: 64,
+            max_devices_per_send: 64,
         }
     }
 }

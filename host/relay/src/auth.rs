@@ -93,6 +93,8 @@ pub async fn authenticate_ik(
             token_expires: None,
             queued: queued.max(0) as u64,
             server_time: now_ms() as u64,
+            key_challenge: Default::default(),
+            prekeys_left: None,
         },
     })
 }
@@ -164,6 +166,8 @@ pub async fn authenticate_xx(
             token_expires: Some(expires_at as u64),
             queued: queued.max(0) as u64,
             server_time: now as u64,
+            key_challenge: Default::default(),
+            prekeys_left: None,
         },
     })
 }

@@ -228,6 +228,7 @@ struct Conn {
     fetched_after: i64,
     drained_sent: bool,
     closing: bool,
+    key_challenge: [u8; 32],
 }
 
 impl Conn {
@@ -256,10 +257,17 @@ impl Conn {
             fetched_after: 0,
             drained_sent: false,
             closing: false,
+            key_challenge: {
+                let mut c = [0u8; 32];
+                rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut c);
+                c
+            },
         }
     }
 
-    async fn run(&mut self, welcome: imfree_proto::Welcome) {
+    async fn run(&mut self, mut welcome: imfree_proto::Welcome) {
+        welcome.key_challenge = Payload(self.key_challenge.to_vec());
+        welcome.prekeys_left = self.state.store.prekey_counts(&self.device).await.ok().map(|(a, b)| (a.max(0) as u64, b.max(0) as u64));
         if self.send(&Frame::new(FrameBody::Welcome(welcome))).await.is_err() {
             return;
         }
@@ -490,7 +498,7 @@ impl Conn {
     }
 
     /// The devices an envelope to `to` goes to: all of theirs and the sender's other devices.
-    async fn recipients(&mut self, to: &str, reference: &str) -> Result<Option<(i64, Vec<String>)>, ()> {
+    async fn recipients(&mut self, to: &str, reference: &str) -> Result<Option<(i64, Vec<String>, Vec<String>)>, ()> {
         let hub = Arc::clone(&self.state.hub);
         let route = match hub.route(to).await {
             Ok(Some(r)) => r,
@@ -505,17 +513,20 @@ impl Conn {
             }
         };
         let mut devices = route.devices.clone();
+        let mut e2e = route.e2e_devices.clone();
         if route.user_id != self.user_id {
             if let Ok(Some(own)) = hub.route(&self.user).await {
                 devices.extend(own.devices.iter().filter(|d| **d != self.device).cloned());
+                e2e.extend(own.e2e_devices.iter().filter(|d| **d != self.device).cloned());
             }
             if let Err(e) = hub.note_contact(self.user_id, route.user_id).await {
                 tracing::warn!(error = %e, "could not record contact");
             }
         } else {
             devices.retain(|d| *d != self.device);
+            e2e.retain(|d| *d != self.device);
         }
-        Ok(Some((route.user_id, devices)))
+        Ok(Some((route.user_id, devices, e2e)))
     }
 
     async fn submit(&mut self, envelope: NewEnvelope) -> Result<(), ()> {
@@ -533,7 +544,21 @@ impl Conn {
                     return Ok(());
                 }
                 let to = send.to.user().to_owned();
-                let Some((_, devices)) = self.recipients(&to, &reference).await? else { return Ok(()) };
+                let Some((_, devices, e2e)) = self.recipients(&to, &reference).await? else { return Ok(()) };
+                let (recipient_devices, device_payloads) = if send.payloads.is_empty() {
+                    (devices, Vec::new())
+                } else {
+                    // End to end: exactly one ciphertext per current E2E device, or the sender re-reads the list.
+                    let given: std::collections::BTreeSet<&str> = send.payloads.iter().map(|p| p.device.as_str()).collect();
+                    let expected: std::collections::BTreeSet<&str> = e2e.iter().map(String::as_str).collect();
+                    if given != expected || given.len() != send.payloads.len() {
+                        let missing: Vec<&str> = expected.difference(&given).copied().collect();
+                        let extra: Vec<&str> = given.difference(&expected).copied().collect();
+                        let msg = format!("device list changed: missing {missing:?}, not current {extra:?}; fetch keys.devices again");
+                        return self.error(ErrorCode::StaleDevices, &msg, Some(reference)).await;
+                    }
+                    send.payloads.into_iter().map(|p| (p.device, p.data.0)).unzip()
+                };
                 self.submit(NewEnvelope {
                     id: reference,
                     kind: EnvelopeKind::Message,
@@ -543,7 +568,8 @@ impl Conn {
                     mime: send.mime,
                     payload: send.data.0,
                     created_at: now_ms(),
-                    recipient_devices: devices,
+                    recipient_devices,
+                    device_payloads,
                 })
                 .await
             }
@@ -555,7 +581,7 @@ impl Conn {
                 if !self.envelope_allowed(&reference).await? {
                     return Ok(());
                 }
-                let Some((_, devices)) = self.recipients(&to, &reference).await? else { return Ok(()) };
+                let Some((_, devices, _)) = self.recipients(&to, &reference).await? else { return Ok(()) };
                 let kind = match receipt.kind {
                     ReceiptKind::Delivered => "delivered",
                     ReceiptKind::Read => "read",
@@ -570,6 +596,7 @@ impl Conn {
                     payload: serde_json::to_vec(&receipt.refs).unwrap_or_default(),
                     created_at: now_ms(),
                     recipient_devices: devices,
+                    device_payloads: Vec::new(),
                 })
                 .await
             }
@@ -634,6 +661,61 @@ impl Conn {
                 Ok(())
             }
             FrameBody::Ping(r) => self.feed(&Frame::new(FrameBody::Pong(Request { id: None, reference: r.id }))).await,
+            FrameBody::KeysUpload(k) => {
+                let store = Arc::clone(&self.state.store);
+                match crate::e2e::upload(store.as_ref(), self.user_id, &self.device, &self.key_challenge, k.upload).await {
+                    Ok(()) => {
+                        self.state.hub.invalidate_route(&self.user);
+                        self.feed(&Frame::new(FrameBody::Ok(Request { id: None, reference: k.id }))).await
+                    }
+                    Err(mut e) => {
+                        tracing::info!(user = %self.user, device = %self.device, reason = %e.message, "key upload refused");
+                        e.reference = k.id;
+                        self.count_error(e.code);
+                        self.feed(&Frame::new(FrameBody::Error(e))).await
+                    }
+                }
+            }
+            FrameBody::KeysDevices(k) => {
+                let hub = Arc::clone(&self.state.hub);
+                let answer = match hub.route(&k.user).await {
+                    Ok(Some(route)) => crate::e2e::device_list(self.state.store.as_ref(), route.user_id).await,
+                    Ok(None) => Err(ErrorFrame::new(ErrorCode::UnknownRecipient, format!("no user named {:?}", k.user))),
+                    Err(_) => Err(ErrorFrame::new(ErrorCode::Internal, "could not read the device list")),
+                };
+                match answer {
+                    Ok(devices) => {
+                        let list = imfree_proto::KeysDeviceList { reference: k.id, user: k.user, devices };
+                        self.feed(&Frame::new(FrameBody::KeysDeviceList(list))).await
+                    }
+                    Err(mut e) => {
+                        e.reference = k.id;
+                        self.feed(&Frame::new(FrameBody::Error(e))).await
+                    }
+                }
+            }
+            FrameBody::KeysClaim(k) => {
+                // Claims use up one-time prekeys: they count against the envelope rate.
+                if !self.envelope_allowed(k.id.as_deref().unwrap_or("")).await? {
+                    return Ok(());
+                }
+                let hub = Arc::clone(&self.state.hub);
+                let answer = match hub.route(&k.user).await {
+                    Ok(Some(route)) => crate::e2e::claim(self.state.store.as_ref(), &route.devices, &k.devices).await,
+                    Ok(None) => Err(ErrorFrame::new(ErrorCode::UnknownRecipient, format!("no user named {:?}", k.user))),
+                    Err(_) => Err(ErrorFrame::new(ErrorCode::Internal, "could not claim keys")),
+                };
+                match answer {
+                    Ok(bundles) => {
+                        let out = imfree_proto::KeysBundles { reference: k.id, user: k.user, bundles };
+                        self.feed(&Frame::new(FrameBody::KeysBundles(out))).await
+                    }
+                    Err(mut e) => {
+                        e.reference = k.id;
+                        self.feed(&Frame::new(FrameBody::Error(e))).await
+                    }
+                }
+            }
             FrameBody::TotpSetup(r) => self.totp_setup(r.id).await,
             FrameBody::TotpConfirm(c) => self.totp_confirm(c.id, &c.code, true).await,
             FrameBody::TotpDisable(c) => self.totp_confirm(c.id, &c.code, false).await,

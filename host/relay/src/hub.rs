@@ -55,6 +55,8 @@ pub struct Route {
     pub name: String,
     /// Device ids.
     pub devices: Vec<String>,
+    /// The devices that published E2E keys (the ones an end-to-end `send` must address).
+    pub e2e_devices: Vec<String>,
 }
 
 struct Commit {
@@ -299,14 +301,15 @@ impl Hub {
         }
         let Some(user) = self.store.user_by_name(name).await? else { return Ok(None) };
         let devices = self.store.devices_of(user.id).await?.into_iter().map(|d| d.id).collect();
-        let route = Arc::new(Route { user_id: user.id, name: user.name, devices });
+        let e2e_devices = self.store.device_certificates(user.id).await?.into_iter().map(|(d, _)| d).collect();
+        let route = Arc::new(Route { user_id: user.id, name: user.name, devices, e2e_devices });
         if let Ok(mut routes) = self.routes.lock() {
             routes.insert(name.to_owned(), Arc::clone(&route));
         }
         Ok(Some(route))
     }
 
-    /// Forget a cached route (after a device was added).
+    /// Forget a cached route (after a device was added or published keys).
     pub fn invalidate_route(&self, name: &str) {
         if let Ok(mut routes) = self.routes.lock() {
             routes.remove(name);

@@ -198,6 +198,9 @@ pub struct NewEnvelope {
     pub created_at: UnixMs,
     /// The device ids whose queues get it.
     pub recipient_devices: Vec<String>,
+    /// Per-device payloads (end-to-end: each encrypted for its device): empty, or exactly one per
+    /// `recipient_devices` entry in the same order, in which case `payload` is unused.
+    pub device_payloads: Vec<Vec<u8>>,
 }
 
 /// What happened to one envelope of an [`RelayStore::enqueue`] batch.
@@ -257,6 +260,42 @@ pub struct PresenceRecord {
     pub status: String,
     /// Last time a device of theirs was connected.
     pub last_seen: Option<UnixMs>,
+}
+
+/// A device's end-to-end keys as published, already verified by the relay with imfree-crypto. The documents are
+/// opaque JSON to the store.
+#[derive(Debug, Clone)]
+pub struct DeviceKeysUpload {
+    /// The device's owner.
+    pub user_id: UserId,
+    /// The device certificate (replaces the stored one).
+    pub certificate: Vec<u8>,
+    /// A new signed prekey (replaces the stored one), or `None` to keep it.
+    pub signed_prekey: Option<Vec<u8>>,
+    /// One-time X25519 prekeys to add: (key id, document).
+    pub one_time: Vec<(i64, Vec<u8>)>,
+    /// One-time ML-KEM prekeys to add: (key id, document).
+    pub kem_one_time: Vec<(i64, Vec<u8>)>,
+    /// A new last-resort ML-KEM prekey (replaces the stored one), or `None` to keep it.
+    pub kem_last_resort: Option<Vec<u8>>,
+    /// Upload time.
+    pub at: UnixMs,
+}
+
+/// What a claim hands out for one device: enough for one session set-up. One-time prekeys in it are gone from the
+/// store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimedBundle {
+    /// The device.
+    pub device: String,
+    /// Its certificate document.
+    pub certificate: Vec<u8>,
+    /// Its signed prekey document.
+    pub signed_prekey: Vec<u8>,
+    /// A one-time X25519 prekey document, while any are left.
+    pub one_time: Option<Vec<u8>>,
+    /// A one-time ML-KEM prekey document, or the last-resort one when none are left.
+    pub kem: Vec<u8>,
 }
 
 /// Persistence for the relay. Implementations are cheap to clone handles over a pool.
@@ -345,4 +384,19 @@ pub trait RelayStore: Send + Sync + 'static {
     async fn set_presence(&self, user: UserId, status: Option<&str>, last_seen: Option<UnixMs>) -> Result<()>;
     /// Stored presence of a user (status defaults to "online" when never set).
     async fn presence_of(&self, user: UserId) -> Result<Option<PresenceRecord>>;
+
+    // ----- end-to-end keys -----
+    /// The user's identity key, once a device published it.
+    async fn user_identity(&self, user: UserId) -> Result<Option<[u8; 32]>>;
+    /// Record the user's identity key if none is set. Returns false (changing nothing) if a different key is set.
+    async fn set_user_identity(&self, user: UserId, key: &[u8; 32], at: UnixMs) -> Result<bool>;
+    /// Store a device's published keys (certificate, signed prekey, one-time and last-resort prekeys).
+    async fn put_device_keys(&self, device: &str, keys: &DeviceKeysUpload) -> Result<()>;
+    /// The certificates of a user's devices that published keys: (device id, certificate document), oldest first.
+    async fn device_certificates(&self, user: UserId) -> Result<Vec<(String, Vec<u8>)>>;
+    /// Claim one bundle per device, in one transaction: each one-time prekey handed out is deleted. Devices without a
+    /// complete set of keys are left out.
+    async fn claim_bundles(&self, devices: &[String]) -> Result<Vec<ClaimedBundle>>;
+    /// Unclaimed one-time prekeys of a device: (X25519, ML-KEM).
+    async fn prekey_counts(&self, device: &str) -> Result<(i64, i64)>;
 }

@@ -15,7 +15,7 @@ use crate::rows::{
     DeviceRow, PresenceRow, QueueStatsRow, QueuedRow, SessionRow, UserRow, UserSummaryRow, user_columns,
 };
 use crate::{
-    DeviceRecord, EnqueueOutcome, NewDevice, NewEnvelope, NewUser, PresenceRecord, QueueStats, QueuedEnvelope,
+    ClaimedBundle, DeviceKeysUpload, DeviceRecord, EnqueueOutcome, NewDevice, NewEnvelope, NewUser, PresenceRecord, QueueStats, QueuedEnvelope,
     RelayStore, Result, SessionRecord, StoreError, UnixMs, UserId, UserRecord, UserSummary,
 };
 
@@ -344,9 +344,10 @@ impl RelayStore for PgStore {
             // The page is cut from the queue before the join (MATERIALIZED keeps it that way): otherwise, while
             // the table has no statistics yet (a fresh or fast-growing queue), the planner joins the device's whole
             // backlog with the envelopes and only then sorts and cuts — hundreds of times slower on a long queue.
-            "WITH page AS MATERIALIZED (SELECT seq, envelope_id FROM queue WHERE device_id = $1 AND seq > $2 \
+            "WITH page AS MATERIALIZED (SELECT seq, envelope_id, payload FROM queue WHERE device_id = $1 AND seq > $2 \
              ORDER BY seq LIMIT $3) \
-             SELECT p.seq, e.id, e.kind::BIGINT AS kind, e.sender, e.sender_device, e.recipient, e.mime, e.payload, \
+             SELECT p.seq, e.id, e.kind::BIGINT AS kind, e.sender, e.sender_device, e.recipient, e.mime, \
+             COALESCE(p.payload, e.payload) AS payload, \
              e.created_at FROM page p JOIN envelopes e ON e.id = p.envelope_id ORDER BY p.seq",
         )
         .bind(device)
@@ -452,6 +453,121 @@ impl RelayStore for PgStore {
         .await?;
         Ok(row.map(Into::into))
     }
+
+    async fn user_identity(&self, user: UserId) -> Result<Option<[u8; 32]>> {
+        let key: Option<Vec<u8>> = sqlx::query_scalar("SELECT identity_key FROM identities WHERE user_id = $1")
+            .bind(user)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(key.and_then(|k| k.try_into().ok()))
+    }
+
+    async fn set_user_identity(&self, user: UserId, key: &[u8; 32], at: UnixMs) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("INSERT INTO identities (user_id, identity_key, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
+            .bind(user)
+            .bind(&key[..])
+            .bind(at)
+            .execute(&mut *tx)
+            .await?;
+        let stored: Vec<u8> = sqlx::query_scalar("SELECT identity_key FROM identities WHERE user_id = $1")
+            .bind(user)
+            .fetch_one(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(stored == key)
+    }
+
+    async fn put_device_keys(&self, device: &str, keys: &DeviceKeysUpload) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO device_keys (device_id, user_id, certificate, signed_prekey, kem_last_resort, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (device_id) DO UPDATE SET certificate = EXCLUDED.certificate, \
+             signed_prekey = COALESCE(EXCLUDED.signed_prekey, device_keys.signed_prekey), \
+             kem_last_resort = COALESCE(EXCLUDED.kem_last_resort, device_keys.kem_last_resort), \
+             updated_at = EXCLUDED.updated_at",
+        )
+        .bind(device)
+        .bind(keys.user_id)
+        .bind(&keys.certificate)
+        .bind(keys.signed_prekey.as_deref())
+        .bind(keys.kem_last_resort.as_deref())
+        .bind(keys.at)
+        .execute(&mut *tx)
+        .await?;
+        for (kind, list) in [(0i16, &keys.one_time), (1i16, &keys.kem_one_time)] {
+            if list.is_empty() {
+                continue;
+            }
+            let ids: Vec<i64> = list.iter().map(|(id, _)| *id).collect();
+            let bodies: Vec<&[u8]> = list.iter().map(|(_, b)| b.as_slice()).collect();
+            sqlx::query(
+                "INSERT INTO one_time_prekeys (device_id, kind, key_id, body) \
+                 SELECT $1, $2, i, b FROM UNNEST($3::BIGINT[], $4::BYTEA[]) AS t (i, b) ON CONFLICT DO NOTHING",
+            )
+            .bind(device)
+            .bind(kind)
+            .bind(&ids)
+            .bind(&bodies)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn device_certificates(&self, user: UserId) -> Result<Vec<(String, Vec<u8>)>> {
+        let rows: Vec<(String, Vec<u8>)> = sqlx::query_as(
+            "SELECT k.device_id, k.certificate FROM device_keys k JOIN devices d ON d.id = k.device_id \
+             WHERE k.user_id = $1 ORDER BY d.created_at, k.device_id",
+        )
+        .bind(user)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows)
+    }
+
+    async fn claim_bundles(&self, devices: &[String]) -> Result<Vec<ClaimedBundle>> {
+        let mut tx = self.pool.begin().await?;
+        let mut out = Vec::with_capacity(devices.len());
+        for device in devices {
+            let row: Option<(Vec<u8>, Option<Vec<u8>>, Option<Vec<u8>>)> = sqlx::query_as(
+                "SELECT certificate, signed_prekey, kem_last_resort FROM device_keys WHERE device_id = $1",
+            )
+            .bind(device)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some((certificate, Some(signed_prekey), last_resort)) = row else { continue };
+            let mut take = async |kind: i16| -> Result<Option<Vec<u8>>> {
+                // SKIP LOCKED: two relays claiming at once never hand out the same one-time prekey.
+                let body: Option<Vec<u8>> = sqlx::query_scalar(
+                    "DELETE FROM one_time_prekeys WHERE (device_id, kind, key_id) = \
+                     (SELECT device_id, kind, key_id FROM one_time_prekeys WHERE device_id = $1 AND kind = $2 \
+                      ORDER BY key_id LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING body",
+                )
+                .bind(device)
+                .bind(kind)
+                .fetch_optional(&mut *tx)
+                .await?;
+                Ok(body)
+            };
+            let one_time = take(0).await?;
+            let Some(kem) = take(1).await?.or(last_resort) else { continue };
+            out.push(ClaimedBundle { device: device.clone(), certificate, signed_prekey, one_time, kem });
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    async fn prekey_counts(&self, device: &str) -> Result<(i64, i64)> {
+        let rows: Vec<(i16, i64)> =
+            sqlx::query_as("SELECT kind, COUNT(*) FROM one_time_prekeys WHERE device_id = $1 GROUP BY kind")
+                .bind(device)
+                .fetch_all(&self.pool)
+                .await?;
+        let count = |k: i16| rows.iter().find(|(kind, _)| *kind == k).map_or(0, |(_, n)| *n);
+        Ok((count(0), count(1)))
+    }
 }
 
 /// The body of [`RelayStore::enqueue`] inside a transaction the caller opened and commits.
@@ -516,22 +632,24 @@ async fn enqueue_in(conn: &mut PgConnection, batch: &[NewEnvelope]) -> Result<Ve
     }
 
     // Queue rows in batch order (WITH ORDINALITY … ORDER BY), so that the identity seq follows it per device.
-    let (mut devices, mut envelope_ids) = (Vec::new(), Vec::new());
+    let (mut devices, mut envelope_ids, mut payloads) = (Vec::new(), Vec::new(), Vec::new());
     for &i in plan.candidates.iter().filter(|&&i| stored[i]) {
-        for d in &batch[i].recipient_devices {
+        for (n, d) in batch[i].recipient_devices.iter().enumerate() {
             devices.push(d.as_str());
             envelope_ids.push(batch[i].id.as_str());
+            payloads.push(batch[i].device_payloads.get(n).map(Vec::as_slice));
         }
     }
     if !devices.is_empty() {
         // Duplicate device ids in one envelope's list are ignored rather than failing the whole group commit.
         sqlx::query(
-            "INSERT INTO queue (device_id, envelope_id) \
-                 SELECT d, e FROM UNNEST($1::TEXT[], $2::TEXT[]) WITH ORDINALITY AS t (d, e, n) ORDER BY n \
-                 ON CONFLICT DO NOTHING",
+            "INSERT INTO queue (device_id, envelope_id, payload) \
+                 SELECT d, e, p FROM UNNEST($1::TEXT[], $2::TEXT[], $3::BYTEA[]) WITH ORDINALITY AS t (d, e, p, n) \
+                 ORDER BY n ON CONFLICT DO NOTHING",
         )
         .bind(&devices)
         .bind(&envelope_ids)
+        .bind(&payloads)
         .execute(&mut *conn)
         .await?;
     }

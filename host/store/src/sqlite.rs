@@ -18,7 +18,7 @@ use crate::rows::{
     DeviceRow, PresenceRow, QueueStatsRow, QueuedRow, SessionRow, UserRow, UserSummaryRow, user_columns,
 };
 use crate::{
-    DeviceRecord, EnqueueOutcome, NewDevice, NewEnvelope, NewUser, PresenceRecord, QueueStats, QueuedEnvelope,
+    ClaimedBundle, DeviceKeysUpload, DeviceRecord, EnqueueOutcome, NewDevice, NewEnvelope, NewUser, PresenceRecord, QueueStats, QueuedEnvelope,
     RelayStore, Result, SessionRecord, StoreError, UnixMs, UserId, UserRecord, UserSummary,
 };
 
@@ -57,10 +57,10 @@ static EXISTING_ENVELOPES: LazyLock<MultiRowSql> = LazyLock::new(|| {
 // Duplicate device ids in one envelope's recipient list are ignored rather than failing the whole group commit.
 static INSERT_QUEUE: LazyLock<MultiRowSql> = LazyLock::new(|| {
     MultiRowSql::new(
-        "INSERT INTO queue (device_id, envelope_id) VALUES ",
+        "INSERT INTO queue (device_id, envelope_id, payload) VALUES ",
         " ON CONFLICT DO NOTHING",
-        |_| "(?,?)".to_owned(),
-        2,
+        |_| "(?,?,?)".to_owned(),
+        3,
     )
 });
 
@@ -386,7 +386,8 @@ impl RelayStore for SqliteStore {
 
     async fn fetch_queue(&self, device: &str, after: i64, limit: i64) -> Result<Vec<QueuedEnvelope>> {
         let rows: Vec<QueuedRow> = sqlx::query_as(
-            "SELECT q.seq, e.id, e.kind, e.sender, e.sender_device, e.recipient, e.mime, e.payload, e.created_at \
+            "SELECT q.seq, e.id, e.kind, e.sender, e.sender_device, e.recipient, e.mime, \
+             COALESCE(q.payload, e.payload) AS payload, e.created_at \
              FROM queue q JOIN envelopes e ON e.id = q.envelope_id \
              WHERE q.device_id = ?1 AND q.seq > ?2 ORDER BY q.seq LIMIT ?3",
         )
@@ -493,6 +494,123 @@ impl RelayStore for SqliteStore {
         .await?;
         Ok(row.map(Into::into))
     }
+
+    async fn user_identity(&self, user: UserId) -> Result<Option<[u8; 32]>> {
+        let key: Option<Vec<u8>> = sqlx::query_scalar("SELECT identity_key FROM identities WHERE user_id = ?1")
+            .bind(user)
+            .fetch_optional(&self.reader)
+            .await?;
+        Ok(key.and_then(|k| k.try_into().ok()))
+    }
+
+    async fn set_user_identity(&self, user: UserId, key: &[u8; 32], at: UnixMs) -> Result<bool> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query("INSERT INTO identities (user_id, identity_key, created_at) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING")
+            .bind(user)
+            .bind(&key[..])
+            .bind(at)
+            .execute(&mut *tx)
+            .await?;
+        let stored: Vec<u8> = sqlx::query_scalar("SELECT identity_key FROM identities WHERE user_id = ?1")
+            .bind(user)
+            .fetch_one(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(stored == key)
+    }
+
+    async fn put_device_keys(&self, device: &str, keys: &DeviceKeysUpload) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO device_keys (device_id, user_id, certificate, signed_prekey, kem_last_resort, updated_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (device_id) DO UPDATE SET certificate = excluded.certificate, \
+             signed_prekey = COALESCE(excluded.signed_prekey, device_keys.signed_prekey), \
+             kem_last_resort = COALESCE(excluded.kem_last_resort, device_keys.kem_last_resort), \
+             updated_at = excluded.updated_at",
+        )
+        .bind(device)
+        .bind(keys.user_id)
+        .bind(&keys.certificate)
+        .bind(keys.signed_prekey.as_deref())
+        .bind(keys.kem_last_resort.as_deref())
+        .bind(keys.at)
+        .execute(&mut *tx)
+        .await?;
+        for (kind, list) in [(0i64, &keys.one_time), (1i64, &keys.kem_one_time)] {
+            for (id, body) in list {
+                sqlx::query(
+                    "INSERT INTO one_time_prekeys (device_id, kind, key_id, body) VALUES (?1, ?2, ?3, ?4) \
+                     ON CONFLICT DO NOTHING",
+                )
+                .bind(device)
+                .bind(kind)
+                .bind(*id)
+                .bind(body)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn device_certificates(&self, user: UserId) -> Result<Vec<(String, Vec<u8>)>> {
+        let rows: Vec<(String, Vec<u8>)> = sqlx::query_as(
+            "SELECT k.device_id, k.certificate FROM device_keys k JOIN devices d ON d.id = k.device_id \
+             WHERE k.user_id = ?1 ORDER BY d.created_at, k.device_id",
+        )
+        .bind(user)
+        .fetch_all(&self.reader)
+        .await?;
+        Ok(rows)
+    }
+
+    async fn claim_bundles(&self, devices: &[String]) -> Result<Vec<ClaimedBundle>> {
+        let mut tx = self.begin_write().await?;
+        let mut out = Vec::with_capacity(devices.len());
+        for device in devices {
+            let row: Option<(Vec<u8>, Option<Vec<u8>>, Option<Vec<u8>>)> = sqlx::query_as(
+                "SELECT certificate, signed_prekey, kem_last_resort FROM device_keys WHERE device_id = ?1",
+            )
+            .bind(device)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some((certificate, Some(signed_prekey), last_resort)) = row else { continue };
+            let mut take = async |kind: i64| -> Result<Option<Vec<u8>>> {
+                let body: Option<(i64, Vec<u8>)> = sqlx::query_as(
+                    "SELECT key_id, body FROM one_time_prekeys WHERE device_id = ?1 AND kind = ?2 ORDER BY key_id LIMIT 1",
+                )
+                .bind(device)
+                .bind(kind)
+                .fetch_optional(&mut *tx)
+                .await?;
+                if let Some((id, _)) = &body {
+                    sqlx::query("DELETE FROM one_time_prekeys WHERE device_id = ?1 AND kind = ?2 AND key_id = ?3")
+                        .bind(device)
+                        .bind(kind)
+                        .bind(*id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                Ok(body.map(|(_, b)| b))
+            };
+            let one_time = take(0).await?;
+            let Some(kem) = take(1).await?.or(last_resort) else { continue };
+            out.push(ClaimedBundle { device: device.clone(), certificate, signed_prekey, one_time, kem });
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    async fn prekey_counts(&self, device: &str) -> Result<(i64, i64)> {
+        let rows: Vec<(i64, i64)> =
+            sqlx::query_as("SELECT kind, COUNT(*) FROM one_time_prekeys WHERE device_id = ?1 GROUP BY kind")
+                .bind(device)
+                .fetch_all(&self.reader)
+                .await?;
+        let count = |k: i64| rows.iter().find(|(kind, _)| *kind == k).map_or(0, |(_, n)| *n);
+        Ok((count(0), count(1)))
+    }
 }
 
 /// The body of [`RelayStore::enqueue`] inside a write transaction the caller opened (IMMEDIATE) and commits.
@@ -541,19 +659,25 @@ async fn enqueue_in(conn: &mut SqliteConnection, batch: &[NewEnvelope]) -> Resul
     }
 
     // Queue rows in batch order, so that the autoincrement seq follows it for every device.
-    let entries: Vec<(&str, &str)> = plan
+    let entries: Vec<(&str, &str, Option<&[u8]>)> = plan
         .candidates
         .iter()
         .filter(|&&i| stored[i])
-        .flat_map(|&i| batch[i].recipient_devices.iter().map(move |d| (d.as_str(), batch[i].id.as_str())))
+        .flat_map(|&i| {
+            let e = &batch[i];
+            e.recipient_devices
+                .iter()
+                .enumerate()
+                .map(move |(n, d)| (d.as_str(), e.id.as_str(), e.device_payloads.get(n).map(Vec::as_slice)))
+        })
         .collect();
     let mut rest = &entries[..];
     for size in chunk_sizes(rest.len()) {
         let (chunk, tail) = rest.split_at(size);
         rest = tail;
         let mut q = sqlx::query(INSERT_QUEUE.get(size));
-        for (device, id) in chunk {
-            q = q.bind(*device).bind(*id);
+        for (device, id, payload) in chunk {
+            q = q.bind(*device).bind(*id).bind(*payload);
         }
         q.execute(&mut *conn).await?;
     }

@@ -40,6 +40,7 @@ pub(crate) fn envelope(id: &str, devices: &[&str], created_at: i64) -> NewEnvelo
         payload: format!("ciphertext of {id}").into_bytes(),
         created_at,
         recipient_devices: devices.iter().map(|d| (*d).to_owned()).collect(),
+        device_payloads: Vec::new(),
     }
 }
 

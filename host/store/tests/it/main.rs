@@ -3,5 +3,6 @@
 mod accounts;
 mod fixtures;
 mod harness;
+mod keys;
 mod queues;
 mod social;
