@@ -125,5 +125,40 @@ fn setup(c: &mut Criterion) {
     c.bench_function("mlkem768/decaps", |bench| bench.iter(|| black_box(pair.decapsulate(&ct).unwrap())));
 }
 
-criterion_group!(benches, ratchet, setup);
+fn groups(c: &mut Criterion) {
+    use imfree_crypto::group::GroupSession;
+    use imfree_crypto::membership::{GroupState, Member, MembershipEntry, MembershipOp};
+    let alice = UserIdentity::generate(&mut OsRng);
+    let bob = UserIdentity::generate(&mut OsRng);
+    let genesis = MembershipEntry::create(&alice, "alice", [7; 16], 1);
+    let mut state = GroupState::genesis(&genesis).unwrap();
+    let add = state.next_entry(&alice, MembershipOp::Add, Member { user: "bob".into(), identity_key: bob.public_key() }, 2);
+    state.apply(&add).unwrap();
+    let mut a = GroupSession::new(&mut OsRng, &state, alice.public_key(), 1).unwrap();
+    c.bench_function("group/encrypt + sign (100 B)", |bench| {
+        bench.iter(|| black_box(a.encrypt(&state, &message(1)).unwrap()))
+    });
+    let mut a2 = GroupSession::new(&mut OsRng, &state, alice.public_key(), 1).unwrap();
+    let mut b2 = GroupSession::new(&mut OsRng, &state, bob.public_key(), 1).unwrap();
+    b2.receive_distribution(&state, alice.public_key(), 1, &a2.distribution()).unwrap();
+    c.bench_function("group/encrypt + verify + decrypt (100 B)", |bench| {
+        bench.iter(|| {
+            let m = a2.encrypt(&state, &message(1)).unwrap();
+            black_box(b2.decrypt(&state, &m).unwrap())
+        })
+    });
+    let next = state.next_entry(&alice, MembershipOp::Promote, Member { user: "bob".into(), identity_key: bob.public_key() }, 3);
+    c.bench_function("membership/verify and apply one entry", |bench| {
+        bench.iter(|| {
+            let mut s = state.clone();
+            s.apply(&next).unwrap();
+            black_box(s)
+        })
+    });
+    c.bench_function("safety number (2 × 5200 SHA-512)", |bench| {
+        bench.iter(|| black_box(imfree_crypto::safety::SafetyNumber::new("alice", &alice.public_key(), "bob", &bob.public_key())))
+    });
+}
+
+criterion_group!(benches, ratchet, setup, groups);
 criterion_main!(benches);

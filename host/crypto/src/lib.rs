@@ -10,6 +10,11 @@
 //! - [`pqxdh`]: asynchronous session set-up (Signal's PQXDH with ML-KEM-768, transcript-bound).
 //! - [`ratchet`]: the Double Ratchet session, its wire message and the replay-cache hook.
 //! - [`envelope`]: the inner envelope (message id, sequence number, padding) inside every ciphertext.
+//! - [`membership`]: the signed, hash-chained group membership log and its verifier.
+//! - [`group`]: sender keys: group messages bound to the membership head, signed per sender chain.
+//! - [`safety`]: safety numbers and their scannable payload.
+//! - [`keystore`]: the passphrase-sealed key store (Argon2id + XChaCha20-Poly1305).
+//! - [`linking`]: device linking with a code or QR payload over Noise XXpsk3.
 //! - [`kdf`], [`aead`], [`kem`]: the primitive steps (X25519, HKDF/HMAC, ChaCha20-Poly1305, ML-KEM-768).
 //! - [`E2eError`]: why an end-to-end operation was refused.
 //!
