@@ -1,0 +1,37 @@
+//! imfree-plugin-host: runs imfree plugins (WebAssembly components built against `wit/imfree-plugin@*`) in a
+//! wasmtime sandbox.
+//!
+//! It owns: the `plugin.toml` manifest ([`manifest`]), the administrator's per-plugin configuration and grants
+//! ([`config`]), the capability check ([`capability`]), one module per host capability ([`capabilities`]), the
+//! wasmtime engine with its compile cache ([`engine`]), failure accounting ([`health`], [`incident`]) and hook
+//! dispatch ([`host::PluginHost`]).
+//!
+//! It must not know the relay's or client's internals: they hand it what it needs through the small traits in
+//! [`services`] (a message sink, a kv backend, a clock, an incident sink).
+
+pub mod capabilities;
+pub mod capability;
+pub mod config;
+pub mod engine;
+pub mod health;
+pub mod host;
+pub mod incident;
+pub mod manifest;
+pub mod services;
+mod state;
+pub mod wit;
+
+pub use capability::{Capability, CapabilityCheck, Refusal};
+pub use config::{FailurePolicy, FailureSettings, Grants, Limits, PluginConfig};
+pub use host::{
+    EnvelopeOutcome, FailureKind, HookFailure, HostOptions, LoadError, OutgoingOutcome, PluginHost, PluginStatus,
+};
+pub use incident::{Incident, IncidentKind, IncidentSink, RecordingIncidents};
+pub use manifest::{Hook, ManifestError, PluginManifest, Scope};
+pub use services::{
+    Clock, KvBackend, KvError, ManualClock, MemoryKv, MessageSink, PluginIdentity, SinkError, SystemClock,
+};
+pub use wit::latest::imfree::plugin::types::{
+    Action, Button, ButtonStyle, Card, CardField, Command, Envelope, EnvelopeVerdict, HttpRequest, HttpResponse,
+    Message, Presence, StatusChange, TimerFired, Verdict,
+};

@@ -1,0 +1,102 @@
+//! Per-store state: what one plugin instance can reach. Nothing ambient: WASI gets no preopens, no environment,
+//! no arguments, no inherited stdio and no sockets; only what the capability modules expose on top of it.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use crate::capabilities::timers::TimerTable;
+use crate::capability::{Capability, CapabilityCheck, Refusal};
+use crate::config::Limits;
+use crate::host::HostServices;
+use crate::services::PluginIdentity;
+use crate::wit::latest::imfree::plugin::types::HostError;
+
+/// Everything about a loaded plugin that its instances share.
+pub(crate) struct PluginContext {
+    pub(crate) identity: PluginIdentity,
+    pub(crate) check: CapabilityCheck,
+    pub(crate) settings: BTreeMap<String, String>,
+    pub(crate) limits: Limits,
+    pub(crate) services: HostServices,
+    pub(crate) timers: Arc<TimerTable>,
+    pub(crate) min_timer_interval_ms: u64,
+}
+
+impl PluginContext {
+    /// Check a capability; on refusal log plugin, version and capability and build the guest's error.
+    pub(crate) fn require(&self, capability: Capability) -> Result<(), HostError> {
+        self.check.check(&capability).map_err(|refusal: Refusal| {
+            tracing::warn!(
+                plugin = %self.identity.name,
+                version = %self.identity.version,
+                capability = %capability,
+                "refused a plugin's host call: {refusal}"
+            );
+            HostError::Denied(refusal.to_string())
+        })
+    }
+}
+
+/// Limits memory and table growth, and remembers that a limit was hit so the incident says "memory limit"
+/// rather than a bare trap.
+pub(crate) struct PluginLimiter {
+    pub(crate) memory_bytes: usize,
+    pub(crate) memory_exceeded: bool,
+}
+
+const MAX_TABLE_ELEMENTS: usize = 100_000;
+
+impl wasmtime::ResourceLimiter for PluginLimiter {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > self.memory_bytes {
+            self.memory_exceeded = true;
+            return Err(wasmtime::Error::msg(format!(
+                "memory limit: the plugin tried to grow its memory to {desired} bytes, the limit is {} bytes",
+                self.memory_bytes
+            )));
+        }
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(desired <= MAX_TABLE_ELEMENTS)
+    }
+}
+
+/// The `T` of `Store<T>`.
+pub(crate) struct PluginState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    pub(crate) limiter: PluginLimiter,
+    pub(crate) ctx: Arc<PluginContext>,
+    /// The last error-level log line (the SDK's panic hook logs the panic message there), for incident reasons.
+    pub(crate) last_error_log: Option<String>,
+}
+
+impl PluginState {
+    pub(crate) fn new(ctx: Arc<PluginContext>) -> Self {
+        let memory_bytes = (ctx.limits.memory_mib as usize).saturating_mul(1 << 20);
+        PluginState {
+            wasi: WasiCtxBuilder::new().build(),
+            table: ResourceTable::new(),
+            limiter: PluginLimiter {
+                memory_bytes,
+                memory_exceeded: false,
+            },
+            ctx,
+            last_error_log: None,
+        }
+    }
+}
+
+impl WasiView for PluginState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}

@@ -1,0 +1,123 @@
+//! Test guest exercising every hook and every host capability. Commands run one host call and answer with its
+//! result (`ok …` or `err …`), so the tests can see both granted and refused calls from the guest's side.
+
+use std::time::Duration;
+
+use imfree_plugin_sdk::messaging::CardBuilder;
+use imfree_plugin_sdk::types::*;
+use imfree_plugin_sdk::{HostErrorExt, Plugin, config, export_plugin, kv, log, messaging, timers};
+
+struct Probe;
+
+fn answer<T: std::fmt::Debug>(r: Result<T, HostError>) -> String {
+    match r {
+        Ok(v) => format!("ok {v:?}"),
+        Err(e) => format!("err {}", e.describe()),
+    }
+}
+
+impl Plugin for Probe {
+    fn init() -> Result<(), String> {
+        if config::get("fail-init").as_deref() == Some("true") {
+            return Err("configured to fail".into());
+        }
+        log::info("probe ready");
+        Ok(())
+    }
+
+    fn incoming_message(msg: Message) {
+        let _ = messaging::reply(&msg.conversation, &msg.id, &format!("seen {}", msg.body));
+    }
+
+    fn outgoing_message(mut msg: Message) -> Verdict {
+        if msg.body.contains("reject") {
+            Verdict::Reject("probe rejects".into())
+        } else if msg.body.contains("upper") {
+            msg.body = msg.body.to_uppercase();
+            msg.conversation = "elsewhere".into();
+            Verdict::Modify(msg)
+        } else {
+            Verdict::Pass
+        }
+    }
+
+    fn relay_envelope(env: Envelope) -> EnvelopeVerdict {
+        if env.size > 1000 || env.recipients.len() > 3 {
+            EnvelopeVerdict::Reject(format!("too big for {}", env.conversation))
+        } else {
+            EnvelopeVerdict::Pass
+        }
+    }
+
+    fn status_change(change: StatusChange) {
+        let _ = messaging::post(
+            "status",
+            &format!("{} {:?}->{:?}", change.user, change.previous, change.current),
+        );
+    }
+
+    fn command(cmd: Command) -> Option<String> {
+        let args: Vec<&str> = cmd.args.split_whitespace().collect();
+        let arg = |i: usize| args.get(i).copied().unwrap_or("");
+        Some(match cmd.name.as_str() {
+            "kv-set" => answer(kv::set_string(arg(0), arg(1))),
+            "kv-get" => answer(kv::get_string(arg(0))),
+            "kv-del" => answer(kv::delete(arg(0))),
+            "kv-list" => answer(kv::list_keys(arg(0))),
+            "kv-fill" => answer(kv::set(arg(0), &vec![b'x'; arg(1).parse().unwrap_or(0)])),
+            "post" => answer(messaging::post(arg(0), arg(1))),
+            "reply" => answer(messaging::reply(arg(0), arg(1), arg(2))),
+            "react" => answer(messaging::react(arg(0), arg(1), arg(2))),
+            "card" => answer(messaging::post_card(
+                arg(0),
+                &CardBuilder::new("Deploy?")
+                    .text("Release 1.2")
+                    .field("env", "prod")
+                    .button("yes", "Deploy", ButtonStyle::Primary)
+                    .button("no", "Cancel", ButtonStyle::Danger)
+                    .build(),
+            )),
+            "timer-once" => answer(timers::once(arg(0), Duration::from_millis(arg(1).parse().unwrap_or(0)))),
+            "timer-every" => answer(timers::repeating(
+                arg(0),
+                Duration::from_millis(arg(1).parse().unwrap_or(0)),
+            )),
+            "timer-cancel" => answer(timers::cancel(arg(0).parse().unwrap_or(0))),
+            "config" => format!("{:?}", config::get(arg(0))),
+            "config-all" => format!("{:?}", config::all()),
+            "log" => {
+                log::info(arg(0));
+                "logged".into()
+            }
+            _ => return None,
+        })
+    }
+
+    fn action(act: Action) {
+        let _ = messaging::post(
+            &act.conversation,
+            &format!("{} pressed {} on {}", act.user, act.button, act.message_id),
+        );
+    }
+
+    fn http(req: HttpRequest) -> HttpResponse {
+        let body = format!(
+            "{} {} ?{} {}",
+            req.method,
+            req.path,
+            req.query,
+            String::from_utf8_lossy(&req.body)
+        );
+        HttpResponse {
+            status: 200,
+            headers: vec![("content-type".into(), "text/plain".into())],
+            body: body.into_bytes(),
+        }
+    }
+
+    fn timer(t: TimerFired) {
+        let _ = messaging::post("timers", &format!("fired {} {}", t.id, t.name));
+    }
+}
+
+export_plugin!(Probe);

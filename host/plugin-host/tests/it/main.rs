@@ -1,0 +1,11 @@
+//! Behaviour of the plugin host against real components: the example plugins, a probe that exercises every hook
+//! and capability, and a malicious-plugin corpus. The guests are built for wasm32-wasip2 on first use (see
+//! `support::guest`).
+
+#![allow(unreachable_pub)]
+
+mod capabilities;
+mod hooks;
+mod lifecycle;
+mod malicious;
+mod support;

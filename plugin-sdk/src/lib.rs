@@ -1,0 +1,326 @@
+//! Write imfree plugins in Rust.
+//!
+//! Implement [`Plugin`] (every hook has a neutral default), list the hooks you implement in `plugin.toml`, and
+//! export the type with [`export_plugin!`]. Build with `cargo build --target wasm32-wasip2 --profile wasm`; the
+//! resulting `.wasm` is a WebAssembly component for the `imfree:plugin/plugin@0.1.0` world.
+//!
+//! ```ignore
+//! use imfree_plugin_sdk::{Plugin, types::Message, messaging, export_plugin};
+//!
+//! struct Echo;
+//! impl Plugin for Echo {
+//!     fn incoming_message(msg: Message) {
+//!         let _ = messaging::reply(&msg.conversation, &msg.id, &format!("you said {}", msg.body));
+//!     }
+//! }
+//! export_plugin!(Echo);
+//! ```
+//!
+//! Host calls need capabilities: `kv`, `messaging` and `timers` work only when plugin.toml asks for them and the
+//! administrator grants them; otherwise they return [`HostError::Denied`]. `log` and `config` always work.
+
+#![deny(missing_docs)]
+
+/// The generated bindings (`wit-bindgen`) for `imfree:plugin/plugin@0.1.0`.
+#[doc(hidden)]
+pub mod bindings {
+    #![allow(missing_docs)]
+    wit_bindgen::generate!({
+        path: "../wit/imfree-plugin@0.1.0",
+        world: "imfree:plugin/plugin@0.1.0",
+        pub_export_macro: true,
+        export_macro_name: "__export_plugin_world",
+        default_bindings_module: "imfree_plugin_sdk::bindings",
+        generate_all,
+    });
+}
+
+/// The WIT types hooks receive and return.
+pub mod types {
+    pub use crate::bindings::imfree::plugin::types::{
+        Action, Button, ButtonStyle, Card, CardField, Command, Envelope, EnvelopeVerdict, HostError, HttpRequest,
+        HttpResponse, Message, Presence, StatusChange, TimerFired, Verdict,
+    };
+}
+
+pub use types::HostError;
+use types::*;
+
+/// Readable parts of a [`HostError`] (wit-bindgen's own `Display` prints the Rust debug form).
+pub trait HostErrorExt {
+    /// `denied`, `quota exceeded`, `invalid` or `unavailable`.
+    fn kind(&self) -> &'static str;
+    /// The host's explanation.
+    fn message(&self) -> &str;
+    /// `kind: message`.
+    fn describe(&self) -> String {
+        format!("{}: {}", self.kind(), self.message())
+    }
+}
+
+impl HostErrorExt for HostError {
+    fn kind(&self) -> &'static str {
+        match self {
+            HostError::Denied(_) => "denied",
+            HostError::QuotaExceeded(_) => "quota exceeded",
+            HostError::Invalid(_) => "invalid",
+            HostError::Unavailable(_) => "unavailable",
+        }
+    }
+    fn message(&self) -> &str {
+        match self {
+            HostError::Denied(m) | HostError::QuotaExceeded(m) | HostError::Invalid(m) | HostError::Unavailable(m) => m,
+        }
+    }
+}
+
+/// A plugin. Override the hooks you list in plugin.toml; the host never calls the others.
+pub trait Plugin {
+    /// Called on every fresh instance before any hook.
+    fn init() -> Result<(), String> {
+        Ok(())
+    }
+    /// A message arrived (bot and client scopes).
+    fn incoming_message(_msg: Message) {}
+    /// Filter a message before it is sent: pass, modify or reject.
+    fn outgoing_message(_msg: Message) -> Verdict {
+        Verdict::Pass
+    }
+    /// Filter an envelope at the relay (metadata only): pass or reject.
+    fn relay_envelope(_env: Envelope) -> EnvelopeVerdict {
+        EnvelopeVerdict::Pass
+    }
+    /// A presence or status change.
+    fn status_change(_change: StatusChange) {}
+    /// A slash command; the answer is shown only to the user who typed it.
+    fn command(_cmd: Command) -> Option<String> {
+        None
+    }
+    /// A button pressed on one of this plugin's cards.
+    fn action(_act: Action) {}
+    /// A request to `/plugins/<name>/…` (relay scope).
+    fn http(_req: HttpRequest) -> HttpResponse {
+        HttpResponse {
+            status: 404,
+            headers: vec![],
+            body: b"not found".to_vec(),
+        }
+    }
+    /// A timer fired.
+    fn timer(_t: TimerFired) {}
+}
+
+/// Export a [`Plugin`] implementation as the component's hooks. Also installs a panic hook that logs the panic
+/// message through `log` before the instance traps, so the host's incident report says why.
+#[macro_export]
+macro_rules! export_plugin {
+    ($plugin:ty) => {
+        struct __ImfreePluginExport;
+        impl $crate::bindings::Guest for __ImfreePluginExport {
+            fn init() -> ::core::result::Result<(), ::std::string::String> {
+                $crate::__install_panic_hook();
+                <$plugin as $crate::Plugin>::init()
+            }
+            fn incoming_message(msg: $crate::types::Message) {
+                <$plugin as $crate::Plugin>::incoming_message(msg)
+            }
+            fn outgoing_message(msg: $crate::types::Message) -> $crate::types::Verdict {
+                <$plugin as $crate::Plugin>::outgoing_message(msg)
+            }
+            fn relay_envelope(env: $crate::types::Envelope) -> $crate::types::EnvelopeVerdict {
+                <$plugin as $crate::Plugin>::relay_envelope(env)
+            }
+            fn status_change(change: $crate::types::StatusChange) {
+                <$plugin as $crate::Plugin>::status_change(change)
+            }
+            fn command(cmd: $crate::types::Command) -> ::core::option::Option<::std::string::String> {
+                <$plugin as $crate::Plugin>::command(cmd)
+            }
+            fn action(act: $crate::types::Action) {
+                <$plugin as $crate::Plugin>::action(act)
+            }
+            fn http(req: $crate::types::HttpRequest) -> $crate::types::HttpResponse {
+                <$plugin as $crate::Plugin>::http(req)
+            }
+            fn timer(t: $crate::types::TimerFired) {
+                <$plugin as $crate::Plugin>::timer(t)
+            }
+        }
+        $crate::bindings::__export_plugin_world!(__ImfreePluginExport);
+    };
+}
+
+#[doc(hidden)]
+pub fn __install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        log::error(&format!("panic: {info}"));
+    }));
+}
+
+/// Logging (always available).
+pub mod log {
+    use crate::bindings::imfree::plugin::log::{Level, log};
+
+    /// Log at debug level.
+    pub fn debug(message: &str) {
+        log(Level::Debug, message)
+    }
+    /// Log at info level.
+    pub fn info(message: &str) {
+        log(Level::Info, message)
+    }
+    /// Log at warn level.
+    pub fn warn(message: &str) {
+        log(Level::Warn, message)
+    }
+    /// Log at error level.
+    pub fn error(message: &str) {
+        log(Level::Error, message)
+    }
+}
+
+/// The plugin's settings (always available).
+pub mod config {
+    use crate::bindings::imfree::plugin::config as raw;
+
+    /// A setting as text.
+    pub fn get(key: &str) -> Option<String> {
+        raw::get(key)
+    }
+    /// A setting, or `default` when unset.
+    pub fn get_or(key: &str, default: &str) -> String {
+        raw::get(key).unwrap_or_else(|| default.to_owned())
+    }
+    /// A setting parsed (integers, floats, booleans); `None` when unset or unparsable.
+    pub fn parsed<T: std::str::FromStr>(key: &str) -> Option<T> {
+        raw::get(key).and_then(|v| v.parse().ok())
+    }
+    /// Every setting.
+    pub fn all() -> Vec<(String, String)> {
+        raw::all()
+    }
+}
+
+/// The plugin's key-value store (capability `kv`).
+pub mod kv {
+    use crate::HostError;
+    use crate::bindings::imfree::plugin::kv as raw;
+
+    /// Bytes under `key`.
+    pub fn get(key: &str) -> Result<Option<Vec<u8>>, HostError> {
+        raw::get(key)
+    }
+    /// Text under `key` (invalid UTF-8 is replaced).
+    pub fn get_string(key: &str) -> Result<Option<String>, HostError> {
+        Ok(raw::get(key)?.map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+    /// Store bytes.
+    pub fn set(key: &str, value: &[u8]) -> Result<(), HostError> {
+        raw::set(key, value)
+    }
+    /// Store text.
+    pub fn set_string(key: &str, value: &str) -> Result<(), HostError> {
+        raw::set(key, value.as_bytes())
+    }
+    /// Add `by` to the integer under `key` (missing counts as 0) and return the new value.
+    pub fn increment(key: &str, by: i64) -> Result<i64, HostError> {
+        let n = get_string(key)?.and_then(|s| s.parse::<i64>().ok()).unwrap_or(0) + by;
+        set_string(key, &n.to_string())?;
+        Ok(n)
+    }
+    /// Remove `key`.
+    pub fn delete(key: &str) -> Result<(), HostError> {
+        raw::delete(key)
+    }
+    /// Keys with `prefix`.
+    pub fn list_keys(prefix: &str) -> Result<Vec<String>, HostError> {
+        raw::list_keys(prefix)
+    }
+}
+
+/// Sending as the plugin's bot (capability `messaging`).
+pub mod messaging {
+    use crate::HostError;
+    use crate::bindings::imfree::plugin::messaging as raw;
+    use crate::types::{Button, ButtonStyle, Card, CardField};
+
+    /// Post text; returns the message id.
+    pub fn post(conversation: &str, text: &str) -> Result<String, HostError> {
+        raw::post(conversation, text)
+    }
+    /// Reply to a message; returns the new message id.
+    pub fn reply(conversation: &str, message_id: &str, text: &str) -> Result<String, HostError> {
+        raw::reply(conversation, message_id, text)
+    }
+    /// React with an emoji.
+    pub fn react(conversation: &str, message_id: &str, emoji: &str) -> Result<(), HostError> {
+        raw::react(conversation, message_id, emoji)
+    }
+    /// Post a card; returns the message id.
+    pub fn post_card(conversation: &str, card: &Card) -> Result<String, HostError> {
+        raw::post_card(conversation, card)
+    }
+
+    /// Builds a [`Card`].
+    #[derive(Debug, Clone)]
+    pub struct CardBuilder(Card);
+
+    impl CardBuilder {
+        /// A card with a title.
+        pub fn new(title: &str) -> Self {
+            CardBuilder(Card {
+                title: title.into(),
+                text: String::new(),
+                fields: vec![],
+                buttons: vec![],
+            })
+        }
+        /// Body text (markdown).
+        pub fn text(mut self, text: &str) -> Self {
+            self.0.text = text.into();
+            self
+        }
+        /// A label/value field.
+        pub fn field(mut self, label: &str, value: &str) -> Self {
+            self.0.fields.push(CardField {
+                label: label.into(),
+                value: value.into(),
+            });
+            self
+        }
+        /// A button; its `id` comes back in the `action` hook.
+        pub fn button(mut self, id: &str, label: &str, style: ButtonStyle) -> Self {
+            self.0.buttons.push(Button {
+                id: id.into(),
+                label: label.into(),
+                style,
+            });
+            self
+        }
+        /// The card.
+        pub fn build(self) -> Card {
+            self.0
+        }
+    }
+}
+
+/// Timers (capability `timers`); each firing calls [`Plugin::timer`].
+pub mod timers {
+    use std::time::Duration;
+
+    use crate::HostError;
+    use crate::bindings::imfree::plugin::timers as raw;
+
+    /// Fire once after `delay`; returns the timer id.
+    pub fn once(name: &str, delay: Duration) -> Result<u64, HostError> {
+        raw::schedule_once(name, delay.as_millis() as u64)
+    }
+    /// Fire every `interval`; returns the timer id.
+    pub fn repeating(name: &str, interval: Duration) -> Result<u64, HostError> {
+        raw::schedule_repeating(name, interval.as_millis() as u64)
+    }
+    /// Cancel; false if there was no such timer.
+    pub fn cancel(id: u64) -> Result<bool, HostError> {
+        raw::cancel(id)
+    }
+}
