@@ -120,6 +120,16 @@ enum ClientCommand {
         #[arg(long)]
         code: Option<String>,
     },
+    /// Show the safety number to compare with a contact (in person or over another channel).
+    Verify {
+        /// The contact.
+        user: String,
+    },
+    /// Accept a contact's changed identity key (after comparing safety numbers); held messages then go out.
+    Trust {
+        /// The contact.
+        user: String,
+    },
     /// Revoke this device's session on the relay.
     Logout,
     /// Show this home's account: server, user, device, pinned fingerprints.
@@ -157,6 +167,12 @@ pub(crate) async fn run(args: ClientArgs) -> anyhow::Result<ExitCode> {
             let client = Client::login(home, &c.server, &c.user, &password, totp.as_deref(), trust(&c)).await?;
             print_pins(&client);
             println!("logged in as {} (device {})", client.user(), client.device());
+            if !client.e2e_ready() {
+                eprintln!(
+                    "imfree: this device has no end-to-end keys yet: it cannot take part in encrypted conversations until it is linked from a device of {} that has them",
+                    client.user()
+                );
+            }
         }
         ClientCommand::Send { to, text, markdown } => return send(home, &to, &text, markdown).await,
         ClientCommand::Recv { wait, json } => recv(home, wait, json).await?,
@@ -204,6 +220,31 @@ pub(crate) async fn run(args: ClientArgs) -> anyhow::Result<ExitCode> {
             }
         }
         ClientCommand::Totp { action, code } => totp(home, action, code).await?,
+        ClientCommand::Verify { user } => {
+            let client = Client::open(home).await?;
+            let mine = client.certificate().ok_or_else(|| anyhow::anyhow!("this device has no end-to-end keys"))?;
+            let mut session = client.connect().await?;
+            let theirs = match session.devices_of(&user).await {
+                Ok(devices) => devices.first().map(|(_, c)| c.user_identity),
+                Err(ClientError::IdentityChanged { .. }) => {
+                    eprintln!("imfree: WARNING: {user}'s identity key changed since you last talked; this is the NEW key's number");
+                    client.store().pinned_identity(&user).await?.and_then(|(_, changed)| changed).and_then(|k| k.try_into().ok())
+                }
+                Err(e) => return Err(e.into()),
+            };
+            session.close().await;
+            let theirs = theirs.ok_or_else(|| anyhow::anyhow!("{user} has no end-to-end keys yet"))?;
+            let number = imfree_crypto::safety::SafetyNumber::new(client.user(), &mine.user_identity, &user, &theirs);
+            println!("safety number with {user}:\n{}", number.display());
+        }
+        ClientCommand::Trust { user } => {
+            let client = Client::open(home).await?;
+            if client.store().accept_identity_change(&user).await? {
+                println!("accepted {user}'s new identity key; held messages go out with the next connection");
+            } else {
+                println!("{user}'s identity key has not changed; nothing to accept");
+            }
+        }
         ClientCommand::Logout => {
             let mut client = Client::open(home).await?;
             let session = client.connect().await?;

@@ -17,7 +17,15 @@ use imfree_proto::{
     ReceiptKind, Recipient, Request, Send, Status, TotpCode, TotpSecret, Typing, mime,
 };
 
+use std::sync::Mutex;
+
+use imfree_crypto::identity::DeviceCertificate;
+use imfree_crypto::prekeys::PrekeyBundle;
+use imfree_crypto::ratchet::{Session as RatchetSession, SessionMessage};
+use imfree_proto::{DevicePayload, KeysClaim, KeysDevices, KeysUpload};
+
 use crate::connection::{Connection, PasswordAuth};
+use crate::e2e::{DeviceE2e, id_bytes};
 use crate::home::{Account, Home};
 use crate::store::{LocalStore, OutboxItem, StoredMessage};
 use crate::{ClientError, now_ms};
@@ -36,6 +44,7 @@ pub struct Client {
     home: Home,
     account: Account,
     store: LocalStore,
+    e2e: Mutex<Option<DeviceE2e>>,
 }
 
 /// Something that happened on a session.
@@ -78,6 +87,15 @@ pub enum Event {
     Ok(Option<String>),
     /// The answer to a ping.
     Pong(Option<String>),
+    /// A message is held in the outbox because the recipient's identity key changed.
+    Held {
+        /// The message.
+        id: String,
+        /// The recipient.
+        user: String,
+    },
+    /// Answers to key requests (consumed by the engine).
+    Keys(Frame),
 }
 
 impl Client {
@@ -110,21 +128,31 @@ impl Client {
         let home = Home::open(home)?;
         let mut account = home.load_or_new(server)?;
         let keys = account.device_keys()?;
+        let store = LocalStore::open(&home.database()).await?;
         let tls_pin = if trust.accept_new_certificate { None } else { account.tls_pin.clone() };
         let relay_pin = if trust.accept_new_relay_key { None } else { account.relay_key()? };
         let device_name = std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty() && h.len() <= 64).unwrap_or_else(|| "cli".into());
         let auth = PasswordAuth { op, user, password, totp, device_name: &device_name };
-        let (conn, welcome, presented) = Connection::password(server, tls_pin.as_deref(), relay_pin, &keys, auth).await?;
-        conn.close().await;
-        account.user = Some(welcome.user);
-        account.device = Some(welcome.device);
-        account.token = welcome.token;
+        let (mut conn, welcome, presented) = Connection::password(server, tls_pin.as_deref(), relay_pin, &keys, auth).await?;
+        account.user = Some(welcome.user.clone());
+        account.device = Some(welcome.device.clone());
+        account.token = welcome.token.clone();
         account.token_expires = welcome.token_expires;
         account.tls_pin = presented.tls_fingerprint;
         account.relay_key = Some(hex::encode(presented.relay_key));
         home.save(&account)?;
-        let store = LocalStore::open(&home.database()).await?;
-        Ok(Client { home, account, store })
+        // The account's first device makes its identity and publishes its keys; a later device has to be linked
+        // from an existing one before it can take part in end-to-end conversations.
+        let mut e2e = DeviceE2e::load(&store, account.device_keys()?).await?;
+        if e2e.is_none() && op == XxOp::Register {
+            let mut fresh = DeviceE2e::create(account.device_keys()?);
+            let upload = fresh.first_upload(&welcome.key_challenge.0);
+            upload_keys(&mut conn, &upload).await?;
+            store.put_e2e_state(&fresh.state()).await?;
+            e2e = Some(fresh);
+        }
+        conn.close().await;
+        Ok(Client { home, account, store, e2e: Mutex::new(e2e) })
     }
 
     /// Open the account set up in this home.
@@ -135,7 +163,31 @@ impl Client {
             return Err(ClientError::NotLoggedIn);
         }
         let store = LocalStore::open(&home.database()).await?;
-        Ok(Client { home, account, store })
+        let e2e = DeviceE2e::load(&store, account.device_keys()?).await?;
+        Ok(Client { home, account, store, e2e: Mutex::new(e2e) })
+    }
+
+    /// Whether this device takes part in end-to-end encryption (it has a certificate from the user identity).
+    pub fn e2e_ready(&self) -> bool {
+        self.e2e.lock().map(|e| e.is_some()).unwrap_or(false)
+    }
+
+    /// This device's certificate, once it has one.
+    pub fn certificate(&self) -> Option<DeviceCertificate> {
+        self.e2e.lock().ok().and_then(|e| e.as_ref().map(|e| e.certificate.clone()))
+    }
+
+    fn with_e2e<T>(&self, f: impl FnOnce(&mut DeviceE2e) -> Result<T, ClientError>) -> Result<T, ClientError> {
+        let mut guard = self.e2e.lock().map_err(|_| ClientError::E2e("state lock poisoned".into()))?;
+        let e2e = guard.as_mut().ok_or_else(|| {
+            ClientError::E2e("this device has no end-to-end keys: it must be linked from the account's first device".into())
+        })?;
+        f(e2e)
+    }
+
+    async fn persist_e2e(&self, sessions: &[(String, String, Vec<u8>)]) -> Result<(), ClientError> {
+        let state = self.with_e2e(|e| Ok(e.state()))?;
+        self.store.put_e2e_sessions(sessions, &state).await
     }
 
     /// The user name.
@@ -177,8 +229,15 @@ impl Client {
         };
         let relay_key = self.account.relay_key()?.ok_or(ClientError::NotLoggedIn)?;
         let keys = self.account.device_keys()?;
-        let (conn, welcome) =
+        let (mut conn, welcome) =
             Connection::resume(&self.account.server, self.account.tls_pin.as_deref(), relay_key, &keys, user, device, token).await?;
+        if let Some(left) = welcome.prekeys_left {
+            let upload = self.with_e2e(|e| Ok(e.replenish_upload(&welcome.key_challenge.0, left))).ok().flatten();
+            if let Some(upload) = upload {
+                upload_keys(&mut conn, &upload).await?;
+                self.persist_e2e(&[]).await?;
+            }
+        }
         Ok(Session { client: self, conn, events: VecDeque::new(), queued_at_connect: welcome.queued })
     }
 
@@ -199,12 +258,11 @@ impl Client {
         }
     }
 
-    /// Write a text message to the outbox (and the conversation); it goes out on the next flush.
-    pub async fn compose(&self, to: &str, body_mime: &str, body: &[u8]) -> Result<String, ClientError> {
+    /// Write a content document to the outbox (and the conversation); it goes out, encrypted, on the next flush.
+    pub async fn compose_document(&self, to: &str, content: &Content) -> Result<String, ClientError> {
         imfree_proto::validate_user_name(to, &Limits::default()).map_err(|r| ClientError::Config(format!("recipient: {r}")))?;
         let id = new_envelope_id();
-        let content = Content::new(body_mime, body, Some(imfree_proto::compress::Compression::Gzip));
-        let item = OutboxItem { id: id.clone(), kind: "message".into(), to: to.into(), mime: mime::PLAIN_CONTENT.into(), payload: content.encode() };
+        let item = OutboxItem { id: id.clone(), kind: "message".into(), to: to.into(), mime: mime::E2E.into(), payload: content.encode() };
         let message = StoredMessage {
             seq: 0,
             id: id.clone(),
@@ -213,12 +271,18 @@ impl Client {
             from_device: self.device().into(),
             to: to.into(),
             ts: now_ms(),
-            mime: body_mime.into(),
-            body: body.to_vec(),
+            mime: content.mime.clone(),
+            body: content.body_bytes(&Limits::default()).unwrap_or_default(),
             status: "pending".into(),
         };
         self.store.insert_outgoing(&message, &item).await?;
         Ok(id)
+    }
+
+    /// Write a text message to the outbox (and the conversation); it goes out on the next flush.
+    pub async fn compose(&self, to: &str, body_mime: &str, body: &[u8]) -> Result<String, ClientError> {
+        let content = Content::new(body_mime, body, Some(imfree_proto::compress::Compression::Gzip));
+        self.compose_document(to, &content).await
     }
 }
 
@@ -260,7 +324,23 @@ impl Session<'_> {
                 let kind = if item.mime == "read" { ReceiptKind::Read } else { ReceiptKind::Delivered };
                 FrameBody::Receipt(Receipt { id, to: Some(item.to.clone()), from: None, refs, kind, ts: None })
             } else {
-                FrameBody::Send(Send { id, to: Recipient::User(item.to.clone()), mime: item.mime.clone(), data: Payload(item.payload.clone()) })
+                let payloads = match self.encrypt_for(&item.to, &item.id, &item.payload).await {
+                    Ok(p) => p,
+                    Err(ClientError::IdentityChanged { user }) => {
+                        // Held: it stays in the outbox until the user accepts the new identity.
+                        tracing::warn!(%user, "identity key changed; message held");
+                        self.events.push_back(Event::Held { id: item.id.clone(), user });
+                        continue;
+                    }
+                    Err(ClientError::E2e(reason)) => {
+                        tracing::warn!(%reason, "message cannot be encrypted; marked failed");
+                        self.client.store.mark_failed(&item.id).await?;
+                        self.events.push_back(Event::Refused(ErrorFrame::new(ErrorCode::InvalidField, reason)));
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                };
+                FrameBody::Send(Send { id, to: Recipient::User(item.to.clone()), mime: mime::E2E.into(), data: Payload::default(), payloads })
             };
             self.conn.feed(&Frame::new(body)).await?;
         }
@@ -288,6 +368,11 @@ impl Session<'_> {
                     tokio::time::sleep(Duration::from_millis(e.retry_after_ms.unwrap_or(100).min(5000))).await;
                     self.flush_outbox().await?;
                 }
+                Event::Refused(e) if e.code == ErrorCode::StaleDevices => {
+                    // A contact added or removed a device: the next flush reads the lists again.
+                    self.flush_outbox().await?;
+                }
+                Event::Held { user, .. } => return Err(ClientError::IdentityChanged { user }),
                 Event::Accepted { .. } | Event::Refused(_) => {}
                 other => held.push_back(other),
             }
@@ -336,8 +421,14 @@ impl Session<'_> {
             match frame.body {
                 FrameBody::Deliver(d) => {
                     acks.push(d.id);
-                    incoming.push(decode_delivery(&d, &limits, &me));
+                    let message = if d.mime == mime::E2E {
+                        self.decrypt_delivery(&d, &limits, &me).await?
+                    } else {
+                        decode_delivery(&d, &d.data.0, &limits, &me)
+                    };
+                    incoming.push(message);
                 }
+                body @ (FrameBody::KeysDeviceList(_) | FrameBody::KeysBundles(_)) => after.push(Event::Keys(Frame::new(body))),
                 FrameBody::Receipt(r) => {
                     acks.push(r.id);
                     let refs: Vec<String> = r.refs.iter().map(|i| i.to_string()).collect();
@@ -391,6 +482,175 @@ impl Session<'_> {
         }
         self.events.extend(after);
         Ok(())
+    }
+
+    /// Ask the relay something and wait for the answer with this request id.
+    async fn request(&mut self, body: FrameBody, id: &str) -> Result<FrameBody, ClientError> {
+        self.conn.send(&Frame::new(body)).await?;
+        let id = id.to_owned();
+        let event = self
+            .wait_for(Duration::from_secs(30), |e| match e {
+                Event::Keys(f) => match &f.body {
+                    FrameBody::KeysDeviceList(l) => l.reference.as_deref() == Some(&id),
+                    FrameBody::KeysBundles(b) => b.reference.as_deref() == Some(&id),
+                    _ => false,
+                },
+                Event::Refused(e) => e.reference.as_deref() == Some(&id),
+                _ => false,
+            })
+            .await?;
+        match event {
+            Event::Keys(f) => Ok(f.body),
+            Event::Refused(e) => Err(ClientError::Refused { code: e.code, message: e.message }),
+            _ => Err(ClientError::Protocol("unexpected answer to a key request".into())),
+        }
+    }
+
+    /// A user's E2E devices with verified certificates, checked against the identity key pinned for the user
+    /// (pinned now on first sight).
+    pub async fn devices_of(&mut self, user: &str) -> Result<Vec<(String, DeviceCertificate)>, ClientError> {
+        let id = new_envelope_id();
+        let FrameBody::KeysDeviceList(list) = self.request(FrameBody::KeysDevices(KeysDevices { id: Some(id.clone()), user: user.into() }), &id).await? else {
+            return Err(ClientError::Protocol("expected a device list".into()));
+        };
+        let mut out = Vec::with_capacity(list.devices.len());
+        let mut identity: Option<[u8; 32]> = None;
+        for entry in list.devices {
+            let cert: DeviceCertificate = serde_json::from_value(entry.certificate)
+                .map_err(|e| ClientError::E2e(format!("{user}'s device certificate is malformed: {e}")))?;
+            cert.verify().map_err(|e| ClientError::E2e(format!("{user}'s device certificate does not verify: {e}")))?;
+            // Every device of a user must be certified by the same identity, or the relay is mixing in a stranger.
+            match identity {
+                None => identity = Some(cert.user_identity),
+                Some(k) if k != cert.user_identity => {
+                    return Err(ClientError::E2e(format!("{user}'s devices are certified by different identities; refusing")));
+                }
+                Some(_) => {}
+            }
+            out.push((entry.device, cert));
+        }
+        if let Some(key) = identity {
+            self.check_identity(user, &key).await?;
+        }
+        Ok(out)
+    }
+
+    /// Compare a contact's identity key with the pinned one; pin on first sight.
+    async fn check_identity(&mut self, user: &str, key: &[u8; 32]) -> Result<(), ClientError> {
+        let store = &self.client.store;
+        if user == self.client.user() {
+            let mine = self.client.with_e2e(|e| Ok(e.identity_key()))?;
+            if &mine != key {
+                return Err(ClientError::E2e("the relay presented another identity for this account; refusing".into()));
+            }
+            return Ok(());
+        }
+        match store.pinned_identity(user).await? {
+            None => store.pin_identity(user, key).await,
+            Some((pinned, _)) if pinned == key => Ok(()),
+            Some(_) => {
+                store.note_identity_change(user, key).await?;
+                Err(ClientError::IdentityChanged { user: user.to_owned() })
+            }
+        }
+    }
+
+    /// Encrypt a content document for every current E2E device of `to` and this user's other devices.
+    async fn encrypt_for(&mut self, to: &str, id: &str, content: &[u8]) -> Result<Vec<DevicePayload>, ClientError> {
+        let me = self.client.user().to_owned();
+        let my_device = self.client.device().to_owned();
+        let mut targets: Vec<(String, String, DeviceCertificate)> = Vec::new();
+        for user in if to == me { vec![me.clone()] } else { vec![to.to_owned(), me.clone()] } {
+            for (device, cert) in self.devices_of(&user).await? {
+                if !(user == me && device == my_device) {
+                    targets.push((user.clone(), device, cert));
+                }
+            }
+        }
+        if !targets.iter().any(|(u, _, _)| u == to) && to != me {
+            return Err(ClientError::E2e(format!("{to} has no device that can receive end-to-end encrypted messages yet")));
+        }
+        let id_bytes = id_bytes(id).ok_or_else(|| ClientError::E2e(format!("envelope id {id} is not a ULID")))?;
+        // Sessions that exist and still belong to the listed certificate; bundles for the rest.
+        let mut sessions: Vec<(String, String, RatchetSession)> = Vec::new();
+        let mut missing: Vec<(String, String, DeviceCertificate)> = Vec::new();
+        for (user, device, cert) in targets {
+            let existing = self
+                .client
+                .store
+                .e2e_session(&user, &device)
+                .await?
+                .and_then(|b| serde_json::from_slice::<RatchetSession>(&b).ok())
+                .filter(|s| *s.peer() == cert);
+            match existing {
+                Some(s) => sessions.push((user, device, s)),
+                None => missing.push((user, device, cert)),
+            }
+        }
+        let mut by_user: std::collections::BTreeMap<String, Vec<(String, DeviceCertificate)>> = Default::default();
+        for (user, device, cert) in missing {
+            by_user.entry(user).or_default().push((device, cert));
+        }
+        for (user, devices) in by_user {
+            let rid = new_envelope_id();
+            let wanted: Vec<String> = devices.iter().map(|(d, _)| d.clone()).collect();
+            let FrameBody::KeysBundles(bundles) =
+                self.request(FrameBody::KeysClaim(KeysClaim { id: Some(rid.clone()), user: user.clone(), devices: wanted }), &rid).await?
+            else {
+                return Err(ClientError::Protocol("expected bundles".into()));
+            };
+            for b in bundles.bundles {
+                let Some((_, cert)) = devices.iter().find(|(d, _)| *d == b.device) else { continue };
+                let bundle: PrekeyBundle = serde_json::from_value(b.bundle).map_err(|e| ClientError::E2e(format!("bundle: {e}")))?;
+                // The bundle must be for the device the list certified, so a relay cannot swap keys in.
+                if bundle.certificate != *cert {
+                    return Err(ClientError::E2e(format!("{user}'s prekey bundle does not match the device's certificate; refusing")));
+                }
+                let session = self.client.with_e2e(|e| e.initiate(&bundle))?;
+                sessions.push((user.clone(), b.device, session));
+            }
+        }
+        let sequence = self.client.with_e2e(|e| Ok(e.next_sequence()))?;
+        let inner = imfree_crypto::envelope::InnerMessage { id: id_bytes, sequence, body: content.to_vec() };
+        let mut payloads = Vec::with_capacity(sessions.len());
+        let mut saved = Vec::with_capacity(sessions.len());
+        for (user, device, mut session) in sessions {
+            let message = session.encrypt(&inner).map_err(|e| ClientError::E2e(e.to_string()))?;
+            payloads.push(DevicePayload { device: device.clone(), data: Payload(message.to_bytes()) });
+            saved.push((user, device, serde_json::to_vec(&session).unwrap_or_default()));
+        }
+        self.client.persist_e2e(&saved).await?;
+        Ok(payloads)
+    }
+
+    /// Decrypt an end-to-end delivery into a stored message (or an `undecodable` one that says why).
+    async fn decrypt_delivery(&mut self, d: &imfree_proto::Deliver, limits: &Limits, me: &str) -> Result<StoredMessage, ClientError> {
+        let message = match SessionMessage::from_bytes(&d.data.0) {
+            Ok(m) => m,
+            Err(e) => return Ok(undecodable(d, me, &format!("not a session message: {e}"))),
+        };
+        let store = &self.client.store;
+        let existing = store.e2e_session(&d.from, &d.from_device).await?.and_then(|b| serde_json::from_slice::<RatchetSession>(&b).ok());
+        let outcome = self.client.with_e2e(|e| e.decrypt(existing, &message));
+        let (session, inner) = match outcome {
+            Ok(x) => x,
+            Err(e) => return Ok(undecodable(d, me, &e.to_string())),
+        };
+        // The sender's certificate must belong to the identity pinned for the sender.
+        let peer = session.peer().clone();
+        match self.check_identity(&d.from, &peer.user_identity).await {
+            Ok(()) => {}
+            Err(ClientError::IdentityChanged { user }) => {
+                return Ok(undecodable(d, me, &format!("{user}'s identity key changed; compare safety numbers before trusting it")));
+            }
+            Err(e) => return Ok(undecodable(d, me, &e.to_string())),
+        }
+        self.client.persist_e2e(&[(d.from.clone(), d.from_device.clone(), serde_json::to_vec(&session).unwrap_or_default())]).await?;
+        // The id inside the ciphertext is the authenticated one: a relay that rewrote the envelope id is caught here.
+        if id_bytes(d.id.as_str()) != Some(inner.id) {
+            return Ok(undecodable(d, me, "the envelope id does not match the authenticated id inside"));
+        }
+        Ok(decode_delivery(d, &inner.body, limits, me))
     }
 
     /// Set this user's presence.
@@ -495,9 +755,12 @@ impl Session<'_> {
 
 /// Turn a delivery into a stored message: decode the plaintext content document, or record why it could not be
 /// read (unknown outer type, malformed, a compression bomb) as an `undecodable` message that says so.
-fn decode_delivery(d: &imfree_proto::Deliver, limits: &Limits, me: &str) -> StoredMessage {
+fn decode_delivery(d: &imfree_proto::Deliver, content: &[u8], limits: &Limits, me: &str) -> StoredMessage {
     let (body_mime, body, status) = if d.mime == mime::PLAIN_CONTENT {
-        match Content::decode(&d.data.0).and_then(|c| Ok((c.mime.clone(), c.body_bytes(limits)?))) {
+        // Anyone who controls the relay could write an unencrypted message "from" anybody: refuse to show it.
+        (mime::TEXT.to_owned(), b"[undecodable message: unencrypted messages are refused; imfree messages are end-to-end encrypted]".to_vec(), "undecodable")
+    } else if d.mime == mime::E2E {
+        match Content::decode(content).and_then(|c| Ok((c.mime.clone(), c.body_bytes(limits)?))) {
             Ok((m, b)) => (m, b, "received"),
             Err(e) => (mime::TEXT.to_owned(), format!("[undecodable message: {e}]").into_bytes(), "undecodable"),
         }
@@ -515,5 +778,37 @@ fn decode_delivery(d: &imfree_proto::Deliver, limits: &Limits, me: &str) -> Stor
         mime: body_mime,
         body,
         status: status.into(),
+    }
+}
+
+/// A delivery that could not be read, stored so that the user sees that something arrived and why it is unreadable.
+fn undecodable(d: &imfree_proto::Deliver, me: &str, reason: &str) -> StoredMessage {
+    StoredMessage {
+        seq: 0,
+        id: d.id.to_string(),
+        outgoing: d.from == me,
+        from: d.from.clone(),
+        from_device: d.from_device.clone(),
+        to: d.to.clone(),
+        ts: d.ts as i64,
+        mime: mime::TEXT.to_owned(),
+        body: format!("[undecodable message: {reason}]").into_bytes(),
+        status: "undecodable".into(),
+    }
+}
+
+/// Send a key upload on a fresh connection and wait for the relay's answer.
+async fn upload_keys(conn: &mut Connection, upload: &imfree_crypto::prekeys::KeyUpload) -> Result<(), ClientError> {
+    let id = new_envelope_id();
+    let document = serde_json::to_value(upload).map_err(|e| ClientError::E2e(e.to_string()))?;
+    conn.send(&Frame::new(FrameBody::KeysUpload(KeysUpload { id: Some(id.clone()), upload: document }))).await?;
+    loop {
+        match conn.recv().await?.body {
+            FrameBody::Ok(r) if r.reference.as_deref() == Some(&id) => return Ok(()),
+            FrameBody::Error(e) if e.reference.as_deref() == Some(&id) => {
+                return Err(ClientError::Refused { code: e.code, message: e.message });
+            }
+            _ => {}
+        }
     }
 }

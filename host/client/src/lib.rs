@@ -17,6 +17,7 @@
 #![deny(missing_docs)]
 
 pub mod connection;
+pub mod e2e;
 pub mod engine;
 pub mod home;
 pub mod store;
@@ -67,6 +68,15 @@ pub enum ClientError {
     /// Local configuration is unusable.
     #[error("{0}")]
     Config(String),
+    /// End-to-end encryption failed.
+    #[error("end-to-end encryption: {0}")]
+    E2e(String),
+    /// A contact's identity key changed; messages to them are held until the user accepts the new key.
+    #[error("{user}'s identity key changed: this can mean a new phone or an attack. Compare safety numbers (`imfree client verify {user}`), then accept with `imfree client trust {user}`; messages to {user} are held until then")]
+    IdentityChanged {
+        /// The contact.
+        user: String,
+    },
 }
 
 /// Unix time in milliseconds.

@@ -263,3 +263,101 @@ impl LocalStore {
         self.pool.close().await;
     }
 }
+
+/// End-to-end state in the local store.
+impl LocalStore {
+    /// A named state blob.
+    pub async fn e2e_state(&self, name: &str) -> Result<Option<Vec<u8>>, ClientError> {
+        sqlx::query_scalar("SELECT value FROM e2e_state WHERE name = ?").bind(name).fetch_optional(&self.pool).await.map_err(db)
+    }
+
+    /// Store named state blobs in one transaction.
+    pub async fn put_e2e_state(&self, items: &[(&str, Vec<u8>)]) -> Result<(), ClientError> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        for (name, value) in items {
+            sqlx::query("INSERT INTO e2e_state (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value")
+                .bind(*name)
+                .bind(value)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+        }
+        tx.commit().await.map_err(db)
+    }
+
+    /// The stored pairwise session with a contact's device.
+    pub async fn e2e_session(&self, user: &str, device: &str) -> Result<Option<Vec<u8>>, ClientError> {
+        sqlx::query_scalar("SELECT session FROM e2e_sessions WHERE peer_user = ? AND peer_device = ?")
+            .bind(user)
+            .bind(device)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)
+    }
+
+    /// Store pairwise sessions (and, in the same transaction, named state such as used-up prekeys).
+    pub async fn put_e2e_sessions(&self, sessions: &[(String, String, Vec<u8>)], state: &[(&str, Vec<u8>)]) -> Result<(), ClientError> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        for (user, device, blob) in sessions {
+            sqlx::query(
+                "INSERT INTO e2e_sessions (peer_user, peer_device, session, updated_at) VALUES (?, ?, ?, ?)
+                 ON CONFLICT (peer_user, peer_device) DO UPDATE SET session = excluded.session, updated_at = excluded.updated_at",
+            )
+            .bind(user)
+            .bind(device)
+            .bind(blob)
+            .bind(crate::now_ms())
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        }
+        for (name, value) in state {
+            sqlx::query("INSERT INTO e2e_state (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value")
+                .bind(*name)
+                .bind(value)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+        }
+        tx.commit().await.map_err(db)
+    }
+
+    /// The pinned identity key of a contact, and a different key seen since (not accepted).
+    pub async fn pinned_identity(&self, user: &str) -> Result<Option<(Vec<u8>, Option<Vec<u8>>)>, ClientError> {
+        let row: Option<(Vec<u8>, Option<Vec<u8>>)> =
+            sqlx::query_as("SELECT identity_key, changed_to FROM e2e_identities WHERE user = ?").bind(user).fetch_optional(&self.pool).await.map_err(db)?;
+        Ok(row)
+    }
+
+    /// Pin a contact's identity key on first sight (does nothing if one is pinned).
+    pub async fn pin_identity(&self, user: &str, key: &[u8]) -> Result<(), ClientError> {
+        sqlx::query("INSERT INTO e2e_identities (user, identity_key, pinned_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING")
+            .bind(user)
+            .bind(key)
+            .bind(crate::now_ms())
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    /// Record that the relay presented a different identity key for a contact.
+    pub async fn note_identity_change(&self, user: &str, key: &[u8]) -> Result<(), ClientError> {
+        sqlx::query("UPDATE e2e_identities SET changed_to = ? WHERE user = ?").bind(key).bind(user).execute(&self.pool).await.map_err(db)?;
+        Ok(())
+    }
+
+    /// Accept a contact's new identity key: pin it and forget the sessions made with the old one.
+    pub async fn accept_identity_change(&self, user: &str) -> Result<bool, ClientError> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        let done = sqlx::query("UPDATE e2e_identities SET identity_key = changed_to, changed_to = NULL, pinned_at = ? WHERE user = ? AND changed_to IS NOT NULL")
+            .bind(crate::now_ms())
+            .bind(user)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        sqlx::query("DELETE FROM e2e_sessions WHERE peer_user = ?").bind(user).execute(&mut *tx).await.map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        Ok(done.rows_affected() > 0)
+    }
+}

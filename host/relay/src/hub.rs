@@ -162,19 +162,29 @@ impl Hub {
         match &outcome {
             Ok(EnqueueOutcome::Stored) => {
                 self.metrics.envelopes_accepted.inc();
-                let queued = Arc::new(imfree_store::QueuedEnvelope {
-                    seq: 0,
-                    id: env.id.clone(),
-                    kind: env.kind,
-                    sender: env.sender.clone(),
-                    sender_device: env.sender_device.clone(),
-                    recipient: env.recipient.clone(),
-                    mime: env.mime.clone(),
-                    payload: env.payload.clone(),
-                    created_at: env.created_at,
-                });
-                for device in &env.recipient_devices {
-                    self.deliver_live(device, &queued);
+                let envelope_for = |payload: &[u8]| {
+                    Arc::new(imfree_store::QueuedEnvelope {
+                        seq: 0,
+                        id: env.id.clone(),
+                        kind: env.kind,
+                        sender: env.sender.clone(),
+                        sender_device: env.sender_device.clone(),
+                        recipient: env.recipient.clone(),
+                        mime: env.mime.clone(),
+                        payload: payload.to_vec(),
+                        created_at: env.created_at,
+                    })
+                };
+                if env.device_payloads.is_empty() {
+                    let shared = envelope_for(&env.payload);
+                    for device in &env.recipient_devices {
+                        self.deliver_live(device, &shared);
+                    }
+                } else {
+                    // End to end: each device gets the ciphertext made for it, live as from its queue.
+                    for (device, payload) in env.recipient_devices.iter().zip(&env.device_payloads) {
+                        self.deliver_live(device, &envelope_for(payload));
+                    }
                 }
             }
             Ok(EnqueueOutcome::Duplicate { .. }) => {

@@ -176,29 +176,19 @@ async fn compression_bombs_are_refused_by_the_recipient_and_harm_nobody() {
     let w = World::new(None);
     let alice = w.user("alice");
     let bob = w.user("bob");
-    let mut raw = Raw::connect(&w.relay, &alice, 1 << 20).await;
     let zeros = vec![0u8; 256 << 20];
-    for (alg, id) in [(Compression::Gzip, "01HZY6Q0V2W8K3D9M5T7R4X1B0"), (Compression::Br, "01HZY6Q0V2W8K3D9M5T7R4X1B1")] {
-        let bomb = compress(alg, &zeros);
-        assert!(bomb.len() < 700 << 10, "{alg:?} bomb fits a payload: {}", bomb.len());
-        let content = Content { mime: "text/plain".into(), body: Payload(bomb), compress: Some(alg), reply_to: None };
-        let frame = Frame::new(FrameBody::Send(Send {
-            id: id.parse().unwrap(),
-            to: Recipient::User("bob".into()),
-            mime: imfree_proto::mime::PLAIN_CONTENT.into(),
-            data: Payload(content.encode()),
-        }));
-        raw.send_bytes(frame.encode().as_bytes()).await;
-        loop {
-            match raw.recv().await.body {
-                FrameBody::Accepted(a) => {
-                    assert_eq!(a.id.as_str(), id);
-                    break;
-                }
-                FrameBody::Error(e) => panic!("relay refused the opaque payload: {e:?}"),
-                _ => {}
-            }
+    {
+        // Alice's client sends two bombs, end-to-end encrypted like any message: only Bob's client can inflate them.
+        let client = imfree_client::Client::open(Some(&alice)).await.unwrap();
+        for alg in [Compression::Gzip, Compression::Br] {
+            let bomb = compress(alg, &zeros);
+            assert!(bomb.len() < 600 << 10, "{alg:?} bomb fits a payload: {}", bomb.len());
+            let content = Content { mime: "text/plain".into(), body: Payload(bomb), compress: Some(alg), reply_to: None };
+            client.compose_document("bob", &content).await.unwrap();
         }
+        let mut session = client.connect().await.unwrap();
+        session.sync_outbox(Duration::from_secs(60)).await.unwrap();
+        session.close().await;
     }
     // Bob's client refuses to inflate them, records why, and keeps working.
     let lines = parse_json_lines(&ok(&bob, &["recv", "--json"]));
@@ -209,6 +199,34 @@ async fn compression_bombs_are_refused_by_the_recipient_and_harm_nobody() {
     }
     w.still_serving("bombs");
     w.assert_no_panic();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unencrypted_messages_are_refused_by_the_recipient() {
+    let w = World::new(None);
+    let alice = w.user("alice");
+    let bob = w.user("bob");
+    // What a hostile relay (or a rogue client) could write "from alice" without any key.
+    let mut raw = Raw::connect(&w.relay, &alice, 1 << 20).await;
+    let content = Content::new("text/plain", b"transfer the money", None);
+    let frame = Frame::new(FrameBody::Send(Send {
+        id: "01HZY6Q0V2W8K3D9M5T7R4X1B2".parse().unwrap(),
+        to: Recipient::User("bob".into()),
+        mime: imfree_proto::mime::PLAIN_CONTENT.into(),
+        data: Payload(content.encode()),
+        payloads: vec![],
+    }));
+    raw.send_bytes(frame.encode().as_bytes()).await;
+    loop {
+        if let FrameBody::Accepted(_) = raw.recv().await.body {
+            break;
+        }
+    }
+    let lines = parse_json_lines(&ok(&bob, &["recv", "--json"]));
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["error"], "undecodable");
+    assert!(!lines[0]["body"].as_str().unwrap().contains("money"), "{}", lines[0]);
+    w.still_serving("plaintext injection");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -297,7 +315,7 @@ async fn a_flood_is_rate_limited_and_closed_while_others_are_served() {
 
 #[test]
 fn credentials_totp_tokens_and_pins_are_checked() {
-    let w = World::new(Some("[accounts]\nsession_ttl_secs = 2\n"));
+    let w = World::new(None);
     let alice = w.user("alice");
     let bob = w.user("bob");
 
@@ -337,9 +355,17 @@ fn credentials_totp_tokens_and_pins_are_checked() {
     let out = client(&copy, &["recv"]);
     assert!(err_text(&out).contains("token_revoked"), "{}", err_text(&out));
 
-    // Expired token (this relay issues 2-second sessions).
-    std::thread::sleep(Duration::from_millis(2500));
-    let out = client(&alice, &["recv"]);
+    w.assert_no_panic();
+}
+
+#[test]
+fn expired_tokens_are_refused() {
+    // This relay issues one-second sessions.
+    let w = World::new(Some("[accounts]\nsession_ttl_secs = 1\n"));
+    let carol = w.user("carol");
+    std::thread::sleep(Duration::from_millis(1500));
+    let out = client(&carol, &["recv"]);
+    assert!(!out.status.success());
     assert!(err_text(&out).contains("token_expired"), "{}", err_text(&out));
     w.assert_no_panic();
 }
@@ -399,12 +425,17 @@ fn enable_totp(home: &Path) -> (Vec<u8>, String) {
         .env("IMFREE_LOG", "warn")
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
     stdout.read_line(&mut line).unwrap();
-    let b32 = line.strip_prefix("secret ").expect("secret line").trim().to_owned();
+    let Some(b32) = line.strip_prefix("secret ").map(|l| l.trim().to_owned()) else {
+        let mut err = String::new();
+        let _ = std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err);
+        panic!("totp enable printed {line:?}; stderr: {err}");
+    };
     let secret = imfree_relay::totp::secret_from_base32(&b32).expect("base32 secret");
     let code = imfree_relay::totp::code_at(&secret, imfree_relay::totp::TotpAlgorithm::Sha1, 6, 30, now_secs());
     writeln!(child.stdin.take().unwrap(), "{code}").unwrap();

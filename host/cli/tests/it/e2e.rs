@@ -1,0 +1,73 @@
+//! End-to-end encryption through the real relay: what the relay stores and logs never contains the plaintext.
+
+use base64::Engine as _;
+
+use crate::common::*;
+
+/// Every way the canary could appear in a file: as is, hex, and base64 at each of the three alignments.
+fn encodings(canary: &str) -> Vec<Vec<u8>> {
+    let mut out = vec![canary.as_bytes().to_vec(), hex_lower(canary.as_bytes()).into_bytes()];
+    for skip in 0..3 {
+        let b64 = base64::engine::general_purpose::STANDARD.encode(&canary.as_bytes()[skip..]);
+        // Drop the last, alignment-dependent characters: the middle of the encoding is what any copy contains.
+        out.push(b64.as_bytes()[2..b64.len() - 4].to_vec());
+    }
+    out
+}
+
+fn hex_lower(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn files_under(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            files_under(&path, out);
+        } else {
+            out.push(path);
+        }
+    }
+}
+
+#[test]
+fn a_canary_never_reaches_the_relays_disk_or_logs() {
+    let dir = tempdir();
+    let relay = RelayProc::start(&dir.path().join("relay"), None);
+    let (alice, bob) = (dir.path().join("alice"), dir.path().join("bob"));
+    register(&relay, &alice, "alice", "alice-password-1");
+    register(&relay, &bob, "bob", "bob-password-12");
+
+    let canary = "CANARY-7f3a9c1e-the-eagle-lands-at-dawn";
+    // A short message, and a long one that the client compresses before encrypting.
+    let long = format!("{canary} {}", "and again the canary sings ".repeat(200));
+    ok(&alice, &["send", "bob", canary, &long]);
+    // Bob is offline at first, so the relay holds the ciphertexts in its queue and WAL; then he reads and replies.
+    let got = parse_json_lines(&ok(&bob, &["recv", "--json"]));
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert_eq!(got[0]["body"], canary, "bob reads the plaintext");
+    assert_eq!(got[1]["body"].as_str().unwrap(), long);
+    ok(&bob, &["send", "alice", &format!("re: {canary}")]);
+    assert!(ok(&alice, &["recv"]).contains(canary));
+
+    let mut files = Vec::new();
+    files_under(&relay.data, &mut files);
+    files.push(relay.data.with_extension("log"));
+    assert!(files.iter().any(|f| f.ends_with("relay.db")), "{files:?}");
+    for file in files {
+        let bytes = std::fs::read(&file).unwrap_or_default();
+        for needle in encodings(canary) {
+            assert!(
+                !bytes.windows(needle.len()).any(|w| w == needle.as_slice()),
+                "{} contains the canary as {:?}",
+                file.display(),
+                String::from_utf8_lossy(&needle)
+            );
+        }
+    }
+    // The clients' own stores do hold it (that is where plaintext lives), which shows the search can find it.
+    let bob_db = std::fs::read(bob.join("client.db")).unwrap_or_default();
+    let bob_wal = std::fs::read(bob.join("client.db-wal")).unwrap_or_default();
+    let found = [bob_db, bob_wal].iter().any(|b| b.windows(canary.len()).any(|w| w == canary.as_bytes()));
+    assert!(found, "the search finds the canary where it is expected");
+}
