@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 mod admin;
+mod bench;
 mod client;
 mod serve;
 
@@ -27,6 +28,8 @@ enum Command {
     Client(client::ClientArgs),
     /// Operator tools that work on the relay's data directory directly.
     Admin(admin::AdminArgs),
+    /// Measure the relay: throughput, latency, CPU per message, memory per idle connection.
+    Bench(bench::BenchArgs),
     /// Print shell completions for SHELL (bash, zsh, fish, elvish, powershell).
     Completions {
         /// The shell.
@@ -60,6 +63,7 @@ fn main() -> ExitCode {
             Command::Serve(args) => serve::run(args).await.map(|_| ExitCode::SUCCESS),
             Command::Client(args) => client::run(args).await,
             Command::Admin(args) => admin::run(args).await.map(|_| ExitCode::SUCCESS),
+            Command::Bench(args) => bench::run(args).await.map(|_| ExitCode::SUCCESS),
             Command::Completions { shell } => {
                 clap_complete::generate(shell, &mut Cli::command(), "imfree", &mut std::io::stdout());
                 Ok(ExitCode::SUCCESS)
