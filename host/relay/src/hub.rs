@@ -91,8 +91,7 @@ impl Hub {
             commit_tx,
             ack_tx,
         });
-        tokio::spawn(Arc::clone(&hub).run_committer(commit_rx, commit_batch));
-        tokio::spawn(Arc::clone(&hub).run_acker(ack_rx, commit_batch));
+        tokio::spawn(Arc::clone(&hub).run_writer(commit_rx, ack_rx, commit_batch));
         hub
     }
 
@@ -133,32 +132,67 @@ impl Hub {
         }
     }
 
-    async fn run_committer(self: Arc<Self>, mut rx: mpsc::Receiver<Commit>, max_batch: usize) {
+    /// The single writer: each round takes every envelope and ack that is waiting (up to the batch limits) and
+    /// makes them durable in ONE transaction, so that a round costs one fsync however much it carries. Senders are
+    /// answered and online recipients served only after that commit.
+    async fn run_writer(
+        self: Arc<Self>,
+        mut commits: mpsc::Receiver<Commit>,
+        mut acks: mpsc::Receiver<(String, String)>,
+        max_batch: usize,
+    ) {
         let mut batch: Vec<Commit> = Vec::with_capacity(max_batch);
-        while rx.recv_many(&mut batch, max_batch).await > 0 {
-            let envelopes: Vec<NewEnvelope> = batch.iter().map(|c| c.envelope.clone()).collect();
-            self.metrics.enqueue_batch_size.observe(envelopes.len() as f64);
+        let mut ack_batch: Vec<(String, String)> = Vec::with_capacity(max_batch * 4);
+        let (mut commits_open, mut acks_open) = (true, true);
+        while commits_open || acks_open {
+            tokio::select! {
+                n = commits.recv_many(&mut batch, max_batch), if commits_open => commits_open = n > 0,
+                n = acks.recv_many(&mut ack_batch, max_batch * 4), if acks_open => acks_open = n > 0,
+            }
+            // Whatever else is already waiting rides along in the same transaction.
+            while batch.len() < max_batch {
+                match commits.try_recv() {
+                    Ok(c) => batch.push(c),
+                    Err(_) => break,
+                }
+            }
+            while ack_batch.len() < max_batch * 4 {
+                match acks.try_recv() {
+                    Ok(a) => ack_batch.push(a),
+                    Err(_) => break,
+                }
+            }
+            if batch.is_empty() && ack_batch.is_empty() {
+                continue;
+            }
+            let (envelopes, replies): (Vec<NewEnvelope>, Vec<Option<mpsc::Sender<ConnEvent>>>) =
+                batch.drain(..).map(|c| (c.envelope, c.reply)).unzip();
+            if !envelopes.is_empty() {
+                self.metrics.enqueue_batch_size.observe(envelopes.len() as f64);
+            }
             let started = std::time::Instant::now();
-            let result = self.store.enqueue(&envelopes).await;
+            let result = self.store.enqueue_and_ack(&envelopes, &ack_batch).await;
             self.metrics.commit_seconds.observe(started.elapsed().as_secs_f64());
             match result {
-                Ok(outcomes) => {
-                    for (commit, outcome) in batch.drain(..).zip(outcomes) {
-                        self.after_commit(commit, Ok(outcome)).await;
+                Ok((outcomes, _)) => {
+                    self.metrics.acks.inc_by(ack_batch.len() as u64);
+                    for ((envelope, reply), outcome) in envelopes.into_iter().zip(replies).zip(outcomes) {
+                        self.after_commit(envelope, reply, Ok(outcome)).await;
                     }
                 }
                 Err(err) => {
-                    tracing::error!(error = %err, batch = envelopes.len(), "group commit failed; senders will retry");
-                    for commit in batch.drain(..) {
-                        self.after_commit(commit, Err(err.to_string())).await;
+                    // Nothing of the round is durable: senders retry (same ids), unacked envelopes are redelivered.
+                    tracing::error!(error = %err, batch = envelopes.len(), acks = ack_batch.len(), "group commit failed");
+                    for (envelope, reply) in envelopes.into_iter().zip(replies) {
+                        self.after_commit(envelope, reply, Err(err.to_string())).await;
                     }
                 }
             }
+            ack_batch.clear();
         }
     }
 
-    async fn after_commit(&self, commit: Commit, outcome: Result<EnqueueOutcome, String>) {
-        let env = commit.envelope;
+    async fn after_commit(&self, env: NewEnvelope, reply: Option<mpsc::Sender<ConnEvent>>, outcome: Result<EnqueueOutcome, String>) {
         match &outcome {
             Ok(EnqueueOutcome::Stored) => {
                 self.metrics.envelopes_accepted.inc();
@@ -192,7 +226,7 @@ impl Hub {
             }
             Err(_) => {}
         }
-        if let Some(reply) = commit.reply {
+        if let Some(reply) = reply {
             let ts = match outcome {
                 Ok(EnqueueOutcome::Duplicate { created_at }) => created_at,
                 _ => env.created_at,
@@ -213,19 +247,6 @@ impl Hub {
                     let _ = tx.send(ConnEvent::Wake).await;
                 });
             }
-        }
-    }
-
-    async fn run_acker(self: Arc<Self>, mut rx: mpsc::Receiver<(String, String)>, max_batch: usize) {
-        let mut batch = Vec::with_capacity(max_batch);
-        while rx.recv_many(&mut batch, max_batch).await > 0 {
-            match self.store.ack(&batch).await {
-                Ok(_) => {
-                    self.metrics.acks.inc_by(batch.len() as u64);
-                }
-                Err(err) => tracing::error!(error = %err, "ack commit failed; envelopes will be redelivered"),
-            }
-            batch.clear();
         }
     }
 
