@@ -229,16 +229,18 @@ impl Client {
         };
         let relay_key = self.account.relay_key()?.ok_or(ClientError::NotLoggedIn)?;
         let keys = self.account.device_keys()?;
-        let (mut conn, welcome) =
+        let (conn, welcome) =
             Connection::resume(&self.account.server, self.account.tls_pin.as_deref(), relay_key, &keys, user, device, token).await?;
+        let mut session = Session { client: self, conn, events: VecDeque::new(), queued_at_connect: welcome.queued };
         if let Some(left) = welcome.prekeys_left {
             let upload = self.with_e2e(|e| Ok(e.replenish_upload(&welcome.key_challenge.0, left))).ok().flatten();
             if let Some(upload) = upload {
-                upload_keys(&mut conn, &upload).await?;
+                // Through the session, so that deliveries arriving meanwhile are kept, not dropped.
+                session.upload(&upload).await?;
                 self.persist_e2e(&[]).await?;
             }
         }
-        Ok(Session { client: self, conn, events: VecDeque::new(), queued_at_connect: welcome.queued })
+        Ok(session)
     }
 
     /// Connect, retrying with backoff on network failures until `deadline`. Refusals (bad token, changed keys)
@@ -338,8 +340,20 @@ impl Session<'_> {
                         self.events.push_back(Event::Refused(ErrorFrame::new(ErrorCode::InvalidField, reason)));
                         continue;
                     }
+                    Err(ClientError::Refused { code: ErrorCode::UnknownRecipient, message }) => {
+                        self.client.store.mark_failed(&item.id).await?;
+                        let mut e = ErrorFrame::new(ErrorCode::UnknownRecipient, message);
+                        e.reference = Some(item.id.clone());
+                        self.events.push_back(Event::Refused(e));
+                        continue;
+                    }
                     Err(e) => return Err(e),
                 };
+                if payloads.is_empty() {
+                    // A note to self with no other device of ours: it is stored here and nobody else is owed a copy.
+                    self.client.store.mark_sent(&item.id, now_ms()).await?;
+                    continue;
+                }
                 FrameBody::Send(Send { id, to: Recipient::User(item.to.clone()), mime: mime::E2E.into(), data: Payload::default(), payloads })
             };
             self.conn.feed(&Frame::new(body)).await?;
@@ -447,7 +461,7 @@ impl Session<'_> {
                 FrameBody::Error(e) => {
                     if let Some(reference) = &e.reference {
                         // Refused for good: the outbox entry will never be accepted. Transient refusals are retried.
-                        if !matches!(e.code, ErrorCode::RateLimited | ErrorCode::Internal | ErrorCode::ShuttingDown) {
+                        if !matches!(e.code, ErrorCode::RateLimited | ErrorCode::Internal | ErrorCode::ShuttingDown | ErrorCode::StaleDevices) {
                             store.mark_failed(reference).await?;
                         }
                     }
@@ -503,6 +517,24 @@ impl Session<'_> {
             Event::Keys(f) => Ok(f.body),
             Event::Refused(e) => Err(ClientError::Refused { code: e.code, message: e.message }),
             _ => Err(ClientError::Protocol("unexpected answer to a key request".into())),
+        }
+    }
+
+    /// Publish keys and wait for the relay's answer, keeping other events.
+    async fn upload(&mut self, upload: &imfree_crypto::prekeys::KeyUpload) -> Result<(), ClientError> {
+        let id = new_envelope_id();
+        let document = serde_json::to_value(upload).map_err(|e| ClientError::E2e(e.to_string()))?;
+        self.conn.send(&Frame::new(FrameBody::KeysUpload(KeysUpload { id: Some(id.clone()), upload: document }))).await?;
+        let event = self
+            .wait_for(Duration::from_secs(30), |e| match e {
+                Event::Ok(Some(r)) => *r == id,
+                Event::Refused(e) => e.reference.as_deref() == Some(&id),
+                _ => false,
+            })
+            .await?;
+        match event {
+            Event::Refused(e) => Err(ClientError::Refused { code: e.code, message: e.message }),
+            _ => Ok(()),
         }
     }
 

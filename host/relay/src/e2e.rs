@@ -37,11 +37,6 @@ pub async fn upload(
     if cert.agreement_key != record.static_key || cert.signing_key != record.signing_key {
         return Err(rejected("the certificate is for other keys than this device's"));
     }
-    if !store.set_user_identity(user_id, &cert.user_identity, now_ms()).await.map_err(internal)? {
-        return Err(rejected(
-            "the certificate is signed by another identity than this account's: link this device from an existing one",
-        ));
-    }
     let has_keys = store.device_certificates(user_id).await.map_err(internal)?.iter().any(|(d, _)| d == device);
     if upload.signed_prekey.is_none() && !has_keys {
         return Err(rejected("a device's first upload must include a signed prekey"));
@@ -49,6 +44,12 @@ pub async fn upload(
     let last_resort = upload.kem_prekeys.iter().filter(|k| k.kind == KemPrekeyKind::LastResort).last();
     if last_resort.is_none() && !has_keys {
         return Err(rejected("a device's first upload must include a last-resort ML-KEM prekey"));
+    }
+    // Last, so that a refused upload records nothing: the first accepted upload fixes the account's identity.
+    if !store.set_user_identity(user_id, &cert.user_identity, now_ms()).await.map_err(internal)? {
+        return Err(rejected(
+            "the certificate is signed by another identity than this account's: link this device from an existing one",
+        ));
     }
     let keys = DeviceKeysUpload {
         user_id,

@@ -71,3 +71,25 @@ fn a_canary_never_reaches_the_relays_disk_or_logs() {
     let found = [bob_db, bob_wal].iter().any(|b| b.windows(canary.len()).any(|w| w == canary.as_bytes()));
     assert!(found, "the search finds the canary where it is expected");
 }
+
+#[test]
+fn an_unknown_recipient_fails_alone_and_a_note_to_self_is_kept() {
+    let dir = tempdir();
+    let relay = RelayProc::start(&dir.path().join("relay"), None);
+    let (alice, bob) = (dir.path().join("alice"), dir.path().join("bob"));
+    register(&relay, &alice, "alice", "alice-password-1");
+    register(&relay, &bob, "bob", "bob-password-12");
+
+    let out = client(&alice, &["send", "nobody", "hello?"]);
+    assert!(!out.status.success(), "a send to a user who does not exist fails");
+    // The failed message does not block the outbox: the next send goes out.
+    ok(&alice, &["send", "bob", "after the failure"]);
+    let got = parse_json_lines(&ok(&bob, &["recv", "--json"]));
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0]["body"], "after the failure");
+
+    // Alice has no other device: a note to herself is kept locally and nothing goes to the relay.
+    ok(&alice, &["send", "alice", "remember the milk"]);
+    assert!(ok(&alice, &["history", "alice"]).contains("remember the milk"));
+    assert!(!relay.log().contains("panicked"));
+}
