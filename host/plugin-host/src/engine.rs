@@ -63,6 +63,7 @@ impl Drop for EpochTicker {
 }
 
 /// Compiles components, through a disk cache when a directory is configured.
+#[derive(Clone)]
 pub(crate) struct ComponentCache {
     dir: Option<PathBuf>,
 }

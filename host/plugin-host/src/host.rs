@@ -362,12 +362,11 @@ impl PluginHost {
             }
         };
         let engine = self.engine.clone();
-        let cache_dir = self.options.cache_dir.clone();
-        let compiled = tokio::task::spawn_blocking(move || ComponentCache::new(cache_dir).compile(&engine, &wasm))
+        let cache = self.cache.clone();
+        let compiled = tokio::task::spawn_blocking(move || cache.compile(&engine, &wasm))
             .await
             .map_err(|e| component_error(IncidentKind::LoadFailed, format!("compile task failed: {e}")))?
             .map_err(|e| component_error(IncidentKind::LoadFailed, format!("not a valid component: {e:#}")))?;
-        let _ = &self.cache;
         let pre = self
             .linker
             .instantiate_pre(&compiled)
@@ -423,6 +422,33 @@ impl PluginHost {
                 true
             }
             None => false,
+        }
+    }
+
+    /// Replace a plugin's live instance with a fresh one (`init` called), e.g. to give memory back after a burst.
+    pub async fn recycle(&self, name: &str) -> Result<(), LoadError> {
+        let Some(plugin) = self.plugin(name) else {
+            return Err(LoadError::Component {
+                plugin: name.to_owned(),
+                version: String::new(),
+                reason: "no such plugin is loaded".into(),
+            });
+        };
+        let mut slot = plugin.instance.lock().await;
+        *slot = None;
+        match self.instantiate(&plugin).await {
+            Ok(live) => {
+                *slot = Some(live);
+                Ok(())
+            }
+            Err((kind, reason)) => {
+                self.report(&plugin.ctx.identity, None, kind, reason.clone());
+                Err(LoadError::Component {
+                    plugin: plugin.manifest.name.clone(),
+                    version: plugin.manifest.version.clone(),
+                    reason,
+                })
+            }
         }
     }
 
