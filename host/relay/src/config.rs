@@ -150,7 +150,7 @@ impl Default for LimitsConfig {
             handshake_window_secs: 300,
             handshake_timeout_secs: 10,
             delivery_window: 512,
-            commit_batch: 1024,
+            commit_batch: 4096,
             dedupe_retention_secs: 7 * 24 * 3600,
         }
     }
