@@ -788,17 +788,25 @@ impl Session<'_> {
 /// Turn a delivery into a stored message: decode the plaintext content document, or record why it could not be
 /// read (unknown outer type, malformed, a compression bomb) as an `undecodable` message that says so.
 fn decode_delivery(d: &imfree_proto::Deliver, content: &[u8], limits: &Limits, me: &str) -> StoredMessage {
-    let (body_mime, body, status) = if d.mime == mime::PLAIN_CONTENT {
+    if d.mime == mime::PLAIN_CONTENT {
         // Anyone who controls the relay could write an unencrypted message "from" anybody: refuse to show it.
-        (mime::TEXT.to_owned(), b"[undecodable message: unencrypted messages are refused; imfree messages are end-to-end encrypted]".to_vec(), "undecodable")
-    } else if d.mime == mime::E2E {
-        match Content::decode(content).and_then(|c| Ok((c.mime.clone(), c.body_bytes(limits)?))) {
-            Ok((m, b)) => (m, b, "received"),
-            Err(e) => (mime::TEXT.to_owned(), format!("[undecodable message: {e}]").into_bytes(), "undecodable"),
-        }
-    } else {
-        (mime::TEXT.to_owned(), format!("[undecodable message: unsupported content type {}]", d.mime).into_bytes(), "undecodable")
-    };
+        return undecodable(d, me, "unencrypted messages are refused; imfree messages are end-to-end encrypted");
+    }
+    if d.mime != mime::E2E {
+        return undecodable(d, me, &format!("unsupported content type {}", d.mime));
+    }
+    match Content::decode(content).and_then(|c| Ok((c.mime.clone(), c.body_bytes(limits)?))) {
+        Ok((body_mime, body)) => stored_delivery(d, me, body_mime, body, "received"),
+        Err(e) => undecodable(d, me, &e.to_string()),
+    }
+}
+
+/// A delivery that could not be read, stored so that the user sees that something arrived and why it is unreadable.
+fn undecodable(d: &imfree_proto::Deliver, me: &str, reason: &str) -> StoredMessage {
+    stored_delivery(d, me, mime::TEXT.to_owned(), format!("[undecodable message: {reason}]").into_bytes(), "undecodable")
+}
+
+fn stored_delivery(d: &imfree_proto::Deliver, me: &str, body_mime: String, body: Vec<u8>, status: &str) -> StoredMessage {
     StoredMessage {
         seq: 0,
         id: d.id.to_string(),
@@ -810,22 +818,6 @@ fn decode_delivery(d: &imfree_proto::Deliver, content: &[u8], limits: &Limits, m
         mime: body_mime,
         body,
         status: status.into(),
-    }
-}
-
-/// A delivery that could not be read, stored so that the user sees that something arrived and why it is unreadable.
-fn undecodable(d: &imfree_proto::Deliver, me: &str, reason: &str) -> StoredMessage {
-    StoredMessage {
-        seq: 0,
-        id: d.id.to_string(),
-        outgoing: d.from == me,
-        from: d.from.clone(),
-        from_device: d.from_device.clone(),
-        to: d.to.clone(),
-        ts: d.ts as i64,
-        mime: mime::TEXT.to_owned(),
-        body: format!("[undecodable message: {reason}]").into_bytes(),
-        status: "undecodable".into(),
     }
 }
 

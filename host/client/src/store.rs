@@ -273,16 +273,7 @@ impl LocalStore {
 
     /// Store named state blobs in one transaction.
     pub async fn put_e2e_state(&self, items: &[(&str, Vec<u8>)]) -> Result<(), ClientError> {
-        let mut tx = self.pool.begin().await.map_err(db)?;
-        for (name, value) in items {
-            sqlx::query("INSERT INTO e2e_state (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value")
-                .bind(*name)
-                .bind(value)
-                .execute(&mut *tx)
-                .await
-                .map_err(db)?;
-        }
-        tx.commit().await.map_err(db)
+        self.put_e2e_sessions(&[], items).await
     }
 
     /// The stored pairwise session with a contact's device.
