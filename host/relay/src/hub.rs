@@ -32,10 +32,11 @@ pub enum ConnEvent {
         /// Accepted time.
         ts: UnixMs,
     },
-    /// An ephemeral frame (presence, typing) to pass on.
-    Frame(Frame),
+    /// An ephemeral frame (presence, typing) to pass on. Boxed, like `Kick`: tokio allocates a channel's first block
+    /// of 32 slots up front, so every byte of this enum costs 32 bytes on every idle connection.
+    Frame(Box<Frame>),
     /// Close the connection with this error (account disabled, session revoked, shutdown).
-    Kick(Frame),
+    Kick(Box<Frame>),
 }
 
 /// A live connection's handle in the registry.
@@ -300,7 +301,7 @@ impl Hub {
     pub fn send_to_user(&self, user_id: UserId, frame: &Frame) {
         let Ok(online) = self.online.lock() else { return };
         for conn in online.values().flatten().filter(|o| o.user_id == user_id) {
-            let _ = conn.tx.try_send(ConnEvent::Frame(frame.clone()));
+            let _ = conn.tx.try_send(ConnEvent::Frame(Box::new(frame.clone())));
         }
     }
 
@@ -308,7 +309,7 @@ impl Hub {
     pub fn kick_user(&self, user_id: UserId, frame: &Frame) {
         let Ok(online) = self.online.lock() else { return };
         for conn in online.values().flatten().filter(|o| o.user_id == user_id) {
-            let _ = conn.tx.try_send(ConnEvent::Kick(frame.clone()));
+            let _ = conn.tx.try_send(ConnEvent::Kick(Box::new(frame.clone())));
         }
     }
 
@@ -316,7 +317,7 @@ impl Hub {
     pub fn kick_all(&self, frame: &Frame) {
         let Ok(online) = self.online.lock() else { return };
         for conn in online.values().flatten() {
-            let _ = conn.tx.try_send(ConnEvent::Kick(frame.clone()));
+            let _ = conn.tx.try_send(ConnEvent::Kick(Box::new(frame.clone())));
         }
     }
 
@@ -388,5 +389,15 @@ impl Hub {
             }
         }
         Ok(())
+    }
+}
+
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_connection_event_stays_small() {
+        // 32 of these are allocated per connection before anything is sent (see ConnEvent::Frame).
+        assert!(std::mem::size_of::<super::ConnEvent>() <= 80, "{}", std::mem::size_of::<super::ConnEvent>());
     }
 }
