@@ -74,7 +74,7 @@ async fn upgrade(
     let max = imfree_crypto::noise::MAX_NOISE_MESSAGE;
     ws.max_message_size(max + 1)
         .max_frame_size(max + 1)
-        .read_buffer_size(4096)
+        .read_buffer_size(2048)
         .write_buffer_size(0)
         .on_upgrade(move |socket| crate::conn::serve(state, socket, ip, guard))
 }
