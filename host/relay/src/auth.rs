@@ -81,22 +81,7 @@ pub async fn authenticate_ik(
     if user.disabled {
         return Err(refuse(ErrorCode::AccountDisabled, "this account is disabled; contact the operator"));
     }
-    let queued = state.store.queue_len(&device.id).await.map_err(internal)?;
-    Ok(Authenticated {
-        user_id: user.id,
-        user: user.name.clone(),
-        device: device.id.clone(),
-        welcome: Welcome {
-            user: user.name,
-            device: device.id,
-            token: None,
-            token_expires: None,
-            queued: queued.max(0) as u64,
-            server_time: now_ms() as u64,
-            key_challenge: Default::default(),
-            prekeys_left: None,
-        },
-    })
+    authenticated(state, user, device.id, None).await
 }
 
 /// Check an XX auth payload and register or log in.
@@ -154,7 +139,18 @@ pub async fn authenticate_xx(
         .create_session(&token_hash, &SessionRecord { user_id: user.id, device_id: device.clone(), expires_at, revoked_at: None }, now)
         .await
         .map_err(internal)?;
+    authenticated(state, user, device, Some((token.into_string(), expires_at as u64))).await
+}
+
+/// The session of an authenticated device, with its `welcome` (a new token only after a password login).
+async fn authenticated(
+    state: &Arc<RelayState>,
+    user: UserRecord,
+    device: String,
+    token: Option<(String, u64)>,
+) -> Result<Authenticated, ErrorFrame> {
     let queued = state.store.queue_len(&device).await.map_err(internal)?;
+    let (token, token_expires) = token.unzip();
     Ok(Authenticated {
         user_id: user.id,
         user: user.name.clone(),
@@ -162,10 +158,10 @@ pub async fn authenticate_xx(
         welcome: Welcome {
             user: user.name,
             device,
-            token: Some(token.into_string()),
-            token_expires: Some(expires_at as u64),
+            token,
+            token_expires,
             queued: queued.max(0) as u64,
-            server_time: now as u64,
+            server_time: now_ms() as u64,
             key_challenge: Default::default(),
             prekeys_left: None,
         },
