@@ -70,11 +70,10 @@ async fn open_socket(server: &str, tls_pin: Option<&str>) -> Result<(Ws, Option<
         Ok((ws, _)) => Ok((ws, if tls { observed.get() } else { None })),
         Err(e) => {
             let text = e.to_string();
-            if let (Some(pinned), Some(presented)) = (tls_pin, observed.get()) {
-                if text.contains("server certificate changed") || crate::tls::normalise_fingerprint(pinned) != presented {
+            if let (Some(pinned), Some(presented)) = (tls_pin, observed.get())
+                && (text.contains("server certificate changed") || crate::tls::normalise_fingerprint(pinned) != presented) {
                     return Err(ClientError::CertificateChanged { pinned: pinned.to_owned(), presented });
                 }
-            }
             Err(ClientError::Io(format!("cannot connect to {server}: {text}")))
         }
     }
@@ -121,11 +120,10 @@ impl Connection {
         let m2 = next_binary(&mut ws).await?;
         let knows = init.read_response(&m2).map_err(noise)?;
         let relay_key = knows.relay_static();
-        if let Some(pinned) = relay_pin {
-            if pinned != relay_key {
+        if let Some(pinned) = relay_pin
+            && pinned != relay_key {
                 return Err(ClientError::RelayKeyChanged { pinned: hex::encode(pinned), presented: hex::encode(relay_key) });
             }
-        }
         let binding = device_binding_message(
             imfree_crypto::noise::DEVICE_BINDING_CONTEXT,
             &knows.binding_hash(),

@@ -144,12 +144,11 @@ impl DeviceE2e {
     /// Decrypt a session message from a contact's device, with the stored session if there is one that it belongs
     /// to, else by accepting it as a new session (a first message). Returns the new session state and the message.
     pub fn decrypt(&mut self, existing: Option<RatchetSession>, message: &SessionMessage) -> Result<(RatchetSession, InnerMessage), ClientError> {
-        if let Some(mut session) = existing {
-            if message.prekey.is_none() || session.is_from_this_setup(message) {
+        if let Some(mut session) = existing
+            && (message.prekey.is_none() || session.is_from_this_setup(message)) {
                 let inner = session.decrypt(&mut OsRng, message).map_err(e2e)?;
                 return Ok((session, inner));
             }
-        }
         let accepted = RatchetSession::accept(&mut OsRng, &self.certificate, &self.keys, &self.prekeys, &mut self.replay, message).map_err(e2e)?;
         self.prekeys.consume(&accepted.consumed);
         Ok((accepted.session, accepted.message))

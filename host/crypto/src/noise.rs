@@ -73,7 +73,7 @@ pub enum NoiseError {
 
 fn builder(pattern: &'static str) -> Result<Builder<'static>, NoiseError> {
     let params = pattern.parse().map_err(|e: snow::Error| NoiseError::Setup(e.to_string()))?;
-    Ok(Builder::new(params).prologue(PROLOGUE).map_err(|e| NoiseError::Setup(e.to_string()))?)
+    Builder::new(params).prologue(PROLOGUE).map_err(|e| NoiseError::Setup(e.to_string()))
 }
 
 fn read(hs: &mut HandshakeState, msg: &[u8]) -> Result<Vec<u8>, NoiseError> {

@@ -305,14 +305,13 @@ impl PluginManifest {
             }
         }
         for (key, spec) in &raw.settings {
-            if let Some(default) = &spec.default {
-                if !spec.kind.accepts(default) {
+            if let Some(default) = &spec.default
+                && !spec.kind.accepts(default) {
                     return Err(ManifestError::SettingDefaultType {
                         key: key.clone(),
                         expected: spec.kind,
                     });
                 }
-            }
         }
         let http_outbound = raw
             .capabilities

@@ -118,14 +118,13 @@ pub async fn authenticate_xx(
         return Err(refuse(ErrorCode::InvalidField, "device_name must be 1 to 64 characters"));
     }
     // A device key belongs to one account: refuse before creating or touching anything.
-    if let Some(existing) = state.store.device_by_static_key(&device_static).await.map_err(internal)? {
-        if existing.user_name != auth.user || auth.op == XxOp::Register {
+    if let Some(existing) = state.store.device_by_static_key(&device_static).await.map_err(internal)?
+        && (existing.user_name != auth.user || auth.op == XxOp::Register) {
             return Err(refuse(
                 ErrorCode::InvalidField,
                 "this device is already registered to an account; use a new client home for another account",
             ));
         }
-    }
     let user = match auth.op {
         XxOp::Register => register(state, &auth).await?,
         XxOp::Login => login(state, &auth).await?,

@@ -212,7 +212,8 @@ impl RelayConfig {
             ("handshakes_per_ip", l.handshakes_per_ip),
             ("logins_per_ip", l.logins_per_ip),
         ] {
-            if !(rate.per_second > 0.0) || rate.burst == 0 {
+            // Written so that NaN is refused too.
+            if rate.per_second.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater) || rate.burst == 0 {
                 return Err(ConfigError::Invalid(format!("limits.{name} needs per_second > 0 and burst >= 1")));
             }
         }

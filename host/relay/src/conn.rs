@@ -118,13 +118,12 @@ async fn handshake(
                 .ok()
                 .map(|a| crate::token::hash_token(&a.token));
             let outcome = auth::authenticate_ik(state, ik.device_static(), ik.ephemeral(), &payload).await;
-            if let Err(e) = &outcome {
-                if e.code == ErrorCode::HandshakeReplayed {
+            if let Err(e) = &outcome
+                && e.code == ErrorCode::HandshakeReplayed {
                     result("replayed");
                     send_plain_error(ws, e.code, &e.message).await;
                     return None;
                 }
-            }
             let Ok((transport, message2)) = ik.accept(&[]) else {
                 result("failed");
                 return None;
@@ -196,11 +195,10 @@ impl RecentIds {
         if self.set.contains(id) {
             return false;
         }
-        if self.order.len() >= self.cap {
-            if let Some(old) = self.order.pop_front() {
+        if self.order.len() >= self.cap
+            && let Some(old) = self.order.pop_front() {
                 self.set.remove(&old);
             }
-        }
         self.set.insert(id.to_owned());
         self.order.push_back(id.to_owned());
         true
@@ -652,12 +650,11 @@ impl Conn {
                     return self.error(ErrorCode::InvalidField, "typing needs `to`", None).await;
                 };
                 let hub = Arc::clone(&self.state.hub);
-                if let Ok(Some(route)) = hub.route(&to).await {
-                    if self.state.store.are_contacts(self.user_id, route.user_id).await.unwrap_or(false) {
+                if let Ok(Some(route)) = hub.route(&to).await
+                    && self.state.store.are_contacts(self.user_id, route.user_id).await.unwrap_or(false) {
                         let frame = Frame::new(FrameBody::Typing(Typing { to: None, from: Some(self.user.clone()), active: t.active }));
                         hub.send_to_user(route.user_id, &frame);
                     }
-                }
                 Ok(())
             }
             FrameBody::Ping(r) => self.feed(&Frame::new(FrameBody::Pong(Request { id: None, reference: r.id }))).await,
@@ -720,12 +717,11 @@ impl Conn {
             FrameBody::TotpConfirm(c) => self.totp_confirm(c.id, &c.code, true).await,
             FrameBody::TotpDisable(c) => self.totp_confirm(c.id, &c.code, false).await,
             FrameBody::Logout(r) => {
-                if let Some(hash) = self.token_hash {
-                    if let Err(e) = self.state.store.revoke_session(&hash, now_ms()).await {
+                if let Some(hash) = self.token_hash
+                    && let Err(e) = self.state.store.revoke_session(&hash, now_ms()).await {
                         tracing::error!(error = %e, "revoking a session failed");
                         return self.error(ErrorCode::Internal, "logout failed; try again", r.id).await;
                     }
-                }
                 self.feed(&Frame::new(FrameBody::Ok(Request { id: None, reference: r.id }))).await?;
                 self.closing = true;
                 Ok(())

@@ -41,7 +41,7 @@ pub async fn upload(
     if upload.signed_prekey.is_none() && !has_keys {
         return Err(rejected("a device's first upload must include a signed prekey"));
     }
-    let last_resort = upload.kem_prekeys.iter().filter(|k| k.kind == KemPrekeyKind::LastResort).last();
+    let last_resort = upload.kem_prekeys.iter().rfind(|k| k.kind == KemPrekeyKind::LastResort);
     if last_resort.is_none() && !has_keys {
         return Err(rejected("a device's first upload must include a last-resort ML-KEM prekey"));
     }

@@ -267,14 +267,13 @@ impl Hub {
 
     /// Remove a connection. Returns true if the user has no online connection left.
     pub fn unregister(&self, device: &str, user_id: UserId, conn_id: u64) -> bool {
-        if let Ok(mut online) = self.online.lock() {
-            if let Some(list) = online.get_mut(device) {
+        if let Ok(mut online) = self.online.lock()
+            && let Some(list) = online.get_mut(device) {
                 list.retain(|o| o.conn_id != conn_id);
                 if list.is_empty() {
                     online.remove(device);
                 }
             }
-        }
         let mut counts = match self.user_devices_online.lock() {
             Ok(c) => c,
             Err(p) => p.into_inner(),

@@ -70,11 +70,10 @@ impl Raw {
     async fn recv(&mut self) -> Frame {
         loop {
             let msg = tokio::time::timeout(Duration::from_secs(20), self.ws.next()).await.expect("relay answered").expect("open").expect("ok");
-            if let Message::Binary(b) = msg {
-                if let Some(plain) = self.t.open(&b).unwrap() {
+            if let Message::Binary(b) = msg
+                && let Some(plain) = self.t.open(&b).unwrap() {
                     return Frame::decode(&plain, &imfree_proto::Limits { max_frame_bytes: usize::MAX, ..Default::default() }).unwrap();
                 }
-            }
         }
     }
 
