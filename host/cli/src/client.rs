@@ -340,7 +340,16 @@ fn print_message(m: &StoredMessage, json: bool) -> std::io::Result<()> {
         if m.status == "undecodable" {
             v["error"] = "undecodable".into();
         }
+        if m.status == "identity-changed" {
+            v["warning"] = "identity_changed".into();
+        }
         writeln!(out, "{v}")
+    } else if m.status == "identity-changed" {
+        writeln!(
+            out,
+            "[{}] {} -> {}: {}   [WARNING: sent under a NEW identity key of {}; compare safety numbers: imfree client verify {}]",
+            m.ts, m.from, m.to, body_text(m), m.from, m.from
+        )
     } else {
         writeln!(out, "[{}] {} -> {}: {}", m.ts, m.from, m.to, body_text(m))
     }

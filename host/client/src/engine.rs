@@ -672,8 +672,17 @@ impl Session<'_> {
         let peer = session.peer().clone();
         match self.check_identity(&d.from, &peer.user_identity).await {
             Ok(()) => {}
-            Err(ClientError::IdentityChanged { user }) => {
-                return Ok(undecodable(d, me, &format!("{user}'s identity key changed; compare safety numbers before trusting it")));
+            Err(ClientError::IdentityChanged { .. }) => {
+                // Shown, marked, and not trusted: the session is not kept and the pinned key stays until the user
+                // compares safety numbers and accepts the new one.
+                if id_bytes(d.id.as_str()) != Some(inner.id) {
+                    return Ok(undecodable(d, me, "the envelope id does not match the authenticated id inside"));
+                }
+                let mut message = decode_delivery(d, &inner.body, limits, me);
+                if message.status == "received" {
+                    message.status = "identity-changed".into();
+                }
+                return Ok(message);
             }
             Err(e) => return Ok(undecodable(d, me, &e.to_string())),
         }

@@ -133,6 +133,8 @@ pub struct LimitsConfig {
     pub commit_batch: usize,
     /// Envelope ids are remembered for de-duplication this long after all devices acked (seconds).
     pub dedupe_retention_secs: u64,
+    /// Unclaimed one-time prekeys (of each kind) the relay keeps per device; an upload beyond it is refused.
+    pub max_prekeys_per_device: usize,
 }
 
 impl Default for LimitsConfig {
@@ -152,6 +154,7 @@ impl Default for LimitsConfig {
             delivery_window: 512,
             commit_batch: 4096,
             dedupe_retention_secs: 7 * 24 * 3600,
+            max_prekeys_per_device: 500,
         }
     }
 }

@@ -660,7 +660,7 @@ impl Conn {
             FrameBody::Ping(r) => self.feed(&Frame::new(FrameBody::Pong(Request { id: None, reference: r.id }))).await,
             FrameBody::KeysUpload(k) => {
                 let store = Arc::clone(&self.state.store);
-                match crate::e2e::upload(store.as_ref(), self.user_id, &self.device, &self.key_challenge, k.upload).await {
+                match crate::e2e::upload(store.as_ref(), self.user_id, &self.device, &self.key_challenge, k.upload, self.state.config.limits.max_prekeys_per_device).await {
                     Ok(()) => {
                         self.state.hub.invalidate_route(&self.user);
                         self.feed(&Frame::new(FrameBody::Ok(Request { id: None, reference: k.id }))).await

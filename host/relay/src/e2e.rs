@@ -21,13 +21,15 @@ fn to_json<T: serde::Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).unwrap_or_default()
 }
 
-/// Verify and store a device's upload. `challenge` is the value this connection's `welcome` carried.
+/// Verify and store a device's upload. `challenge` is the value this connection's `welcome` carried; at most
+/// `max_prekeys` unclaimed one-time prekeys of each kind are kept per device.
 pub async fn upload(
     store: &dyn RelayStore,
     user_id: UserId,
     device: &str,
     challenge: &[u8],
     document: serde_json::Value,
+    max_prekeys: usize,
 ) -> Result<(), ErrorFrame> {
     let upload: KeyUpload =
         serde_json::from_value(document).map_err(|e| rejected(format!("not a key upload document: {e}")))?;
@@ -38,6 +40,13 @@ pub async fn upload(
         return Err(rejected("the certificate is for other keys than this device's"));
     }
     let has_keys = store.device_certificates(user_id).await.map_err(internal)?.iter().any(|(d, _)| d == device);
+    let (x25519_left, kem_left) = store.prekey_counts(device).await.map_err(internal)?;
+    let kem_one_time = upload.kem_prekeys.iter().filter(|k| k.kind == KemPrekeyKind::OneTime).count();
+    if x25519_left.max(0) as usize + upload.one_time_prekeys.len() > max_prekeys
+        || kem_left.max(0) as usize + kem_one_time > max_prekeys
+    {
+        return Err(rejected(format!("a device keeps at most {max_prekeys} unclaimed one-time prekeys of each kind")));
+    }
     if upload.signed_prekey.is_none() && !has_keys {
         return Err(rejected("a device's first upload must include a signed prekey"));
     }
@@ -106,4 +115,61 @@ pub async fn claim(store: &dyn RelayStore, owned: &[String], devices: &[String])
             }),
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use imfree_crypto::device::DeviceKeys;
+    use imfree_crypto::identity::UserIdentity;
+    use imfree_crypto::prekeys::{KemPrekeyKind, KeyUpload, LocalPrekeys};
+    use imfree_store::{NewDevice, NewUser, RelayStore, SqliteStore};
+    use rand_core::OsRng;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn uploads_are_checked_and_capped() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("relay.db")).await.unwrap();
+        let user = store.create_user(&NewUser { name: "bob".into(), password_hash: "x".into(), created_at: 0 }).await.unwrap();
+        let keys = DeviceKeys::generate();
+        store
+            .add_device(&NewDevice {
+                id: "d1".into(),
+                user_id: user,
+                signing_key: keys.signing_public(),
+                static_key: keys.static_public(),
+                name: "d".into(),
+                created_at: 0,
+            })
+            .await
+            .unwrap();
+        let identity = UserIdentity::generate(&mut OsRng);
+        let cert = identity.certify_device(7, &keys, 1);
+        let mut local = LocalPrekeys::new();
+        let challenge = b"challenge";
+        let upload = |local: &mut LocalPrekeys, n: usize, first: bool| {
+            let spk = first.then(|| local.new_signed_prekey(&mut OsRng, &keys, 1));
+            let otpks = local.new_one_time_prekeys(&mut OsRng, n, 1);
+            let mut kems: Vec<_> = (0..n).map(|_| local.new_kem_prekey(&mut OsRng, &keys, KemPrekeyKind::OneTime, 1)).collect();
+            if first {
+                kems.push(local.new_kem_prekey(&mut OsRng, &keys, KemPrekeyKind::LastResort, 1));
+            }
+            serde_json::to_value(KeyUpload::sign(&keys, cert.clone(), spk, otpks, kems, challenge)).unwrap()
+        };
+
+        // The proof covers the connection's challenge: an upload signed for another one is refused.
+        let replayed = upload(&mut local, 5, true);
+        let err = super::upload(&store, user, "d1", b"another challenge", replayed, 100).await.unwrap_err();
+        assert_eq!(err.code, ErrorCode::KeysRejected);
+
+        super::upload(&store, user, "d1", challenge, upload(&mut local, 60, true), 100).await.unwrap();
+        assert_eq!(store.prekey_counts("d1").await.unwrap(), (60, 60));
+        assert_eq!(store.user_identity(user).await.unwrap(), Some(identity.public_key()));
+        let err = super::upload(&store, user, "d1", challenge, upload(&mut local, 50, false), 100).await.unwrap_err();
+        assert_eq!(err.code, ErrorCode::KeysRejected, "{}", err.message);
+        assert_eq!(store.prekey_counts("d1").await.unwrap(), (60, 60), "a refused upload stores nothing");
+        super::upload(&store, user, "d1", challenge, upload(&mut local, 40, false), 100).await.unwrap();
+        assert_eq!(store.prekey_counts("d1").await.unwrap(), (100, 100));
+    }
 }

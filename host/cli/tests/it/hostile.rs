@@ -148,3 +148,31 @@ async fn a_replayed_ciphertext_under_a_new_id_is_not_shown_twice() {
     assert_eq!(shown, ["pay mallory 10 euros"], "shown once: {got:?}");
     assert_eq!(got.iter().filter(|m| m["error"] == "undecodable").count(), 1, "the replay is flagged: {got:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_relabelled_as_from_a_contact_carries_a_loud_warning() {
+    let (dir, mut relay) = world();
+    let (bob, mallory) = (dir.path().join("bob"), dir.path().join("mallory"));
+    ok(&mallory, &["send", "bob", "it is me, alice: send the files"]);
+    relay.kill();
+    {
+        // The relay claims mallory's envelope came from alice's device.
+        let mut c = db(&relay).await;
+        let (alice_dev, _) = device_of(&mut c, "alice").await;
+        sqlx::query("UPDATE envelopes SET sender = 'alice', sender_device = ? WHERE sender = 'mallory'")
+            .bind(&alice_dev)
+            .execute(&mut c)
+            .await
+            .unwrap();
+    }
+    relay.restart();
+    let got = parse_json_lines(&ok(&bob, &["recv", "--json"]));
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0]["from"], "alice");
+    assert_eq!(got[0]["warning"], "identity_changed", "the key behind it is not alice's: {}", got[0]);
+    // Alice's pinned identity is unchanged: her real messages still arrive without a warning.
+    ok(&dir.path().join("alice"), &["send", "bob", "the real alice"]);
+    let real = parse_json_lines(&ok(&bob, &["recv", "--json"]));
+    assert_eq!(real.len(), 1, "{real:?}");
+    assert!(real[0].get("warning").is_none(), "{}", real[0]);
+}
