@@ -223,3 +223,39 @@ impl RelayConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plaintext_only_on_loopback_and_tls_files_in_pairs() {
+        let mut c = RelayConfig::default();
+        c.tls.insecure_plaintext = true;
+        assert!(c.validate().is_ok(), "loopback may serve ws://");
+        c.listen = "0.0.0.0:7878".parse().unwrap();
+        assert!(c.validate().unwrap_err().to_string().contains("loopback"));
+        let mut c = RelayConfig::default();
+        c.tls.cert = Some("cert.pem".into());
+        assert!(c.validate().unwrap_err().to_string().contains("go together"));
+    }
+
+    #[test]
+    fn rates_must_be_positive_numbers() {
+        for bad in [0.0, -1.0, f64::NAN] {
+            let mut c = RelayConfig::default();
+            c.limits.frames_per_connection.per_second = bad;
+            assert!(c.validate().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_example_config_is_valid_and_complete() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/imfree.toml");
+        let parsed = RelayConfig::from_file(&path).expect("examples/imfree.toml parses with deny_unknown_fields");
+        let defaults = RelayConfig::default();
+        assert_eq!(parsed.limits.commit_batch, defaults.limits.commit_batch, "the example shows the defaults");
+        assert_eq!(parsed.limits.max_prekeys_per_device, defaults.limits.max_prekeys_per_device);
+        assert_eq!(parsed.limits.protocol, defaults.limits.protocol);
+    }
+}

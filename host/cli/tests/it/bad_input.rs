@@ -443,3 +443,25 @@ fn enable_totp(home: &Path) -> (Vec<u8>, String) {
     assert!(child.wait().unwrap().success(), "{line}{rest}");
     (secret, rest)
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browsers_from_other_origins_are_refused() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let w = World::new(None);
+    w.user("alice");
+    w.user("bob");
+    let (config, _) = imfree_client::tls::client_config(Some(&w.relay.fingerprint));
+    let url = format!("{}/v1/imf", w.relay.url);
+    let host = w.relay.url.trim_start_matches("wss://").to_owned();
+    for (origin, allowed) in [("https://evil.example", false), (format!("https://{host}").as_str(), true)] {
+        let mut request = url.as_str().into_client_request().unwrap();
+        request.headers_mut().insert("origin", origin.parse().unwrap());
+        let result =
+            tokio_tungstenite::connect_async_tls_with_config(request, None, true, Some(Connector::Rustls(config.clone()))).await;
+        assert_eq!(result.is_ok(), allowed, "origin {origin}: {:?}", result.err());
+        if let Err(tokio_tungstenite::tungstenite::Error::Http(response)) = result {
+            assert_eq!(response.status(), 403);
+        }
+    }
+    w.still_serving("foreign origin");
+}
