@@ -21,6 +21,12 @@ use crate::store::LocalStore;
 pub const PREKEY_BATCH: usize = 50;
 /// Replenish when fewer than this many one-time prekeys of a kind are left on the relay.
 pub const PREKEY_LOW_WATER: u64 = 10;
+/// A new signed prekey every 7 days; old signed prekeys are kept 30 days for first messages still in flight.
+pub const SIGNED_PREKEY_ROTATION_SECS: u64 = 7 * 24 * 3600;
+/// A new last-resort ML-KEM prekey every 30 days, the old one kept 30 days more.
+pub const LAST_RESORT_ROTATION_SECS: u64 = 30 * 24 * 3600;
+/// How long a replaced signed or last-resort prekey is kept.
+pub const RETIRED_PREKEY_RETENTION_SECS: u64 = 30 * 24 * 3600;
 
 fn now_secs() -> u64 {
     (crate::now_ms() / 1000) as u64
@@ -44,6 +50,10 @@ pub struct DeviceE2e {
     prekeys: LocalPrekeys,
     replay: HashSet<[u8; 32]>,
     sequence: u64,
+    /// When the current signed prekey was made (Unix seconds).
+    signed_at: u64,
+    /// When the current last-resort ML-KEM prekey was made (Unix seconds).
+    last_resort_at: u64,
 }
 
 impl DeviceE2e {
@@ -51,7 +61,16 @@ impl DeviceE2e {
     pub fn create(keys: DeviceKeys) -> DeviceE2e {
         let identity = UserIdentity::generate(&mut OsRng);
         let certificate = identity.certify_device(OsRng.next_u32(), &keys, now_secs());
-        DeviceE2e { keys, identity: Some(identity), certificate, prekeys: LocalPrekeys::new(), replay: HashSet::new(), sequence: 0 }
+        DeviceE2e {
+            keys,
+            identity: Some(identity),
+            certificate,
+            prekeys: LocalPrekeys::new(),
+            replay: HashSet::new(),
+            sequence: 0,
+            signed_at: 0,
+            last_resort_at: 0,
+        }
     }
 
     /// Load the state, if this device has one.
@@ -75,13 +94,11 @@ impl DeviceE2e {
             }
             _ => None,
         };
-        let sequence = store
-            .e2e_state("sequence")
-            .await?
-            .and_then(|b| b.try_into().ok())
-            .map(u64::from_be_bytes)
-            .unwrap_or(0);
-        Ok(Some(DeviceE2e { keys, identity, certificate, prekeys, replay, sequence }))
+        let number = async |name: &str| -> Result<u64, ClientError> {
+            Ok(store.e2e_state(name).await?.and_then(|b| b.try_into().ok()).map(u64::from_be_bytes).unwrap_or(0))
+        };
+        let (sequence, signed_at, last_resort_at) = (number("sequence").await?, number("signed_at").await?, number("last_resort_at").await?);
+        Ok(Some(DeviceE2e { keys, identity, certificate, prekeys, replay, sequence, signed_at, last_resort_at }))
     }
 
     /// Everything to persist, as (name, value) pairs.
@@ -91,6 +108,8 @@ impl DeviceE2e {
             ("prekeys", json(&self.prekeys)),
             ("replay", json(&self.replay)),
             ("sequence", self.sequence.to_be_bytes().to_vec()),
+            ("signed_at", self.signed_at.to_be_bytes().to_vec()),
+            ("last_resort_at", self.last_resort_at.to_be_bytes().to_vec()),
         ];
         if let Some(id) = &self.identity {
             out.push(("identity", id.seed().to_vec()));
@@ -107,6 +126,8 @@ impl DeviceE2e {
     /// relay's `challenge`.
     pub fn first_upload(&mut self, challenge: &[u8]) -> KeyUpload {
         let now = now_secs();
+        self.signed_at = now;
+        self.last_resort_at = now;
         let spk = self.prekeys.new_signed_prekey(&mut OsRng, &self.keys, now);
         let otpks = self.prekeys.new_one_time_prekeys(&mut OsRng, PREKEY_BATCH, now);
         let mut kems: Vec<_> =
@@ -115,19 +136,33 @@ impl DeviceE2e {
         KeyUpload::sign(&self.keys, self.certificate.clone(), Some(spk), otpks, kems, challenge)
     }
 
-    /// More one-time prekeys when the relay runs low.
-    pub fn replenish_upload(&mut self, challenge: &[u8], left: (u64, u64)) -> Option<KeyUpload> {
-        if left.0 >= PREKEY_LOW_WATER && left.1 >= PREKEY_LOW_WATER {
+    /// What the relay needs next, if anything: more one-time prekeys when it runs low, and a new signed or
+    /// last-resort prekey when the current one is due for rotation (the replaced secrets are kept a while for first
+    /// messages still in flight, then deleted). `now` is Unix seconds.
+    pub fn replenish_upload(&mut self, challenge: &[u8], left: (u64, u64), now: u64) -> Option<KeyUpload> {
+        let rotate_signed = now >= self.signed_at.saturating_add(SIGNED_PREKEY_ROTATION_SECS);
+        let rotate_last_resort = now >= self.last_resort_at.saturating_add(LAST_RESORT_ROTATION_SECS);
+        if left.0 >= PREKEY_LOW_WATER && left.1 >= PREKEY_LOW_WATER && !rotate_signed && !rotate_last_resort {
             return None;
         }
-        let now = now_secs();
+        let spk = rotate_signed.then(|| {
+            self.signed_at = now;
+            self.prekeys.new_signed_prekey(&mut OsRng, &self.keys, now)
+        });
         let otpks = if left.0 < PREKEY_LOW_WATER { self.prekeys.new_one_time_prekeys(&mut OsRng, PREKEY_BATCH, now) } else { Vec::new() };
-        let kems = if left.1 < PREKEY_LOW_WATER {
+        let mut kems: Vec<_> = if left.1 < PREKEY_LOW_WATER {
             (0..PREKEY_BATCH).map(|_| self.prekeys.new_kem_prekey(&mut OsRng, &self.keys, KemPrekeyKind::OneTime, now)).collect()
         } else {
             Vec::new()
         };
-        Some(KeyUpload::sign(&self.keys, self.certificate.clone(), None, otpks, kems, challenge))
+        if rotate_last_resort {
+            self.last_resort_at = now;
+            kems.push(self.prekeys.new_kem_prekey(&mut OsRng, &self.keys, KemPrekeyKind::LastResort, now));
+        }
+        let cutoff = now.saturating_sub(RETIRED_PREKEY_RETENTION_SECS);
+        self.prekeys.retire_signed_before(cutoff);
+        self.prekeys.retire_last_resort_before(cutoff);
+        Some(KeyUpload::sign(&self.keys, self.certificate.clone(), spk, otpks, kems, challenge))
     }
 
     /// Start a session with a contact's device from its bundle.
@@ -158,4 +193,32 @@ impl DeviceE2e {
 /// Envelope ids are ULIDs; inside the ciphertext they travel as their 16 bytes.
 pub fn id_bytes(id: &str) -> Option<[u8; 16]> {
     ulid::Ulid::from_string(id).ok().map(|u| u.to_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prekeys_are_replenished_and_rotated_on_schedule() {
+        let mut e2e = DeviceE2e::create(DeviceKeys::generate());
+        let first = e2e.first_upload(b"c");
+        assert!(first.signed_prekey.is_some());
+        let t0 = e2e.signed_at;
+        let day = 24 * 3600;
+        let plenty = (PREKEY_LOW_WATER, PREKEY_LOW_WATER);
+        assert!(e2e.replenish_upload(b"c", plenty, t0 + day).is_none(), "nothing due");
+
+        let low = e2e.replenish_upload(b"c", (0, PREKEY_LOW_WATER), t0 + day).expect("low on X25519 prekeys");
+        assert_eq!(low.one_time_prekeys.len(), PREKEY_BATCH);
+        assert!(low.kem_prekeys.is_empty() && low.signed_prekey.is_none());
+
+        let week = e2e.replenish_upload(b"c", plenty, t0 + 8 * day).expect("signed prekey due");
+        assert!(week.signed_prekey.is_some() && week.one_time_prekeys.is_empty());
+        assert!(e2e.replenish_upload(b"c", plenty, t0 + 9 * day).is_none(), "rotated once, not again");
+
+        let month = e2e.replenish_upload(b"c", plenty, t0 + 31 * day).expect("last resort due");
+        assert!(month.kem_prekeys.iter().any(|k| k.kind == KemPrekeyKind::LastResort));
+        month.verify(b"c").expect("a rotation upload verifies like any other");
+    }
 }

@@ -233,7 +233,8 @@ impl Client {
             Connection::resume(&self.account.server, self.account.tls_pin.as_deref(), relay_key, &keys, user, device, token).await?;
         let mut session = Session { client: self, conn, events: VecDeque::new(), queued_at_connect: welcome.queued };
         if let Some(left) = welcome.prekeys_left {
-            let upload = self.with_e2e(|e| Ok(e.replenish_upload(&welcome.key_challenge.0, left))).ok().flatten();
+            let now = (now_ms() / 1000) as u64;
+            let upload = self.with_e2e(|e| Ok(e.replenish_upload(&welcome.key_challenge.0, left, now))).ok().flatten();
             if let Some(upload) = upload {
                 // Through the session, so that deliveries arriving meanwhile are kept, not dropped.
                 session.upload(&upload).await?;
