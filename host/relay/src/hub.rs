@@ -16,6 +16,9 @@ use tokio::sync::mpsc;
 
 use crate::metrics::RelayMetrics;
 
+/// How long a cached route (a user's devices) is trusted before it is read from the store again.
+const ROUTE_TTL: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Events a connection task receives from the hub.
 #[derive(Debug)]
 pub enum ConnEvent {
@@ -71,7 +74,7 @@ pub struct Hub {
     metrics: Arc<RelayMetrics>,
     online: Mutex<HashMap<String, Vec<Online>>>,
     user_devices_online: Mutex<HashMap<UserId, usize>>,
-    routes: Mutex<HashMap<String, Arc<Route>>>,
+    routes: Mutex<HashMap<String, (std::time::Instant, Arc<Route>)>>,
     contacts: Mutex<HashSet<(UserId, UserId)>>,
     commit_tx: mpsc::Sender<Commit>,
     ack_tx: mpsc::Sender<(String, String)>,
@@ -327,15 +330,21 @@ impl Hub {
 
     /// The routing entry of a user, cached.
     pub async fn route(&self, name: &str) -> Result<Option<Arc<Route>>, StoreError> {
-        if let Some(route) = self.routes.lock().ok().and_then(|r| r.get(name).cloned()) {
-            return Ok(Some(route));
+        let now = std::time::Instant::now();
+        let cached = self.routes.lock().ok().and_then(|r| r.get(name).cloned());
+        if let Some((at, route)) = cached {
+            // Changes this relay makes invalidate the entry at once; the TTL bounds how long a change made elsewhere
+            // (another relay on the same database, the admin tool) goes unseen.
+            if now.duration_since(at) < ROUTE_TTL {
+                return Ok(Some(route));
+            }
         }
         let Some(user) = self.store.user_by_name(name).await? else { return Ok(None) };
         let devices = self.store.devices_of(user.id).await?.into_iter().map(|d| d.id).collect();
         let e2e_devices = self.store.device_certificates(user.id).await?.into_iter().map(|(d, _)| d).collect();
         let route = Arc::new(Route { user_id: user.id, name: user.name, devices, e2e_devices });
         if let Ok(mut routes) = self.routes.lock() {
-            routes.insert(name.to_owned(), Arc::clone(&route));
+            routes.insert(name.to_owned(), (now, Arc::clone(&route)));
         }
         Ok(Some(route))
     }
