@@ -18,12 +18,27 @@ use rand::rngs::StdRng;
 use crate::membership::User;
 use crate::support::Party;
 
-const TARGETS: [&str; 7] =
-    ["session_message", "inner_message", "prekey_json", "membership_entry", "group_message", "keystore_open", "link_code"];
+const TARGETS: [&str; 8] = [
+    "session_message",
+    "inner_message",
+    "prekey_json",
+    "membership_entry",
+    "group_message",
+    "keystore_open",
+    "link_code",
+    "noise_first_message",
+];
 
 /// The body of each fuzz target.
 fn exercise(target: &str, data: &[u8]) {
     match target {
+        "noise_first_message" => {
+            if data.len() <= imfree_crypto::noise::MAX_NOISE_MESSAGE + 1 {
+                if let Ok(imfree_crypto::noise::Responder::Ik(ik)) = imfree_crypto::noise::Responder::read_first(&[7u8; 32], data, 1 << 20) {
+                    let _ = ik.accept(&[]);
+                }
+            }
+        }
         "session_message" => {
             if let Ok(m) = SessionMessage::from_bytes(data) {
                 assert_eq!(SessionMessage::from_bytes(&m.to_bytes()).as_ref(), Ok(&m));
