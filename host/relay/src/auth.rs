@@ -118,18 +118,20 @@ pub async fn authenticate_xx(
         return Err(refuse(ErrorCode::InvalidField, "device_name must be 1 to 64 characters"));
     }
     // A device key belongs to one account: refuse before creating or touching anything.
-    if let Some(existing) = state.store.device_by_static_key(&device_static).await.map_err(internal)?
-        && (existing.user_name != auth.user || auth.op == XxOp::Register) {
-            return Err(refuse(
-                ErrorCode::InvalidField,
-                "this device is already registered to an account; use a new client home for another account",
-            ));
-        }
+    let existing = state.store.device_by_static_key(&device_static).await.map_err(internal)?;
+    if let Some(known) = &existing
+        && (known.user_name != auth.user || auth.op == XxOp::Register)
+    {
+        return Err(refuse(
+            ErrorCode::InvalidField,
+            "this device is already registered to an account; use a new client home for another account",
+        ));
+    }
     let user = match auth.op {
         XxOp::Register => register(state, &auth).await?,
         XxOp::Login => login(state, &auth).await?,
     };
-    let device = bind_device(state, &user, device_static, signing_key, &auth.device_name).await?;
+    let device = bind_device(state, &user, existing, device_static, signing_key, &auth.device_name).await?;
     let (token, token_hash) = token::new_session_token();
     let now = now_ms();
     let expires_at = now + (state.config.accounts.session_ttl_secs as i64).saturating_mul(1000);
@@ -242,15 +244,17 @@ async fn login(state: &Arc<RelayState>, auth: &XxAuth) -> Result<UserRecord, Err
     Ok(user)
 }
 
-/// The device with this static key for this user, registering it if new.
+/// The device with this static key for this user (`existing`, already looked up by the caller), registering it if
+/// new.
 async fn bind_device(
     state: &Arc<RelayState>,
     user: &UserRecord,
+    existing: Option<imfree_store::DeviceRecord>,
     static_key: [u8; 32],
     signing_key: [u8; 32],
     name: &str,
 ) -> Result<String, ErrorFrame> {
-    if let Some(existing) = state.store.device_by_static_key(&static_key).await.map_err(internal)? {
+    if let Some(existing) = existing {
         if existing.user_id != user.id || existing.signing_key != signing_key {
             return Err(refuse(ErrorCode::HandshakeFailed, "this device key belongs to another account or signing key"));
         }
