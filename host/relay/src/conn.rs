@@ -178,6 +178,16 @@ async fn handshake(
     }
 }
 
+/// The route of a user named in a key request, or the error to answer with. A free function: `Conn` is not `Sync`,
+/// so a `&self` held across this await would make the connection future not `Send`.
+async fn key_route(hub: &crate::hub::Hub, user: &str, failure: &str) -> Result<Arc<crate::hub::Route>, ErrorFrame> {
+    match hub.route(user).await {
+        Ok(Some(route)) => Ok(route),
+        Ok(None) => Err(ErrorFrame::new(ErrorCode::UnknownRecipient, format!("no user named {user:?}"))),
+        Err(_) => Err(ErrorFrame::new(ErrorCode::Internal, failure)),
+    }
+}
+
 /// Ids recently pushed, so that the switch between backlog and live delivery sends nothing twice.
 struct RecentIds {
     set: HashSet<String>,
@@ -660,36 +670,29 @@ impl Conn {
             FrameBody::Ping(r) => self.feed(&Frame::new(FrameBody::Pong(Request { id: None, reference: r.id }))).await,
             FrameBody::KeysUpload(k) => {
                 let store = Arc::clone(&self.state.store);
-                match crate::e2e::upload(store.as_ref(), self.user_id, &self.device, &self.key_challenge, k.upload, self.state.config.limits.max_prekeys_per_device).await {
+                let max = self.state.config.limits.max_prekeys_per_device;
+                let answer = match crate::e2e::upload(store.as_ref(), self.user_id, &self.device, &self.key_challenge, k.upload, max).await {
                     Ok(()) => {
                         self.state.hub.invalidate_route(&self.user);
-                        self.feed(&Frame::new(FrameBody::Ok(Request { id: None, reference: k.id }))).await
+                        Ok(FrameBody::Ok(Request { id: None, reference: k.id.clone() }))
                     }
-                    Err(mut e) => {
+                    Err(e) => {
                         tracing::info!(user = %self.user, device = %self.device, reason = %e.message, "key upload refused");
-                        e.reference = k.id;
                         self.count_error(e.code);
-                        self.feed(&Frame::new(FrameBody::Error(e))).await
+                        Err(e)
                     }
-                }
+                };
+                self.answer(k.id, answer).await
             }
             FrameBody::KeysDevices(k) => {
                 let hub = Arc::clone(&self.state.hub);
-                let answer = match hub.route(&k.user).await {
-                    Ok(Some(route)) => crate::e2e::device_list(self.state.store.as_ref(), route.user_id).await,
-                    Ok(None) => Err(ErrorFrame::new(ErrorCode::UnknownRecipient, format!("no user named {:?}", k.user))),
-                    Err(_) => Err(ErrorFrame::new(ErrorCode::Internal, "could not read the device list")),
+                let answer = match key_route(&hub, &k.user, "could not read the device list").await {
+                    Ok(route) => crate::e2e::device_list(self.state.store.as_ref(), route.user_id).await.map(|devices| {
+                        FrameBody::KeysDeviceList(imfree_proto::KeysDeviceList { reference: k.id.clone(), user: k.user, devices })
+                    }),
+                    Err(e) => Err(e),
                 };
-                match answer {
-                    Ok(devices) => {
-                        let list = imfree_proto::KeysDeviceList { reference: k.id, user: k.user, devices };
-                        self.feed(&Frame::new(FrameBody::KeysDeviceList(list))).await
-                    }
-                    Err(mut e) => {
-                        e.reference = k.id;
-                        self.feed(&Frame::new(FrameBody::Error(e))).await
-                    }
-                }
+                self.answer(k.id, answer).await
             }
             FrameBody::KeysClaim(k) => {
                 // Claims use up one-time prekeys: they count against the envelope rate.
@@ -697,21 +700,13 @@ impl Conn {
                     return Ok(());
                 }
                 let hub = Arc::clone(&self.state.hub);
-                let answer = match hub.route(&k.user).await {
-                    Ok(Some(route)) => crate::e2e::claim(self.state.store.as_ref(), &route.devices, &k.devices).await,
-                    Ok(None) => Err(ErrorFrame::new(ErrorCode::UnknownRecipient, format!("no user named {:?}", k.user))),
-                    Err(_) => Err(ErrorFrame::new(ErrorCode::Internal, "could not claim keys")),
+                let answer = match key_route(&hub, &k.user, "could not claim keys").await {
+                    Ok(route) => crate::e2e::claim(self.state.store.as_ref(), &route.devices, &k.devices).await.map(|bundles| {
+                        FrameBody::KeysBundles(imfree_proto::KeysBundles { reference: k.id.clone(), user: k.user, bundles })
+                    }),
+                    Err(e) => Err(e),
                 };
-                match answer {
-                    Ok(bundles) => {
-                        let out = imfree_proto::KeysBundles { reference: k.id, user: k.user, bundles };
-                        self.feed(&Frame::new(FrameBody::KeysBundles(out))).await
-                    }
-                    Err(mut e) => {
-                        e.reference = k.id;
-                        self.feed(&Frame::new(FrameBody::Error(e))).await
-                    }
-                }
+                self.answer(k.id, answer).await
             }
             FrameBody::TotpSetup(r) => self.totp_setup(r.id).await,
             FrameBody::TotpConfirm(c) => self.totp_confirm(c.id, &c.code, true).await,
@@ -779,6 +774,17 @@ impl Conn {
         }
         tracing::info!(user = %self.user, enabled = enable, "two-factor authentication changed");
         self.feed(&Frame::new(FrameBody::Ok(Request { id: None, reference }))).await
+    }
+
+    /// Answer a request: the answer frame, or the error with the request's id as `ref`.
+    async fn answer(&mut self, reference: Option<String>, answer: Result<FrameBody, ErrorFrame>) -> Result<(), ()> {
+        match answer {
+            Ok(body) => self.feed(&Frame::new(body)).await,
+            Err(mut e) => {
+                e.reference = reference;
+                self.feed(&Frame::new(FrameBody::Error(e))).await
+            }
+        }
     }
 
     /// Seal a frame and queue it on the socket (flushed by the loop).
