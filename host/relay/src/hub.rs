@@ -196,11 +196,12 @@ impl Hub {
         }
     }
 
-    async fn after_commit(&self, env: NewEnvelope, reply: Option<mpsc::Sender<ConnEvent>>, outcome: Result<EnqueueOutcome, String>) {
+    async fn after_commit(&self, mut env: NewEnvelope, reply: Option<mpsc::Sender<ConnEvent>>, outcome: Result<EnqueueOutcome, String>) {
         match &outcome {
             Ok(EnqueueOutcome::Stored) => {
                 self.metrics.envelopes_accepted.inc();
-                let envelope_for = |payload: &[u8]| {
+                // The envelope is ours now: its payloads move into the deliveries instead of being copied.
+                let envelope_for = |payload: Vec<u8>| {
                     Arc::new(imfree_store::QueuedEnvelope {
                         seq: 0,
                         id: env.id.clone(),
@@ -209,18 +210,19 @@ impl Hub {
                         sender_device: env.sender_device.clone(),
                         recipient: env.recipient.clone(),
                         mime: env.mime.clone(),
-                        payload: payload.to_vec(),
+                        payload,
                         created_at: env.created_at,
                     })
                 };
-                if env.device_payloads.is_empty() {
-                    let shared = envelope_for(&env.payload);
+                let device_payloads = std::mem::take(&mut env.device_payloads);
+                if device_payloads.is_empty() {
+                    let shared = envelope_for(std::mem::take(&mut env.payload));
                     for device in &env.recipient_devices {
                         self.deliver_live(device, &shared);
                     }
                 } else {
                     // End to end: each device gets the ciphertext made for it, live as from its queue.
-                    for (device, payload) in env.recipient_devices.iter().zip(&env.device_payloads) {
+                    for (device, payload) in env.recipient_devices.iter().zip(device_payloads) {
                         self.deliver_live(device, &envelope_for(payload));
                     }
                 }
