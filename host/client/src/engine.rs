@@ -133,7 +133,7 @@ impl Client {
         let relay_pin = if trust.accept_new_relay_key { None } else { account.relay_key()? };
         let device_name = std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty() && h.len() <= 64).unwrap_or_else(|| "cli".into());
         let auth = PasswordAuth { op, user, password, totp, device_name: &device_name };
-        let (mut conn, welcome, presented) = Connection::password(server, tls_pin.as_deref(), relay_pin, &keys, auth).await?;
+        let (conn, welcome, presented) = Connection::password(server, tls_pin.as_deref(), relay_pin, &keys, auth).await?;
         account.user = Some(welcome.user.clone());
         account.device = Some(welcome.device.clone());
         account.token = welcome.token.clone();
@@ -143,16 +143,21 @@ impl Client {
         home.save(&account)?;
         // The account's first device makes its identity and publishes its keys; a later device has to be linked
         // from an existing one before it can take part in end-to-end conversations.
-        let mut e2e = DeviceE2e::load(&store, account.device_keys()?).await?;
-        if e2e.is_none() && op == XxOp::Register {
-            let mut fresh = DeviceE2e::create(account.device_keys()?);
+        let e2e = DeviceE2e::load(&store, account.device_keys()?).await?;
+        let needs_identity = e2e.is_none() && op == XxOp::Register;
+        let client = Client { home, account, store, e2e: Mutex::new(e2e) };
+        let mut session = Session { client: &client, conn, events: VecDeque::new(), queued_at_connect: welcome.queued };
+        if needs_identity {
+            let mut fresh = DeviceE2e::create(client.account.device_keys()?);
             let upload = fresh.first_upload(&welcome.key_challenge.0);
-            upload_keys(&mut conn, &upload).await?;
-            store.put_e2e_state(&fresh.state()).await?;
-            e2e = Some(fresh);
+            session.upload(&upload).await?;
+            client.store.put_e2e_state(&fresh.state()).await?;
+            if let Ok(mut slot) = client.e2e.lock() {
+                *slot = Some(fresh);
+            }
         }
-        conn.close().await;
-        Ok(Client { home, account, store, e2e: Mutex::new(e2e) })
+        session.close().await;
+        Ok(client)
     }
 
     /// Open the account set up in this home.
@@ -831,18 +836,3 @@ fn stored_delivery(d: &imfree_proto::Deliver, me: &str, body_mime: String, body:
     }
 }
 
-/// Send a key upload on a fresh connection and wait for the relay's answer.
-async fn upload_keys(conn: &mut Connection, upload: &imfree_crypto::prekeys::KeyUpload) -> Result<(), ClientError> {
-    let id = new_envelope_id();
-    let document = serde_json::to_value(upload).map_err(|e| ClientError::E2e(e.to_string()))?;
-    conn.send(&Frame::new(FrameBody::KeysUpload(KeysUpload { id: Some(id.clone()), upload: document }))).await?;
-    loop {
-        match conn.recv().await?.body {
-            FrameBody::Ok(r) if r.reference.as_deref() == Some(&id) => return Ok(()),
-            FrameBody::Error(e) if e.reference.as_deref() == Some(&id) => {
-                return Err(ClientError::Refused { code: e.code, message: e.message });
-            }
-            _ => {}
-        }
-    }
-}
