@@ -67,6 +67,14 @@ pub enum ErrorCode {
     StaleDevices,
     /// A key upload was refused: bad proof or signature, or a certificate from another identity than the account's.
     KeysRejected,
+    /// No group with this id exists on the relay.
+    UnknownGroup,
+    /// The sender is not a member of the group (per the membership log).
+    NotAMember,
+    /// A membership-log entry was refused: malformed, badly signed, or a change its actor may not make.
+    GroupRejected,
+    /// Another entry took this place in the membership log first: fetch the log (`group.log`), re-apply and retry.
+    GroupConflict,
 }
 
 impl ErrorCode {
@@ -102,6 +110,10 @@ impl ErrorCode {
             ErrorCode::ShuttingDown => "shutting_down",
             ErrorCode::StaleDevices => "stale_devices",
             ErrorCode::KeysRejected => "keys_rejected",
+            ErrorCode::UnknownGroup => "unknown_group",
+            ErrorCode::NotAMember => "not_a_member",
+            ErrorCode::GroupRejected => "group_rejected",
+            ErrorCode::GroupConflict => "group_conflict",
         }
     }
 }
@@ -173,7 +185,7 @@ mod tests {
 
     #[test]
     fn wire_names_match_serde() {
-        for code in [ErrorCode::MalformedFrame, ErrorCode::HandshakeReplayed, ErrorCode::TotpInvalid, ErrorCode::ShuttingDown] {
+        for code in [ErrorCode::MalformedFrame, ErrorCode::HandshakeReplayed, ErrorCode::TotpInvalid, ErrorCode::ShuttingDown, ErrorCode::GroupConflict] {
             assert_eq!(serde_json::to_value(code).unwrap(), serde_json::Value::String(code.as_str().into()));
         }
     }

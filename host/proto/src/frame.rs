@@ -16,6 +16,9 @@ pub struct Frame {
     pub body: FrameBody,
 }
 
+/// The largest encoded membership-log entry (a 64-character user name makes one of under 300 bytes).
+pub const MAX_GROUP_ENTRY_BYTES: usize = 1024;
+
 /// Every frame type of IMF v1. Unknown types are rejected with [`ErrorCode::UnknownType`] (the connection stays).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -51,6 +54,12 @@ pub enum FrameBody {
     /// `keys.bundles`.
     #[serde(rename = "keys.claim")]
     KeysClaim(KeysClaim),
+    /// Append a signed entry to a group's membership log (the genesis entry creates the group); answered with `ok`.
+    #[serde(rename = "group.append")]
+    GroupAppend(GroupAppend),
+    /// Ask for a group's membership log from an entry on; answered with `group.entries`.
+    #[serde(rename = "group.log")]
+    GroupLog(GroupLog),
 
     // ----- both directions -----
     /// Client -> relay: set own status. Relay -> client: a contact's status.
@@ -83,6 +92,9 @@ pub enum FrameBody {
     /// The answer to `keys.claim`.
     #[serde(rename = "keys.bundles")]
     KeysBundles(KeysBundles),
+    /// The answer to `group.log`.
+    #[serde(rename = "group.entries")]
+    GroupEntries(GroupEntries),
     /// A request failed, or the connection is about to close.
     Error(ErrorFrame),
 }
@@ -91,7 +103,8 @@ pub enum FrameBody {
 pub const FRAME_TYPES: &[&str] = &[
     "send", "ack", "presence.query", "totp.setup", "totp.confirm", "totp.disable", "logout", "ping", "presence",
     "typing", "receipt", "welcome", "deliver", "accepted", "drained", "totp.secret", "ok", "pong", "error",
-    "keys.upload", "keys.devices", "keys.claim", "keys.device_list", "keys.bundles",
+    "keys.upload", "keys.devices", "keys.claim", "keys.device_list", "keys.bundles", "group.append", "group.log",
+    "group.entries",
 ];
 
 /// Whom an envelope is for.
@@ -100,16 +113,14 @@ pub enum Recipient {
     /// A user, by name: every device of theirs.
     #[serde(rename = "to")]
     User(String),
+    /// A group, by id: every device of every member but the sending one. The payload is one group message
+    /// (sender-key ciphertext) for all of them.
+    #[serde(rename = "group")]
+    Group(GroupId),
 }
 
-impl Recipient {
-    /// The user name, for a user recipient.
-    pub fn user(&self) -> &str {
-        match self {
-            Recipient::User(u) => u,
-        }
-    }
-}
+/// A group id: a ULID, the 16 bytes that the membership log names, in its 26-character text form.
+pub type GroupId = EnvelopeId;
 
 /// Opaque payload bytes, base64 (standard alphabet, padded) on the wire. The relay never looks inside.
 #[derive(Clone, PartialEq, Eq, Default)]
@@ -251,6 +262,46 @@ pub struct KeysBundles {
     pub bundles: Vec<DeviceBundle>,
 }
 
+/// `group.append`: one membership-log entry (see docs/crypto.md, `MembershipEntry`), in its canonical encoding.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupAppend {
+    /// Request id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// The group.
+    pub group: GroupId,
+    /// The encoded entry; its `seq` must be the log's next.
+    pub entry: Payload,
+}
+
+/// `group.log`: entries `from` on (0 for the whole log).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupLog {
+    /// Request id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// The group.
+    pub group: GroupId,
+    /// The first entry wanted.
+    #[serde(default)]
+    pub from: u64,
+}
+
+/// `group.entries`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupEntries {
+    /// The request answered.
+    #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+    /// The group.
+    pub group: GroupId,
+    /// The sequence number of the log's last entry as the relay has it.
+    pub head: u64,
+    /// Encoded entries from the requested one on, in order (at most `max_group_entries_per_frame`; ask again from
+    /// the next one for more).
+    pub entries: Vec<Payload>,
+}
+
 /// `deliver`: an envelope for this device.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Deliver {
@@ -262,6 +313,9 @@ pub struct Deliver {
     pub from_device: String,
     /// The recipient user.
     pub to: String,
+    /// For a group message: the group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<GroupId>,
     /// When the relay accepted the envelope (Unix milliseconds).
     pub ts: u64,
     /// The outer content type.
@@ -514,6 +568,9 @@ impl Frame {
             FrameBody::KeysClaim(_) => "keys.claim",
             FrameBody::KeysDeviceList(_) => "keys.device_list",
             FrameBody::KeysBundles(_) => "keys.bundles",
+            FrameBody::GroupAppend(_) => "group.append",
+            FrameBody::GroupLog(_) => "group.log",
+            FrameBody::GroupEntries(_) => "group.entries",
             FrameBody::Presence(_) => "presence",
             FrameBody::Typing(_) => "typing",
             FrameBody::Receipt(_) => "receipt",
@@ -583,7 +640,11 @@ impl Frame {
         };
         match &self.body {
             FrameBody::Send(s) => {
-                name("to", s.to.user())?;
+                if let Recipient::User(to) = &s.to {
+                    name("to", to)?;
+                } else if !s.payloads.is_empty() {
+                    return Err(DecodeError::InvalidField { field: "payloads", reason: "a group message has one payload, in data".into() });
+                }
                 mime(&s.mime)?;
                 payload(&s.data)?;
                 if s.payloads.len() > limits.max_devices_per_send {
@@ -618,6 +679,21 @@ impl Frame {
                 Ok(())
             }
             FrameBody::KeysDeviceList(_) | FrameBody::KeysBundles(_) => Ok(()),
+            FrameBody::GroupAppend(g) => {
+                request(&g.id)?;
+                if g.entry.0.len() > MAX_GROUP_ENTRY_BYTES {
+                    return Err(DecodeError::PayloadTooLarge { size: g.entry.0.len(), limit: MAX_GROUP_ENTRY_BYTES });
+                }
+                Ok(())
+            }
+            FrameBody::GroupLog(g) => request(&g.id),
+            FrameBody::GroupEntries(g) => g.entries.iter().try_for_each(|e| {
+                if e.0.len() > MAX_GROUP_ENTRY_BYTES {
+                    Err(DecodeError::PayloadTooLarge { size: e.0.len(), limit: MAX_GROUP_ENTRY_BYTES })
+                } else {
+                    Ok(())
+                }
+            }),
             FrameBody::Deliver(d) => {
                 name("from", &d.from)?;
                 name("to", &d.to)?;
@@ -733,7 +809,7 @@ mod tests {
             FrameBody::Typing(Typing { to: Some("bob".into()), from: None, active: true }),
             FrameBody::Receipt(Receipt { id: id(), to: Some("a".into()), from: None, refs: vec![id()], kind: ReceiptKind::Read, ts: None }),
             FrameBody::Welcome(Welcome { user: "a".into(), device: "d".into(), token: None, token_expires: None, queued: 3, server_time: 9, key_challenge: Payload(vec![1, 2]), prekeys_left: Some((3, 4)) }),
-            FrameBody::Deliver(Deliver { id: id(), from: "a".into(), from_device: "d".into(), to: "b".into(), ts: 1, mime: "x/y".into(), data: vec![0, 255].into() }),
+            FrameBody::Deliver(Deliver { id: id(), from: "a".into(), from_device: "d".into(), to: "b".into(), group: None, ts: 1, mime: "x/y".into(), data: vec![0, 255].into() }),
             FrameBody::Accepted(Accepted { id: id(), duplicate: true, ts: 3 }),
             FrameBody::Drained(Request::default()),
             FrameBody::TotpSecret(TotpSecret { secret: "ABC".into(), uri: "otpauth://x".into() }),
@@ -745,8 +821,13 @@ mod tests {
             FrameBody::KeysClaim(KeysClaim { id: None, user: "bob".into(), devices: vec!["d1".into()] }),
             FrameBody::KeysDeviceList(KeysDeviceList { reference: None, user: "bob".into(), devices: vec![DeviceEntry { device: "d1".into(), certificate: serde_json::json!({}) }] }),
             FrameBody::KeysBundles(KeysBundles { reference: Some("q".into()), user: "bob".into(), bundles: vec![] }),
+            FrameBody::Send(Send { id: id(), to: Recipient::Group(id()), mime: "application/vnd.imfree.e2e".into(), data: b"g".to_vec().into(), payloads: vec![] }),
+            FrameBody::Deliver(Deliver { id: id(), from: "a".into(), from_device: "d".into(), to: "b".into(), group: Some(id()), ts: 1, mime: "x/y".into(), data: vec![1].into() }),
+            FrameBody::GroupAppend(GroupAppend { id: Some("g".into()), group: id(), entry: vec![1, 2].into() }),
+            FrameBody::GroupLog(GroupLog { id: None, group: id(), from: 3 }),
+            FrameBody::GroupEntries(GroupEntries { reference: Some("g".into()), group: id(), head: 4, entries: vec![vec![1].into()] }),
         ];
-        assert_eq!(bodies.len(), FRAME_TYPES.len() + 1);
+        assert_eq!(bodies.len(), FRAME_TYPES.len() + 3);
         for body in bodies {
             let frame = Frame::new(body);
             let json = frame.encode();
@@ -758,11 +839,22 @@ mod tests {
     }
 
     #[test]
+    fn a_group_message_names_its_group_and_carries_one_payload() {
+        let json = r#"{"v":1,"type":"send","id":"01HZY6Q0V2W8K3D9M5T7R4X1AB","group":"01HZY6Q0V2W8K3D9M5T7R4X1AC","mime":"application/vnd.imfree.e2e","data":"aGk="}"#;
+        let FrameBody::Send(send) = decode(json).unwrap().body else { panic!("not a send") };
+        assert_eq!(send.to, Recipient::Group("01HZY6Q0V2W8K3D9M5T7R4X1AC".parse().unwrap()));
+        let split = r#"{"v":1,"type":"send","id":"01HZY6Q0V2W8K3D9M5T7R4X1AB","group":"01HZY6Q0V2W8K3D9M5T7R4X1AC","mime":"application/vnd.imfree.e2e","payloads":[{"device":"d","data":"aGk="}]}"#;
+        assert!(matches!(decode(split), Err(DecodeError::InvalidField { field: "payloads", .. })));
+        let entry = format!(r#"{{"v":1,"type":"group.append","group":"01HZY6Q0V2W8K3D9M5T7R4X1AC","entry":"{}"}}"#, "A".repeat(1400));
+        assert!(matches!(decode(&entry), Err(DecodeError::PayloadTooLarge { .. })), "entries are small");
+    }
+
+    #[test]
     fn wire_shape_of_send_is_flat() {
         let json = r#"{"v":1,"type":"send","id":"01HZY6Q0V2W8K3D9M5T7R4X1AB","to":"bob","mime":"text/plain","data":"aGk="}"#;
         let frame = decode(json).unwrap();
         let FrameBody::Send(send) = frame.body else { panic!("not a send") };
-        assert_eq!(send.to.user(), "bob");
+        assert_eq!(send.to, Recipient::User("bob".into()));
         assert_eq!(send.data.0, b"hi");
     }
 

@@ -34,10 +34,10 @@ fn frame_corpus() {
 fn content_corpus() {
     let limits = Limits { max_decompressed_bytes: 1 << 16, ..Limits::default() };
     for (name, data) in corpus("content") {
-        if let Ok(content) = Content::decode(&data) {
-            if let Ok(body) = content.body_bytes(&limits) {
-                assert!(body.len() <= limits.max_decompressed_bytes, "{name}");
-            }
+        if let Ok(content) = Content::decode(&data)
+            && let Ok(body) = content.body_bytes(&limits)
+        {
+            assert!(body.len() <= limits.max_decompressed_bytes, "{name}");
         }
     }
 }
