@@ -399,4 +399,18 @@ pub trait RelayStore: Send + Sync + 'static {
     async fn claim_bundles(&self, devices: &[String]) -> Result<Vec<ClaimedBundle>>;
     /// Unclaimed one-time prekeys of a device: (X25519, ML-KEM).
     async fn prekey_counts(&self, device: &str) -> Result<(i64, i64)>;
+
+    // ----- groups -----
+    /// Append entry `seq` to a group's membership log and make `members` the group's current members (everyone
+    /// else the log named stays on as a former member), in one transaction. `Ok(false)`: the log already has an
+    /// entry `seq` (another client appended first); nothing changed. The caller has verified the entry.
+    async fn append_group_entry(&self, group: &str, seq: i64, entry: &[u8], members: &[UserId], at: UnixMs) -> Result<bool>;
+    /// Entries `from` on, oldest first, at most `limit`.
+    async fn group_entries(&self, group: &str, from: i64, limit: i64) -> Result<Vec<(i64, Vec<u8>)>>;
+    /// The sequence number of the log's last entry; `None` when the group does not exist.
+    async fn group_head(&self, group: &str) -> Result<Option<i64>>;
+    /// Current members.
+    async fn group_members(&self, group: &str) -> Result<Vec<UserId>>;
+    /// `Some(true)` for a current member, `Some(false)` for a former one, `None` for someone the log never named.
+    async fn group_membership(&self, group: &str, user: UserId) -> Result<Option<bool>>;
 }

@@ -568,6 +568,64 @@ impl RelayStore for PgStore {
         let count = |k: i16| rows.iter().find(|(kind, _)| *kind == k).map_or(0, |(_, n)| *n);
         Ok((count(0), count(1)))
     }
+
+    async fn append_group_entry(&self, group: &str, seq: i64, entry: &[u8], members: &[UserId], at: UnixMs) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO group_log (group_id, seq, entry, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+        )
+        .bind(group)
+        .bind(seq)
+        .bind(entry)
+        .bind(at)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if inserted == 0 {
+            return Ok(false);
+        }
+        sqlx::query("UPDATE group_members SET active = FALSE WHERE group_id = $1").bind(group).execute(&mut *tx).await?;
+        for user in members {
+            sqlx::query(
+                "INSERT INTO group_members (group_id, user_id, active) VALUES ($1, $2, TRUE) \
+                 ON CONFLICT (group_id, user_id) DO UPDATE SET active = TRUE",
+            )
+            .bind(group)
+            .bind(user)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn group_entries(&self, group: &str, from: i64, limit: i64) -> Result<Vec<(i64, Vec<u8>)>> {
+        Ok(sqlx::query_as("SELECT seq, entry FROM group_log WHERE group_id = $1 AND seq >= $2 ORDER BY seq LIMIT $3")
+            .bind(group)
+            .bind(from)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    async fn group_head(&self, group: &str) -> Result<Option<i64>> {
+        Ok(sqlx::query_scalar("SELECT MAX(seq) FROM group_log WHERE group_id = $1").bind(group).fetch_one(&self.pool).await?)
+    }
+
+    async fn group_members(&self, group: &str) -> Result<Vec<UserId>> {
+        Ok(sqlx::query_scalar("SELECT user_id FROM group_members WHERE group_id = $1 AND active ORDER BY user_id")
+            .bind(group)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    async fn group_membership(&self, group: &str, user: UserId) -> Result<Option<bool>> {
+        Ok(sqlx::query_scalar("SELECT active FROM group_members WHERE group_id = $1 AND user_id = $2")
+            .bind(group)
+            .bind(user)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
 }
 
 /// The body of [`RelayStore::enqueue`] inside a transaction the caller opened and commits.

@@ -2,6 +2,7 @@
 
 mod accounts;
 mod fixtures;
+mod groups;
 mod harness;
 mod keys;
 mod queues;
