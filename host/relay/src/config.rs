@@ -135,6 +135,8 @@ pub struct LimitsConfig {
     pub dedupe_retention_secs: u64,
     /// Unclaimed one-time prekeys (of each kind) the relay keeps per device; an upload beyond it is refused.
     pub max_prekeys_per_device: usize,
+    /// Entries a group's membership log may hold; an append beyond it is refused (`group_rejected`).
+    pub max_group_log_entries: usize,
 }
 
 impl Default for LimitsConfig {
@@ -155,6 +157,7 @@ impl Default for LimitsConfig {
             commit_batch: 4096,
             dedupe_retention_secs: 7 * 24 * 3600,
             max_prekeys_per_device: 500,
+            max_group_log_entries: 10_000,
         }
     }
 }
@@ -256,6 +259,7 @@ mod tests {
         let defaults = RelayConfig::default();
         assert_eq!(parsed.limits.commit_batch, defaults.limits.commit_batch, "the example shows the defaults");
         assert_eq!(parsed.limits.max_prekeys_per_device, defaults.limits.max_prekeys_per_device);
+        assert_eq!(parsed.limits.max_group_log_entries, defaults.limits.max_group_log_entries);
         assert_eq!(parsed.limits.protocol, defaults.limits.protocol);
     }
 }

@@ -19,7 +19,7 @@ use axum::extract::ws::{Message, WebSocket};
 use futures_util::SinkExt;
 use imfree_crypto::noise::{Responder, Transport};
 use imfree_proto::{
-    Accepted, Deliver, ErrorCode, ErrorFrame, Frame, FrameBody, Payload, Receipt, ReceiptKind, Request, TotpSecret,
+    Accepted, Deliver, ErrorCode, ErrorFrame, Frame, FrameBody, Payload, Receipt, ReceiptKind, Recipient, Request, TotpSecret,
     Typing,
 };
 use imfree_store::{EnqueueOutcome, EnvelopeKind, NewEnvelope, QueuedEnvelope};
@@ -380,12 +380,14 @@ impl Conn {
             return Ok(());
         };
         let ts = env.created_at.max(0) as u64;
+        let group = crate::groups::group_of_recipient(&env.recipient);
         let body = match env.kind {
             EnvelopeKind::Message => FrameBody::Deliver(Deliver {
                 id,
                 from: env.sender.clone(),
                 from_device: env.sender_device.clone(),
-                to: env.recipient.clone(),
+                to: if group.is_some() { self.user.clone() } else { env.recipient.clone() },
+                group,
                 ts,
                 mime: env.mime.clone(),
                 data: Payload(env.payload.clone()),
@@ -537,6 +539,49 @@ impl Conn {
         Ok(Some((route.user_id, devices, e2e)))
     }
 
+    /// A group message: one sender-key ciphertext for every E2E device of every current member but this one.
+    async fn send_to_group(&mut self, reference: String, group: imfree_proto::GroupId, mime: String, data: Vec<u8>) -> Result<(), ()> {
+        let store = Arc::clone(&self.state.store);
+        let members = match crate::groups::members_for_send(store.as_ref(), self.user_id, &group).await {
+            Ok(m) => m,
+            Err(mut e) => {
+                e.reference = Some(reference);
+                self.count_error(e.code);
+                return self.feed(&Frame::new(FrameBody::Error(e))).await;
+            }
+        };
+        let hub = Arc::clone(&self.state.hub);
+        let mut devices = Vec::new();
+        for member in members {
+            let route = match store.user_by_id(member).await {
+                Ok(Some(user)) => hub.route(&user.name).await,
+                Ok(None) => continue,
+                Err(e) => Err(e),
+            };
+            match route {
+                Ok(Some(route)) => devices.extend(route.e2e_devices.iter().filter(|d| **d != self.device).cloned()),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::error!(error = %e, "group route lookup failed");
+                    return self.error(ErrorCode::Internal, "the relay could not route this; send it again", Some(reference)).await;
+                }
+            }
+        }
+        self.submit(NewEnvelope {
+            id: reference,
+            kind: EnvelopeKind::Message,
+            sender: self.user.clone(),
+            sender_device: self.device.clone(),
+            recipient: crate::groups::envelope_recipient(&group),
+            mime,
+            payload: data,
+            created_at: now_ms(),
+            recipient_devices: devices,
+            device_payloads: Vec::new(),
+        })
+        .await
+    }
+
     async fn submit(&mut self, envelope: NewEnvelope) -> Result<(), ()> {
         if !self.state.hub.submit(envelope, self.tx.clone()).await {
             return Err(());
@@ -551,7 +596,10 @@ impl Conn {
                 if !self.envelope_allowed(&reference).await? {
                     return Ok(());
                 }
-                let to = send.to.user().to_owned();
+                let to = match send.to {
+                    Recipient::User(to) => to,
+                    Recipient::Group(group) => return self.send_to_group(reference, group, send.mime, send.data.0).await,
+                };
                 let Some((_, devices, e2e)) = self.recipients(&to, &reference).await? else { return Ok(()) };
                 let (recipient_devices, device_payloads) = if send.payloads.is_empty() {
                     (devices, Vec::new())
@@ -707,6 +755,26 @@ impl Conn {
                     Err(e) => Err(e),
                 };
                 self.answer(k.id, answer).await
+            }
+            FrameBody::GroupAppend(g) => {
+                let store = Arc::clone(&self.state.store);
+                let max = self.state.config.limits.max_group_log_entries;
+                let answer = match crate::groups::append(store.as_ref(), self.user_id, &g.group, &g.entry.0, max).await {
+                    Ok(()) => Ok(FrameBody::Ok(Request { id: None, reference: g.id.clone() })),
+                    Err(e) => {
+                        tracing::info!(user = %self.user, group = %g.group, reason = %e.message, "membership entry refused");
+                        self.count_error(e.code);
+                        Err(e)
+                    }
+                };
+                self.answer(g.id, answer).await
+            }
+            FrameBody::GroupLog(g) => {
+                let store = Arc::clone(&self.state.store);
+                let answer = crate::groups::log(store.as_ref(), self.user_id, &g.group, g.from).await.map(|(head, entries)| {
+                    FrameBody::GroupEntries(imfree_proto::GroupEntries { reference: g.id.clone(), group: g.group, head, entries })
+                });
+                self.answer(g.id, answer).await
             }
             FrameBody::TotpSetup(r) => self.totp_setup(r.id).await,
             FrameBody::TotpConfirm(c) => self.totp_confirm(c.id, &c.code, true).await,
