@@ -68,7 +68,7 @@ enum ClientCommand {
     /// Send text messages to a user, one per TEXT, in order; prints each message's id. Exits 75 when the relay
     /// was unreachable: the messages stay queued and go out with the next command that connects.
     Send {
-        /// Recipient user name.
+        /// Recipient: a user name, or `group:<id>` for a group.
         to: String,
         /// The text of each message ("-" reads one message from standard input).
         #[arg(required = true, num_args = 1..)]
@@ -130,6 +130,9 @@ enum ClientCommand {
         /// The contact.
         user: String,
     },
+    /// Groups: create, add, remove, leave, info, list.
+    #[command(subcommand)]
+    Group(crate::group::GroupCommand),
     /// Revoke this device's session on the relay.
     Logout,
     /// Show this home's account: server, user, device, pinned fingerprints.
@@ -245,6 +248,7 @@ pub(crate) async fn run(args: ClientArgs) -> anyhow::Result<ExitCode> {
                 println!("{user}'s identity key has not changed; nothing to accept");
             }
         }
+        ClientCommand::Group(command) => crate::group::run(home, command).await?,
         ClientCommand::Logout => {
             let mut client = Client::open(home).await?;
             let session = client.connect().await?;
@@ -288,8 +292,19 @@ async fn send(home: Option<&Path>, to: &str, texts: &[String], markdown: bool) -
         };
         ids.push(client.compose(to, mime, text.as_bytes()).await?);
     }
+    let group = to.starts_with(imfree_client::groups::GROUP_PREFIX).then(|| imfree_client::groups::parse_group(to)).transpose()?;
+    let mut refused_group = None;
     let outcome = async {
         let mut session = client.connect().await?;
+        if let Some(group) = &group {
+            // Verify the membership log first, so that a refusal says why.
+            match session.group_info(group).await {
+                Ok(info) if info.status != "active" => refused_group = Some(info.status),
+                Ok(_) => {}
+                Err(e @ (ClientError::Io(_) | ClientError::Store(_))) => return Err(e),
+                Err(e) => refused_group = Some(e.to_string()),
+            }
+        }
         session.sync_outbox(Duration::from_secs(30)).await?;
         session.close().await;
         Ok::<_, ClientError>(())
@@ -300,6 +315,9 @@ async fn send(home: Option<&Path>, to: &str, texts: &[String], markdown: bool) -
             let failed = client.store().conversation(to, 1_000_000).await?.into_iter().filter(|m| m.status == "failed" && ids.contains(&m.id)).count();
             for id in &ids {
                 println!("{id}");
+            }
+            if let Some(status) = refused_group.filter(|_| failed > 0) {
+                anyhow::bail!("{failed} message(s) not sent: the group is {status}");
             }
             if failed > 0 {
                 anyhow::bail!("the relay refused {failed} message(s) (is {to:?} a user?)");
@@ -343,6 +361,12 @@ fn print_message(m: &StoredMessage, json: bool) -> std::io::Result<()> {
         if m.status == "identity-changed" {
             v["warning"] = "identity_changed".into();
         }
+        if let Some(group) = m.to.strip_prefix(imfree_client::groups::GROUP_PREFIX) {
+            v["group"] = group.into();
+        }
+        if m.status == "event" || m.status == "warning" {
+            v[m.status.as_str()] = true.into();
+        }
         writeln!(out, "{v}")
     } else if m.status == "identity-changed" {
         writeln!(
@@ -350,6 +374,10 @@ fn print_message(m: &StoredMessage, json: bool) -> std::io::Result<()> {
             "[{}] {} -> {}: {}   [WARNING: sent under a NEW identity key of {}; compare safety numbers: imfree client verify {}]",
             m.ts, m.from, m.to, body_text(m), m.from, m.from
         )
+    } else if m.status == "event" {
+        writeln!(out, "[{}] {}: * {}", m.ts, m.to, body_text(m))
+    } else if m.status == "warning" {
+        writeln!(out, "[{}] {}: {}", m.ts, m.to, body_text(m))
     } else {
         writeln!(out, "[{}] {} -> {}: {}", m.ts, m.from, m.to, body_text(m))
     }

@@ -5,6 +5,7 @@
 mod admin;
 mod bench;
 mod client;
+mod group;
 mod serve;
 
 use std::path::PathBuf;

@@ -117,6 +117,11 @@ impl DeviceE2e {
         out
     }
 
+    /// The user identity, on a device that holds it (the account's first device, or one linked from it).
+    pub fn user_identity(&self) -> Option<&UserIdentity> {
+        self.identity.as_ref()
+    }
+
     /// The user identity key this device is certified by.
     pub fn identity_key(&self) -> [u8; 32] {
         self.certificate.user_identity

@@ -94,7 +94,7 @@ pub enum Event {
         /// The recipient.
         user: String,
     },
-    /// Answers to key requests (consumed by the engine).
+    /// Answers to key and group-log requests (consumed by the engine).
     Keys(Frame),
 }
 
@@ -146,7 +146,7 @@ impl Client {
         let e2e = DeviceE2e::load(&store, account.device_keys()?).await?;
         let needs_identity = e2e.is_none() && op == XxOp::Register;
         let client = Client { home, account, store, e2e: Mutex::new(e2e) };
-        let mut session = Session { client: &client, conn, events: VecDeque::new(), queued_at_connect: welcome.queued };
+        let mut session = Session { client: &client, conn, events: VecDeque::new(), settling: false, queued_at_connect: welcome.queued };
         if needs_identity {
             let mut fresh = DeviceE2e::create(client.account.device_keys()?);
             let upload = fresh.first_upload(&welcome.key_challenge.0);
@@ -182,7 +182,7 @@ impl Client {
         self.e2e.lock().ok().and_then(|e| e.as_ref().map(|e| e.certificate.clone()))
     }
 
-    fn with_e2e<T>(&self, f: impl FnOnce(&mut DeviceE2e) -> Result<T, ClientError>) -> Result<T, ClientError> {
+    pub(crate) fn with_e2e<T>(&self, f: impl FnOnce(&mut DeviceE2e) -> Result<T, ClientError>) -> Result<T, ClientError> {
         let mut guard = self.e2e.lock().map_err(|_| ClientError::E2e("state lock poisoned".into()))?;
         let e2e = guard.as_mut().ok_or_else(|| {
             ClientError::E2e("this device has no end-to-end keys: it must be linked from the account's first device".into())
@@ -190,7 +190,7 @@ impl Client {
         f(e2e)
     }
 
-    async fn persist_e2e(&self, sessions: &[(String, String, Vec<u8>)]) -> Result<(), ClientError> {
+    pub(crate) async fn persist_e2e(&self, sessions: &[(String, String, Vec<u8>)]) -> Result<(), ClientError> {
         let state = self.with_e2e(|e| Ok(e.state()))?;
         self.store.put_e2e_sessions(sessions, &state).await
     }
@@ -236,7 +236,7 @@ impl Client {
         let keys = self.account.device_keys()?;
         let (conn, welcome) =
             Connection::resume(&self.account.server, self.account.tls_pin.as_deref(), relay_key, &keys, user, device, token).await?;
-        let mut session = Session { client: self, conn, events: VecDeque::new(), queued_at_connect: welcome.queued };
+        let mut session = Session { client: self, conn, events: VecDeque::new(), settling: false, queued_at_connect: welcome.queued };
         if let Some(left) = welcome.prekeys_left {
             let now = (now_ms() / 1000) as u64;
             let upload = self.with_e2e(|e| Ok(e.replenish_upload(&welcome.key_challenge.0, left, now))).ok().flatten();
@@ -246,6 +246,8 @@ impl Client {
                 self.persist_e2e(&[]).await?;
             }
         }
+        // Group work a previous run stored but did not finish.
+        session.settle_groups().await?;
         Ok(session)
     }
 
@@ -287,9 +289,35 @@ impl Client {
         Ok(id)
     }
 
+    /// Write a content document for a group (`to` is `group:<id>`) to the outbox and the group's conversation; it
+    /// goes out, encrypted with this device's sender key, on the next flush.
+    pub async fn compose_group_document(&self, group: &imfree_proto::GroupId, content: &Content) -> Result<String, ClientError> {
+        let to = format!("{}{group}", crate::groups::GROUP_PREFIX);
+        let id = new_envelope_id();
+        let item = OutboxItem { id: id.clone(), kind: "group".into(), to: to.clone(), mime: mime::E2E.into(), payload: content.encode() };
+        let message = StoredMessage {
+            seq: 0,
+            id: id.clone(),
+            outgoing: true,
+            from: self.user().into(),
+            from_device: self.device().into(),
+            to,
+            ts: now_ms(),
+            mime: content.mime.clone(),
+            body: content.body_bytes(&Limits::default()).unwrap_or_default(),
+            status: "pending".into(),
+        };
+        self.store.insert_outgoing(&message, &item).await?;
+        Ok(id)
+    }
+
     /// Write a text message to the outbox (and the conversation); it goes out on the next flush.
+    /// `to` is a user name or `group:<id>`.
     pub async fn compose(&self, to: &str, body_mime: &str, body: &[u8]) -> Result<String, ClientError> {
         let content = Content::new(body_mime, body, Some(imfree_proto::compress::Compression::Gzip));
+        if to.starts_with(crate::groups::GROUP_PREFIX) {
+            return self.compose_group_document(&crate::groups::parse_group(to)?, &content).await;
+        }
         self.compose_document(to, &content).await
     }
 }
@@ -301,9 +329,11 @@ pub fn new_envelope_id() -> String {
 
 /// A live session with the relay.
 pub struct Session<'c> {
-    client: &'c Client,
-    conn: Connection,
-    events: VecDeque<Event>,
+    pub(crate) client: &'c Client,
+    pub(crate) conn: Connection,
+    pub(crate) events: VecDeque<Event>,
+    /// Handling the group inbox now (it makes requests, whose answers pass through the delivery path again).
+    pub(crate) settling: bool,
     /// How many envelopes the relay said were queued at connect time.
     pub queued_at_connect: u64,
 }
@@ -331,6 +361,37 @@ impl Session<'_> {
                 let refs: Vec<EnvelopeId> = serde_json::from_slice(&item.payload).unwrap_or_default();
                 let kind = if item.mime == "read" { ReceiptKind::Read } else { ReceiptKind::Delivered };
                 FrameBody::Receipt(Receipt { id, to: Some(item.to.clone()), from: None, refs, kind, ts: None })
+            } else if item.kind == "group" {
+                let group = match crate::groups::parse_group(&item.to) {
+                    Ok(g) => g,
+                    Err(_) => {
+                        self.client.store.mark_failed(&item.id).await?;
+                        continue;
+                    }
+                };
+                let data = match self.encrypt_group(&group, &item.id, &item.payload).await {
+                    Ok(d) => d,
+                    Err(ClientError::IdentityChanged { user }) => {
+                        tracing::warn!(%user, "identity key of a group member changed; message held");
+                        self.events.push_back(Event::Held { id: item.id.clone(), user });
+                        continue;
+                    }
+                    Err(e @ (ClientError::Io(_) | ClientError::Store(_))) => return Err(e),
+                    Err(e) => {
+                        // Refused for good (not a member, a log that does not verify, …): say why, keep nothing queued.
+                        tracing::warn!(error = %e, "group message cannot be sent; marked failed");
+                        self.client.store.mark_failed(&item.id).await?;
+                        let (code, message) = match e {
+                            ClientError::Refused { code, message } => (code, message),
+                            other => (ErrorCode::InvalidField, other.to_string()),
+                        };
+                        let mut refusal = ErrorFrame::new(code, message);
+                        refusal.reference = Some(item.id.clone());
+                        self.events.push_back(Event::Refused(refusal));
+                        continue;
+                    }
+                };
+                FrameBody::Send(Send { id, to: Recipient::Group(group), mime: mime::E2E.into(), data: Payload(data), payloads: Vec::new() })
             } else {
                 let payloads = match self.encrypt_for(&item.to, &item.id, &item.payload).await {
                     Ok(p) => p,
@@ -426,29 +487,47 @@ impl Session<'_> {
                     _ => break,
                 }
             }
-            self.process(frames).await?;
+            if self.process(frames).await? {
+                // Boxed: settling makes requests, whose answers come through here again.
+                Box::pin(self.settle_groups()).await?;
+            }
         }
     }
 
-    async fn process(&mut self, frames: Vec<Frame>) -> Result<(), ClientError> {
+    /// Store, acknowledge and turn into events a batch of frames. Returns whether group work went into the inbox.
+    async fn process(&mut self, frames: Vec<Frame>) -> Result<bool, ClientError> {
         let store = &self.client.store;
         let me = self.client.user().to_owned();
         let limits = Limits::default();
         let mut incoming = Vec::new();
+        let mut inbox = Vec::new();
         let mut acks = Vec::new();
         let mut after = Vec::new();
         for frame in frames {
             match frame.body {
                 FrameBody::Deliver(d) => {
                     acks.push(d.id);
+                    if store.in_group_inbox(d.id.as_str()).await? {
+                        continue; // taken in before a crash, not acked then
+                    }
+                    if let Some(group) = &d.group {
+                        inbox.push(crate::groups::inbox_message(&d, group));
+                        continue;
+                    }
                     let message = if d.mime == mime::E2E {
-                        self.decrypt_delivery(&d, &limits, &me).await?
+                        match self.decrypt_delivery(&d, &limits, &me).await? {
+                            Decrypted::Message(m) => m,
+                            Decrypted::Control(item) => {
+                                inbox.push(item);
+                                continue;
+                            }
+                        }
                     } else {
                         decode_delivery(&d, &d.data.0, &limits, &me)
                     };
                     incoming.push(message);
                 }
-                body @ (FrameBody::KeysDeviceList(_) | FrameBody::KeysBundles(_)) => after.push(Event::Keys(Frame::new(body))),
+                body @ (FrameBody::KeysDeviceList(_) | FrameBody::KeysBundles(_) | FrameBody::GroupEntries(_)) => after.push(Event::Keys(Frame::new(body))),
                 FrameBody::Receipt(r) => {
                     acks.push(r.id);
                     let refs: Vec<String> = r.refs.iter().map(|i| i.to_string()).collect();
@@ -482,6 +561,10 @@ impl Session<'_> {
                 other => tracing::debug!(frame = Frame::new(other).type_name(), "ignoring unexpected frame"),
             }
         }
+        let store = &self.client.store;
+        if !inbox.is_empty() {
+            store.push_group_inbox(&inbox).await?;
+        }
         if !incoming.is_empty() {
             let fresh = store.insert_incoming(&incoming, &me).await?;
             for (message, new) in incoming.into_iter().zip(fresh) {
@@ -501,11 +584,11 @@ impl Session<'_> {
             self.conn.flush().await?;
         }
         self.events.extend(after);
-        Ok(())
+        Ok(!inbox.is_empty())
     }
 
     /// Ask the relay something and wait for the answer with this request id.
-    async fn request(&mut self, body: FrameBody, id: &str) -> Result<FrameBody, ClientError> {
+    pub(crate) async fn request(&mut self, body: FrameBody, id: &str) -> Result<FrameBody, ClientError> {
         self.conn.send(&Frame::new(body)).await?;
         let id = id.to_owned();
         let event = self
@@ -513,14 +596,17 @@ impl Session<'_> {
                 Event::Keys(f) => match &f.body {
                     FrameBody::KeysDeviceList(l) => l.reference.as_deref() == Some(&id),
                     FrameBody::KeysBundles(b) => b.reference.as_deref() == Some(&id),
+                    FrameBody::GroupEntries(g) => g.reference.as_deref() == Some(&id),
                     _ => false,
                 },
+                Event::Ok(Some(r)) => *r == id,
                 Event::Refused(e) => e.reference.as_deref() == Some(&id),
                 _ => false,
             })
             .await?;
         match event {
             Event::Keys(f) => Ok(f.body),
+            Event::Ok(reference) => Ok(FrameBody::Ok(Request { id: None, reference })),
             Event::Refused(e) => Err(ClientError::Refused { code: e.code, message: e.message }),
             _ => Err(ClientError::Protocol("unexpected answer to a key request".into())),
         }
@@ -574,7 +660,7 @@ impl Session<'_> {
     }
 
     /// Compare a contact's identity key with the pinned one; pin on first sight.
-    async fn check_identity(&mut self, user: &str, key: &[u8; 32]) -> Result<(), ClientError> {
+    pub(crate) async fn check_identity(&mut self, user: &str, key: &[u8; 32]) -> Result<(), ClientError> {
         let store = &self.client.store;
         if user == self.client.user() {
             let mine = self.client.with_e2e(|e| Ok(e.identity_key()))?;
@@ -594,7 +680,7 @@ impl Session<'_> {
     }
 
     /// Encrypt a content document for every current E2E device of `to` and this user's other devices.
-    async fn encrypt_for(&mut self, to: &str, id: &str, content: &[u8]) -> Result<Vec<DevicePayload>, ClientError> {
+    pub(crate) async fn encrypt_for(&mut self, to: &str, id: &str, content: &[u8]) -> Result<Vec<DevicePayload>, ClientError> {
         let me = self.client.user().to_owned();
         let my_device = self.client.device().to_owned();
         let mut targets: Vec<(String, String, DeviceCertificate)> = Vec::new();
@@ -662,17 +748,17 @@ impl Session<'_> {
     }
 
     /// Decrypt an end-to-end delivery into a stored message (or an `undecodable` one that says why).
-    async fn decrypt_delivery(&mut self, d: &imfree_proto::Deliver, limits: &Limits, me: &str) -> Result<StoredMessage, ClientError> {
+    async fn decrypt_delivery(&mut self, d: &imfree_proto::Deliver, limits: &Limits, me: &str) -> Result<Decrypted, ClientError> {
         let message = match SessionMessage::from_bytes(&d.data.0) {
             Ok(m) => m,
-            Err(e) => return Ok(undecodable(d, me, &format!("not a session message: {e}"))),
+            Err(e) => return Ok(undecodable(d, me, &format!("not a session message: {e}")).into()),
         };
         let store = &self.client.store;
         let existing = store.e2e_session(&d.from, &d.from_device).await?.and_then(|b| serde_json::from_slice::<RatchetSession>(&b).ok());
         let outcome = self.client.with_e2e(|e| e.decrypt(existing, &message));
         let (session, inner) = match outcome {
             Ok(x) => x,
-            Err(e) => return Ok(undecodable(d, me, &e.to_string())),
+            Err(e) => return Ok(undecodable(d, me, &e.to_string()).into()),
         };
         // The sender's certificate must belong to the identity pinned for the sender.
         let peer = session.peer().clone();
@@ -682,22 +768,30 @@ impl Session<'_> {
                 // Shown, marked, and not trusted: the session is not kept and the pinned key stays until the user
                 // compares safety numbers and accepts the new one.
                 if id_bytes(d.id.as_str()) != Some(inner.id) {
-                    return Ok(undecodable(d, me, "the envelope id does not match the authenticated id inside"));
+                    return Ok(undecodable(d, me, "the envelope id does not match the authenticated id inside").into());
                 }
                 let mut message = decode_delivery(d, &inner.body, limits, me);
+                if crate::groups::is_control(&message.mime) {
+                    // Group changes and sender keys are taken only from the identity pinned for the sender.
+                    return Ok(undecodable(d, me, "a group update from a changed identity key was ignored").into());
+                }
                 if message.status == "received" {
                     message.status = "identity-changed".into();
                 }
-                return Ok(message);
+                return Ok(message.into());
             }
-            Err(e) => return Ok(undecodable(d, me, &e.to_string())),
+            Err(e) => return Ok(undecodable(d, me, &e.to_string()).into()),
         }
         self.client.persist_e2e(&[(d.from.clone(), d.from_device.clone(), serde_json::to_vec(&session).unwrap_or_default())]).await?;
         // The id inside the ciphertext is the authenticated one: a relay that rewrote the envelope id is caught here.
         if id_bytes(d.id.as_str()) != Some(inner.id) {
-            return Ok(undecodable(d, me, "the envelope id does not match the authenticated id inside"));
+            return Ok(undecodable(d, me, "the envelope id does not match the authenticated id inside").into());
         }
-        Ok(decode_delivery(d, &inner.body, limits, me))
+        let message = decode_delivery(d, &inner.body, limits, me);
+        if let Some(item) = crate::groups::inbox_control(d, &message.mime, message.body.clone(), &peer) {
+            return Ok(Decrypted::Control(item));
+        }
+        Ok(message.into())
     }
 
     /// Set this user's presence.
@@ -722,7 +816,7 @@ impl Session<'_> {
             ReceiptKind::Read => "read",
         };
         let item = OutboxItem { id: new_envelope_id(), kind: "receipt".into(), to: to.into(), mime: kind.into(), payload: serde_json::to_vec(refs).unwrap_or_default() };
-        self.client.store.queue_receipt(&item).await?;
+        self.client.store.queue_outbox(&item).await?;
         self.flush_outbox().await.map(|_| ())
     }
 
@@ -797,6 +891,20 @@ impl Session<'_> {
     /// Close the connection.
     pub async fn close(self) {
         self.conn.close().await;
+    }
+}
+
+/// What a pairwise delivery decrypted to.
+enum Decrypted {
+    /// A message for a conversation (or an `undecodable` one that says why).
+    Message(StoredMessage),
+    /// Group work for the inbox (a membership update or a sender key).
+    Control(crate::store::InboxItem),
+}
+
+impl From<StoredMessage> for Decrypted {
+    fn from(m: StoredMessage) -> Self {
+        Decrypted::Message(m)
     }
 }
 

@@ -19,6 +19,7 @@
 pub mod connection;
 pub mod e2e;
 pub mod engine;
+pub mod groups;
 pub mod home;
 pub mod store;
 pub mod tls;

@@ -106,7 +106,8 @@ impl LocalStore {
         let mut tx = self.pool.begin().await.map_err(db)?;
         let mut fresh = Vec::with_capacity(messages.len());
         for m in messages {
-            let peer = if m.from == me { &m.to } else { &m.from };
+            // A conversation is the other user, or the group.
+            let peer = if m.from == me || m.to.starts_with(crate::groups::GROUP_PREFIX) { &m.to } else { &m.from };
             let done = sqlx::query(
                 "INSERT INTO messages (id, outgoing, peer, from_user, from_device, to_user, ts, mime, body, status, shown)
                  VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0) ON CONFLICT(id) DO NOTHING",
@@ -166,8 +167,8 @@ impl LocalStore {
         Ok(())
     }
 
-    /// Queue a receipt for sending.
-    pub async fn queue_receipt(&self, item: &OutboxItem) -> Result<(), ClientError> {
+    /// Queue an outbox entry that has no row in a conversation (receipts, group control messages).
+    pub async fn queue_outbox(&self, item: &OutboxItem) -> Result<(), ClientError> {
         let mut conn = self.pool.acquire().await.map_err(db)?;
         self.insert_outbox(&mut conn, item).await
     }
@@ -350,5 +351,150 @@ impl LocalStore {
         sqlx::query("DELETE FROM e2e_sessions WHERE peer_user = ?").bind(user).execute(&mut *tx).await.map_err(db)?;
         tx.commit().await.map_err(db)?;
         Ok(done.rows_affected() > 0)
+    }
+}
+
+/// A stored group (see [`crate::groups`]).
+pub struct GroupRow {
+    /// Group id (ULID).
+    pub id: String,
+    /// Local label.
+    pub name: String,
+    /// Verified membership state (JSON).
+    pub state: Vec<u8>,
+    /// Sender-key session (JSON), while a member.
+    pub session: Option<Vec<u8>>,
+    /// JSON list of "user/device/chain" the current chain went to.
+    pub distributed: Vec<u8>,
+    /// active, left, or "refused: …".
+    pub status: String,
+}
+
+/// Group work waiting in the inbox.
+pub struct InboxItem {
+    /// Local order.
+    pub seq: i64,
+    /// Envelope id.
+    pub envelope_id: String,
+    /// message, update or sender_key.
+    pub kind: String,
+    /// Group id.
+    pub group: String,
+    /// Sender.
+    pub from: String,
+    /// Sending device (relay id).
+    pub from_device: String,
+    /// Relay time.
+    pub ts: i64,
+    /// Ciphertext or plaintext control body.
+    pub body: Vec<u8>,
+    /// Sender's identity key (pairwise items).
+    pub sender_identity: Option<Vec<u8>>,
+    /// Sender's certificate device id (pairwise items).
+    pub sender_device: Option<i64>,
+}
+
+impl LocalStore {
+    /// A group, if this device knows it.
+    pub async fn group(&self, id: &str) -> Result<Option<GroupRow>, ClientError> {
+        let row = sqlx::query("SELECT group_id, name, state, session, distributed, status FROM e2e_groups WHERE group_id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(row.map(|r| GroupRow {
+            id: r.get("group_id"),
+            name: r.get("name"),
+            state: r.get("state"),
+            session: r.get("session"),
+            distributed: r.get("distributed"),
+            status: r.get("status"),
+        }))
+    }
+
+    /// Every group this device knows, by id.
+    pub async fn groups(&self) -> Result<Vec<(String, String, String)>, ClientError> {
+        let rows = sqlx::query("SELECT group_id, name, status FROM e2e_groups ORDER BY group_id").fetch_all(&self.pool).await.map_err(db)?;
+        Ok(rows.iter().map(|r| (r.get("group_id"), r.get("name"), r.get("status"))).collect())
+    }
+
+    /// Store a group (insert or replace).
+    pub async fn put_group(&self, g: &GroupRow) -> Result<(), ClientError> {
+        sqlx::query(
+            "INSERT INTO e2e_groups (group_id, name, state, session, distributed, status, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)
+             ON CONFLICT (group_id) DO UPDATE SET name = excluded.name, state = excluded.state, session = excluded.session,
+             distributed = excluded.distributed, status = excluded.status, updated_at = excluded.updated_at",
+        )
+        .bind(&g.id)
+        .bind(&g.name)
+        .bind(&g.state)
+        .bind(&g.session)
+        .bind(&g.distributed)
+        .bind(&g.status)
+        .bind(crate::now_ms())
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    /// Whether an envelope already went into the group inbox (a redelivery after a crash before the ack).
+    pub async fn in_group_inbox(&self, envelope_id: &str) -> Result<bool, ClientError> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM group_inbox WHERE envelope_id = ?")
+            .bind(envelope_id)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(n > 0)
+    }
+
+    /// Put group work into the inbox (ignored if the envelope is there already).
+    pub async fn push_group_inbox(&self, items: &[InboxItem]) -> Result<(), ClientError> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        for i in items {
+            sqlx::query(
+                "INSERT INTO group_inbox (envelope_id, kind, group_id, from_user, from_device, ts, body, sender_identity, sender_device)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (envelope_id) DO NOTHING",
+            )
+            .bind(&i.envelope_id)
+            .bind(&i.kind)
+            .bind(&i.group)
+            .bind(&i.from)
+            .bind(&i.from_device)
+            .bind(i.ts)
+            .bind(&i.body)
+            .bind(&i.sender_identity)
+            .bind(i.sender_device)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        }
+        tx.commit().await.map_err(db)
+    }
+
+    /// Group work not handled yet, oldest first.
+    pub async fn group_inbox(&self) -> Result<Vec<InboxItem>, ClientError> {
+        let rows = sqlx::query("SELECT * FROM group_inbox WHERE done = 0 ORDER BY seq LIMIT 512").fetch_all(&self.pool).await.map_err(db)?;
+        Ok(rows
+            .iter()
+            .map(|r| InboxItem {
+                seq: r.get("seq"),
+                envelope_id: r.get("envelope_id"),
+                kind: r.get("kind"),
+                group: r.get("group_id"),
+                from: r.get("from_user"),
+                from_device: r.get("from_device"),
+                ts: r.get("ts"),
+                body: r.get("body"),
+                sender_identity: r.get("sender_identity"),
+                sender_device: r.get("sender_device"),
+            })
+            .collect())
+    }
+
+    /// Mark an inbox item handled and drop its body (sender keys do not stay on disk longer than needed).
+    pub async fn group_inbox_done(&self, seq: i64) -> Result<(), ClientError> {
+        sqlx::query("UPDATE group_inbox SET done = 1, body = x'' WHERE seq = ?").bind(seq).execute(&self.pool).await.map_err(db)?;
+        Ok(())
     }
 }

@@ -30,6 +30,25 @@ fn files_under(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
     }
 }
 
+/// No file of the relay's data dir, nor its log, holds `canary` as plain text, hex or base64.
+pub(crate) fn assert_relay_never_saw(relay: &RelayProc, canary: &str) {
+    let mut files = Vec::new();
+    files_under(&relay.data, &mut files);
+    files.push(relay.data.with_extension("log"));
+    assert!(files.iter().any(|f| f.ends_with("relay.db")), "{files:?}");
+    for file in files {
+        let bytes = std::fs::read(&file).unwrap_or_default();
+        for needle in encodings(canary) {
+            assert!(
+                !bytes.windows(needle.len()).any(|w| w == needle.as_slice()),
+                "{} contains the canary as {:?}",
+                file.display(),
+                String::from_utf8_lossy(&needle)
+            );
+        }
+    }
+}
+
 #[test]
 fn a_canary_never_reaches_the_relays_disk_or_logs() {
     let dir = tempdir();
@@ -50,21 +69,7 @@ fn a_canary_never_reaches_the_relays_disk_or_logs() {
     ok(&bob, &["send", "alice", &format!("re: {canary}")]);
     assert!(ok(&alice, &["recv"]).contains(canary));
 
-    let mut files = Vec::new();
-    files_under(&relay.data, &mut files);
-    files.push(relay.data.with_extension("log"));
-    assert!(files.iter().any(|f| f.ends_with("relay.db")), "{files:?}");
-    for file in files {
-        let bytes = std::fs::read(&file).unwrap_or_default();
-        for needle in encodings(canary) {
-            assert!(
-                !bytes.windows(needle.len()).any(|w| w == needle.as_slice()),
-                "{} contains the canary as {:?}",
-                file.display(),
-                String::from_utf8_lossy(&needle)
-            );
-        }
-    }
+    assert_relay_never_saw(&relay, canary);
     // The clients' own stores do hold it (that is where plaintext lives), which shows the search can find it.
     let bob_db = std::fs::read(bob.join("client.db")).unwrap_or_default();
     let bob_wal = std::fs::read(bob.join("client.db-wal")).unwrap_or_default();

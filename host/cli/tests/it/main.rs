@@ -6,4 +6,5 @@ mod bad_input;
 mod common;
 mod delivery;
 mod e2e;
+mod groups;
 mod hostile;
