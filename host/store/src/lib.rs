@@ -413,4 +413,16 @@ pub trait RelayStore: Send + Sync + 'static {
     async fn group_members(&self, group: &str) -> Result<Vec<UserId>>;
     /// `Some(true)` for a current member, `Some(false)` for a former one, `None` for someone the log never named.
     async fn group_membership(&self, group: &str, user: UserId) -> Result<Option<bool>>;
+
+    // ----- plugin key-value data (relay scope) -----
+    /// The value under `key` in `namespace`.
+    async fn kv_get(&self, namespace: &str, key: &str) -> Result<Option<Vec<u8>>>;
+    /// Store `value` under `key` (replacing any).
+    async fn kv_set(&self, namespace: &str, key: &str, value: &[u8]) -> Result<()>;
+    /// Remove `key`.
+    async fn kv_delete(&self, namespace: &str, key: &str) -> Result<()>;
+    /// Keys of `namespace` that start with `prefix`, sorted, at most `limit`.
+    async fn kv_keys(&self, namespace: &str, prefix: &str, limit: i64) -> Result<Vec<String>>;
+    /// Bytes of keys and values in `namespace`.
+    async fn kv_usage(&self, namespace: &str) -> Result<i64>;
 }

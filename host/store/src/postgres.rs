@@ -626,6 +626,48 @@ impl RelayStore for PgStore {
             .fetch_optional(&self.pool)
             .await?)
     }
+
+    async fn kv_get(&self, namespace: &str, key: &str) -> Result<Option<Vec<u8>>> {
+        Ok(sqlx::query_scalar("SELECT value FROM plugin_kv WHERE namespace = $1 AND key = $2")
+            .bind(namespace)
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    async fn kv_set(&self, namespace: &str, key: &str, value: &[u8]) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO plugin_kv (namespace, key, value) VALUES ($1, $2, $3) \
+             ON CONFLICT (namespace, key) DO UPDATE SET value = EXCLUDED.value",
+        )
+        .bind(namespace)
+        .bind(key)
+        .bind(value)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn kv_delete(&self, namespace: &str, key: &str) -> Result<()> {
+        sqlx::query("DELETE FROM plugin_kv WHERE namespace = $1 AND key = $2").bind(namespace).bind(key).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn kv_keys(&self, namespace: &str, prefix: &str, limit: i64) -> Result<Vec<String>> {
+        Ok(sqlx::query_scalar("SELECT key FROM plugin_kv WHERE namespace = $1 AND starts_with(key, $2) ORDER BY key COLLATE \"C\" LIMIT $3")
+            .bind(namespace)
+            .bind(prefix)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    async fn kv_usage(&self, namespace: &str) -> Result<i64> {
+        Ok(sqlx::query_scalar("SELECT COALESCE(SUM(octet_length(key) + octet_length(value)), 0)::BIGINT FROM plugin_kv WHERE namespace = $1")
+            .bind(namespace)
+            .fetch_one(&self.pool)
+            .await?)
+    }
 }
 
 /// The body of [`RelayStore::enqueue`] inside a transaction the caller opened and commits.

@@ -669,6 +669,54 @@ impl RelayStore for SqliteStore {
             .fetch_optional(&self.reader)
             .await?)
     }
+
+    async fn kv_get(&self, namespace: &str, key: &str) -> Result<Option<Vec<u8>>> {
+        Ok(sqlx::query_scalar("SELECT value FROM plugin_kv WHERE namespace = ?1 AND key = ?2")
+            .bind(namespace)
+            .bind(key)
+            .fetch_optional(&self.reader)
+            .await?)
+    }
+
+    async fn kv_set(&self, namespace: &str, key: &str, value: &[u8]) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO plugin_kv (namespace, key, value) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (namespace, key) DO UPDATE SET value = excluded.value",
+        )
+        .bind(namespace)
+        .bind(key)
+        .bind(value)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn kv_delete(&self, namespace: &str, key: &str) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query("DELETE FROM plugin_kv WHERE namespace = ?1 AND key = ?2").bind(namespace).bind(key).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn kv_keys(&self, namespace: &str, prefix: &str, limit: i64) -> Result<Vec<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT key FROM plugin_kv WHERE namespace = ?1 AND substr(key, 1, length(?2)) = ?2 ORDER BY key LIMIT ?3",
+        )
+        .bind(namespace)
+        .bind(prefix)
+        .bind(limit)
+        .fetch_all(&self.reader)
+        .await?)
+    }
+
+    async fn kv_usage(&self, namespace: &str) -> Result<i64> {
+        Ok(sqlx::query_scalar("SELECT COALESCE(SUM(length(CAST(key AS BLOB)) + length(value)), 0) FROM plugin_kv WHERE namespace = ?1")
+            .bind(namespace)
+            .fetch_one(&self.reader)
+            .await?)
+    }
 }
 
 /// The body of [`RelayStore::enqueue`] inside a write transaction the caller opened (IMMEDIATE) and commits.

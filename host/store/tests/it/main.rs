@@ -5,5 +5,6 @@ mod fixtures;
 mod groups;
 mod harness;
 mod keys;
+mod plugin_kv;
 mod queues;
 mod social;
