@@ -294,6 +294,7 @@ async fn send(home: Option<&Path>, to: &str, texts: &[String], markdown: bool) -
     }
     let group = to.starts_with(imfree_client::groups::GROUP_PREFIX).then(|| imfree_client::groups::parse_group(to)).transpose()?;
     let mut refused_group = None;
+    let mut refusals = Vec::new();
     let outcome = async {
         let mut session = client.connect().await?;
         if let Some(group) = &group {
@@ -306,6 +307,7 @@ async fn send(home: Option<&Path>, to: &str, texts: &[String], markdown: bool) -
             }
         }
         session.sync_outbox(Duration::from_secs(30)).await?;
+        refusals = session.take_refusals();
         session.close().await;
         Ok::<_, ClientError>(())
     }
@@ -315,6 +317,9 @@ async fn send(home: Option<&Path>, to: &str, texts: &[String], markdown: bool) -
             let failed = client.store().conversation(to, 1_000_000).await?.into_iter().filter(|m| m.status == "failed" && ids.contains(&m.id)).count();
             for id in &ids {
                 println!("{id}");
+            }
+            for r in refusals.iter().filter(|r| r.reference.as_ref().is_some_and(|id| ids.contains(id))) {
+                eprintln!("imfree: {} refused: {} ({})", r.reference.as_deref().unwrap_or_default(), r.message, r.code);
             }
             if let Some(status) = refused_group.filter(|_| failed > 0) {
                 anyhow::bail!("{failed} message(s) not sent: the group is {status}");

@@ -146,7 +146,7 @@ impl Client {
         let e2e = DeviceE2e::load(&store, account.device_keys()?).await?;
         let needs_identity = e2e.is_none() && op == XxOp::Register;
         let client = Client { home, account, store, e2e: Mutex::new(e2e) };
-        let mut session = Session { client: &client, conn, events: VecDeque::new(), settling: false, queued_at_connect: welcome.queued };
+        let mut session = Session { client: &client, conn, events: VecDeque::new(), settling: false, refusals: Vec::new(), queued_at_connect: welcome.queued };
         if needs_identity {
             let mut fresh = DeviceE2e::create(client.account.device_keys()?);
             let upload = fresh.first_upload(&welcome.key_challenge.0);
@@ -236,7 +236,7 @@ impl Client {
         let keys = self.account.device_keys()?;
         let (conn, welcome) =
             Connection::resume(&self.account.server, self.account.tls_pin.as_deref(), relay_key, &keys, user, device, token).await?;
-        let mut session = Session { client: self, conn, events: VecDeque::new(), settling: false, queued_at_connect: welcome.queued };
+        let mut session = Session { client: self, conn, events: VecDeque::new(), settling: false, refusals: Vec::new(), queued_at_connect: welcome.queued };
         if let Some(left) = welcome.prekeys_left {
             let now = (now_ms() / 1000) as u64;
             let upload = self.with_e2e(|e| Ok(e.replenish_upload(&welcome.key_challenge.0, left, now))).ok().flatten();
@@ -334,6 +334,8 @@ pub struct Session<'c> {
     pub(crate) events: VecDeque<Event>,
     /// Handling the group inbox now (it makes requests, whose answers pass through the delivery path again).
     pub(crate) settling: bool,
+    /// Outbox entries refused for good during [`Session::sync_outbox`], with the relay's (or the client's) reason.
+    refusals: Vec<ErrorFrame>,
     /// How many envelopes the relay said were queued at connect time.
     pub queued_at_connect: u64,
 }
@@ -454,6 +456,7 @@ impl Session<'_> {
                     self.flush_outbox().await?;
                 }
                 Event::Held { user, .. } => return Err(ClientError::IdentityChanged { user }),
+                Event::Refused(e) if e.reference.is_some() => self.refusals.push(e),
                 Event::Accepted { .. } | Event::Refused(_) => {}
                 other => held.push_back(other),
             }
@@ -461,6 +464,11 @@ impl Session<'_> {
         held.extend(self.events.drain(..));
         self.events = held;
         Ok(())
+    }
+
+    /// Why outbox entries were refused for good while syncing (each names its envelope in `reference`).
+    pub fn take_refusals(&mut self) -> Vec<ErrorFrame> {
+        std::mem::take(&mut self.refusals)
     }
 
     /// The next event. Deliveries are stored and acknowledged before they are returned; duplicates are dropped.

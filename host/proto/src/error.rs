@@ -75,6 +75,8 @@ pub enum ErrorCode {
     GroupRejected,
     /// Another entry took this place in the membership log first: fetch the log (`group.log`), re-apply and retry.
     GroupConflict,
+    /// A relay policy (an administrator's plugin) refused the envelope; the message says which and why.
+    PolicyRejected,
 }
 
 impl ErrorCode {
@@ -114,6 +116,7 @@ impl ErrorCode {
             ErrorCode::NotAMember => "not_a_member",
             ErrorCode::GroupRejected => "group_rejected",
             ErrorCode::GroupConflict => "group_conflict",
+            ErrorCode::PolicyRejected => "policy_rejected",
         }
     }
 }

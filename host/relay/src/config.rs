@@ -29,6 +29,15 @@ pub struct RelayConfig {
     /// Connections without an Origin header (native clients) are always allowed; a browser's own origin (the relay's
     /// address) is allowed too.
     pub allowed_origins: Vec<String>,
+    /// Plugin runtime settings.
+    pub plugin_host: crate::plugins::PluginHostConfig,
+    /// Plugins by name (`[plugins.<name>]`: enabled, path, manifest, grants, settings, limits, failure). The relay
+    /// runs those whose manifest declares the `relay` scope.
+    #[serde(skip_serializing)]
+    pub plugins: std::collections::BTreeMap<String, imfree_plugin_host::PluginConfig>,
+    /// The file this configuration was read from (watched for plugin changes).
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
 }
 
 impl Default for RelayConfig {
@@ -41,6 +50,9 @@ impl Default for RelayConfig {
             accounts: AccountsConfig::default(),
             limits: LimitsConfig::default(),
             allowed_origins: Vec::new(),
+            plugin_host: crate::plugins::PluginHostConfig::default(),
+            plugins: std::collections::BTreeMap::new(),
+            source: None,
         }
     }
 }
@@ -190,8 +202,9 @@ impl RelayConfig {
     /// Read and validate a TOML file.
     pub fn from_file(path: &std::path::Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
-        let config: RelayConfig =
+        let mut config: RelayConfig =
             toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string() })?;
+        config.source = Some(path.to_path_buf());
         config.validate()?;
         Ok(config)
     }
@@ -261,5 +274,6 @@ mod tests {
         assert_eq!(parsed.limits.max_prekeys_per_device, defaults.limits.max_prekeys_per_device);
         assert_eq!(parsed.limits.max_group_log_entries, defaults.limits.max_group_log_entries);
         assert_eq!(parsed.limits.protocol, defaults.limits.protocol);
+        assert_eq!(parsed.plugin_host, defaults.plugin_host);
     }
 }

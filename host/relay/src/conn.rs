@@ -299,6 +299,37 @@ impl Conn {
         if let Err(e) = hub.broadcast_presence(self.user_id, &self.user).await {
             tracing::warn!(error = %e, "presence broadcast failed");
         }
+        if self.state.plugins.host().is_some()
+            && let Ok(p) = hub.presence_of(self.user_id, &self.user).await
+        {
+            // Off the connection's path: a slow plugin must not hold up this user's frames.
+            let (plugins, user) = (Arc::clone(&self.state.plugins), self.user.clone());
+            tokio::spawn(async move { plugins.status_change(&user, p.status).await });
+        }
+    }
+
+    /// Run the relay's envelope filters (plugins); answers the sender and returns false when one refused.
+    async fn envelope_passes(&mut self, reference: &str, conversation: String, recipients: Vec<String>, mime: &str, size: usize) -> Result<bool, ()> {
+        if self.state.plugins.host().is_none() {
+            return Ok(true);
+        }
+        let env = imfree_plugin_host::Envelope {
+            sender: self.user.clone(),
+            recipients,
+            conversation,
+            content_type: mime.to_owned(),
+            size: size as u64,
+            time: now_ms().max(0) as u64,
+        };
+        let plugins = Arc::clone(&self.state.plugins);
+        match plugins.envelope(&env).await {
+            imfree_plugin_host::EnvelopeOutcome::Deliver => Ok(true),
+            imfree_plugin_host::EnvelopeOutcome::Reject { plugin, reason } => {
+                tracing::info!(user = %self.user, %plugin, "envelope refused by a relay policy");
+                self.error(ErrorCode::PolicyRejected, &format!("{plugin}: {reason}"), Some(reference.to_owned())).await?;
+                Ok(false)
+            }
+        }
     }
 
     async fn loop_frames(&mut self) -> Result<(), ()> {
@@ -552,6 +583,7 @@ impl Conn {
         };
         let hub = Arc::clone(&self.state.hub);
         let mut devices = Vec::new();
+        let mut names = Vec::new();
         for member in members {
             let route = match store.user_by_id(member).await {
                 Ok(Some(user)) => hub.route(&user.name).await,
@@ -559,13 +591,20 @@ impl Conn {
                 Err(e) => Err(e),
             };
             match route {
-                Ok(Some(route)) => devices.extend(route.e2e_devices.iter().filter(|d| **d != self.device).cloned()),
+                Ok(Some(route)) => {
+                    devices.extend(route.e2e_devices.iter().filter(|d| **d != self.device).cloned());
+                    names.push(route.name.clone());
+                }
                 Ok(None) => {}
                 Err(e) => {
                     tracing::error!(error = %e, "group route lookup failed");
                     return self.error(ErrorCode::Internal, "the relay could not route this; send it again", Some(reference)).await;
                 }
             }
+        }
+        let conversation = crate::groups::envelope_recipient(&group);
+        if !self.envelope_passes(&reference, conversation, names, &mime, data.len()).await? {
+            return Ok(());
         }
         self.submit(NewEnvelope {
             id: reference,
@@ -601,6 +640,10 @@ impl Conn {
                     Recipient::Group(group) => return self.send_to_group(reference, group, send.mime, send.data.0).await,
                 };
                 let Some((_, devices, e2e)) = self.recipients(&to, &reference).await? else { return Ok(()) };
+                let size = send.data.0.len() + send.payloads.iter().map(|p| p.data.0.len()).sum::<usize>();
+                if !self.envelope_passes(&reference, to.clone(), vec![to.clone()], &send.mime, size).await? {
+                    return Ok(());
+                }
                 let (recipient_devices, device_payloads) = if send.payloads.is_empty() {
                     (devices, Vec::new())
                 } else {

@@ -16,6 +16,7 @@ pub mod keys;
 pub mod limits;
 pub mod metrics;
 pub mod password;
+pub mod plugins;
 mod server;
 pub mod state;
 pub mod tls;
@@ -75,6 +76,9 @@ impl Relay {
         };
         let metrics = Arc::new(metrics::RelayMetrics::new());
         let state = state::RelayState::new(config.clone(), store, metrics, secret);
+        let base = config.source.as_deref().and_then(std::path::Path::parent).unwrap_or(std::path::Path::new(".")).to_path_buf();
+        state.plugins.apply(&config.plugins, &base).await;
+        state.plugins.spawn_tasks(config.source.clone());
         let app = server::router(Arc::clone(&state)).into_make_service_with_connect_info::<SocketAddr>();
         let listener = std::net::TcpListener::bind(config.listen)?;
         listener.set_nonblocking(true)?;

@@ -8,7 +8,7 @@ use axum::Router;
 use axum::extract::{ConnectInfo, State, WebSocketUpgrade};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{any, get};
 
 use crate::state::RelayState;
 
@@ -21,6 +21,8 @@ pub(crate) fn router(state: Arc<RelayState>) -> Router {
         .route(IMF_PATH, get(upgrade))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
+        .route("/plugins/{name}", any(plugin_http))
+        .route("/plugins/{name}/{*rest}", any(plugin_http))
         .with_state(state)
 }
 
@@ -77,4 +79,65 @@ async fn upgrade(
         .read_buffer_size(2048)
         .write_buffer_size(0)
         .on_upgrade(move |socket| crate::conn::serve(state, socket, ip, guard))
+}
+
+/// Response headers a plugin may not set: the relay decides framing, cookies and the page's security policy.
+const FORBIDDEN_RESPONSE_HEADERS: &[&str] = &[
+    "set-cookie",
+    "content-security-policy",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "upgrade",
+    "strict-transport-security",
+    "access-control-allow-origin",
+    "access-control-allow-credentials",
+];
+
+/// `/plugins/<name>/…`: handed to the relay-scope plugin of that name. Its answer is served with
+/// `Content-Security-Policy: sandbox`, so a plugin's page runs in an opaque origin and can never reach the web
+/// client's storage, cookies or scripts on the relay's origin; cookies it tries to set are dropped.
+async fn plugin_http(
+    State(state): State<Arc<RelayState>>,
+    axum::extract::Path(params): axum::extract::Path<Vec<(String, String)>>,
+    request: axum::extract::Request,
+) -> Response {
+    let Some(host) = state.plugins.host() else {
+        return (StatusCode::NOT_FOUND, "not found\n").into_response();
+    };
+    let name = params.iter().find(|(k, _)| k == "name").map(|(_, v)| v.clone()).unwrap_or_default();
+    let rest = params.iter().find(|(k, _)| k == "rest").map(|(_, v)| v.as_str()).unwrap_or("");
+    let (parts, body) = request.into_parts();
+    let body = match axum::body::to_bytes(body, state.config.plugin_host.max_http_body_bytes).await {
+        Ok(b) => b,
+        Err(_) => return (StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n").into_response(),
+    };
+    let headers = parts
+        .headers
+        .iter()
+        .filter(|(k, _)| *k != header::COOKIE && *k != header::AUTHORIZATION)
+        .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str().to_owned(), v.to_owned())))
+        .collect();
+    let req = imfree_plugin_host::HttpRequest {
+        method: parts.method.as_str().to_owned(),
+        path: format!("/{rest}"),
+        query: parts.uri.query().unwrap_or("").to_owned(),
+        headers,
+        body: body.to_vec(),
+    };
+    let answer = host.http(&name, req).await;
+    let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::BAD_GATEWAY);
+    let mut response = (status, answer.body).into_response();
+    let out = response.headers_mut();
+    for (k, v) in answer.headers {
+        let (Ok(k), Ok(v)) = (axum::http::HeaderName::try_from(k.to_ascii_lowercase()), axum::http::HeaderValue::try_from(v)) else { continue };
+        if !FORBIDDEN_RESPONSE_HEADERS.contains(&k.as_str()) {
+            out.append(k, v);
+        }
+    }
+    out.insert(header::CONTENT_SECURITY_POLICY, axum::http::HeaderValue::from_static("sandbox; default-src 'none'; img-src data:; style-src 'unsafe-inline'"));
+    out.insert(header::X_CONTENT_TYPE_OPTIONS, axum::http::HeaderValue::from_static("nosniff"));
+    out.insert(header::REFERRER_POLICY, axum::http::HeaderValue::from_static("no-referrer"));
+    response
 }

@@ -8,3 +8,4 @@ mod delivery;
 mod e2e;
 mod groups;
 mod hostile;
+mod relay_plugins;
