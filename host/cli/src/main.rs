@@ -4,6 +4,8 @@
 
 mod admin;
 mod bench;
+mod bots;
+mod cards;
 mod client;
 mod group;
 mod serve;

@@ -40,7 +40,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(l) = args.listen {
         config.listen = l;
     }
-    let relay = Relay::start(config).await?;
+    let relay = Relay::start(config.clone()).await?;
     // Machine-readable start-up lines on stdout; scripts and tests read them. Logs go to stderr.
     println!("imfree relay listening on {}", relay.url());
     if let Some(fp) = &relay.tls_fingerprint {
@@ -48,6 +48,13 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
         println!("tls certificate sha256 {fp} ({how})");
     }
     println!("relay noise key {}", hex_key(&relay.noise_key));
+    // Bot-scope plugins run as accounts of this relay, connecting over loopback like any client.
+    let host = if relay.addr.ip().is_unspecified() { std::net::IpAddr::from([127, 0, 0, 1]) } else { relay.addr.ip() };
+    let scheme = if relay.tls_fingerprint.is_some() { "wss" } else { "ws" };
+    let loopback = format!("{scheme}://{}", SocketAddr::new(host, relay.addr.port()));
+    let base = config.source.as_deref().and_then(Path::parent).unwrap_or(Path::new(".")).to_path_buf();
+    let bots_dir = config.plugin_host.bots_dir.clone().unwrap_or_else(|| config.data_dir.join("bots"));
+    crate::bots::start(loopback, &config.plugins, &base, &bots_dir);
     let shutdown = async {
         let ctrl_c = tokio::signal::ctrl_c();
         #[cfg(unix)]

@@ -269,35 +269,27 @@ impl Client {
     }
 
     /// Write a content document to the outbox (and the conversation); it goes out, encrypted, on the next flush.
+    /// `to` is a user name or `group:<id>`.
     pub async fn compose_document(&self, to: &str, content: &Content) -> Result<String, ClientError> {
-        imfree_proto::validate_user_name(to, &Limits::default()).map_err(|r| ClientError::Config(format!("recipient: {r}")))?;
         let id = new_envelope_id();
-        let item = OutboxItem { id: id.clone(), kind: "message".into(), to: to.into(), mime: mime::E2E.into(), payload: content.encode() };
-        let message = StoredMessage {
-            seq: 0,
-            id: id.clone(),
-            outgoing: true,
-            from: self.user().into(),
-            from_device: self.device().into(),
-            to: to.into(),
-            ts: now_ms(),
-            mime: content.mime.clone(),
-            body: content.body_bytes(&Limits::default()).unwrap_or_default(),
-            status: "pending".into(),
-        };
-        self.store.insert_outgoing(&message, &item).await?;
+        self.compose_with_id(&id, to, content).await?;
         Ok(id)
     }
 
-    /// Write a content document for a group (`to` is `group:<id>`) to the outbox and the group's conversation; it
-    /// goes out, encrypted with this device's sender key, on the next flush.
-    pub async fn compose_group_document(&self, group: &imfree_proto::GroupId, content: &Content) -> Result<String, ClientError> {
-        let to = format!("{}{group}", crate::groups::GROUP_PREFIX);
-        let id = new_envelope_id();
-        let item = OutboxItem { id: id.clone(), kind: "group".into(), to: to.clone(), mime: mime::E2E.into(), payload: content.encode() };
+    /// Write a content document to the outbox under an id chosen by the caller (a ULID): `to` is a user name or
+    /// `group:<id>`.
+    pub async fn compose_with_id(&self, id: &str, to: &str, content: &Content) -> Result<(), ClientError> {
+        id.parse::<EnvelopeId>().map_err(|_| ClientError::Config(format!("{id} is not a ULID")))?;
+        let (kind, to) = if to.starts_with(crate::groups::GROUP_PREFIX) {
+            ("group", format!("{}{}", crate::groups::GROUP_PREFIX, crate::groups::parse_group(to)?))
+        } else {
+            imfree_proto::validate_user_name(to, &Limits::default()).map_err(|r| ClientError::Config(format!("recipient: {r}")))?;
+            ("message", to.to_owned())
+        };
+        let item = OutboxItem { id: id.to_owned(), kind: kind.into(), to: to.clone(), mime: mime::E2E.into(), payload: content.encode() };
         let message = StoredMessage {
             seq: 0,
-            id: id.clone(),
+            id: id.to_owned(),
             outgoing: true,
             from: self.user().into(),
             from_device: self.device().into(),
@@ -307,17 +299,13 @@ impl Client {
             body: content.body_bytes(&Limits::default()).unwrap_or_default(),
             status: "pending".into(),
         };
-        self.store.insert_outgoing(&message, &item).await?;
-        Ok(id)
+        self.store.insert_outgoing(&message, &item).await
     }
 
     /// Write a text message to the outbox (and the conversation); it goes out on the next flush.
     /// `to` is a user name or `group:<id>`.
     pub async fn compose(&self, to: &str, body_mime: &str, body: &[u8]) -> Result<String, ClientError> {
         let content = Content::new(body_mime, body, Some(imfree_proto::compress::Compression::Gzip));
-        if to.starts_with(crate::groups::GROUP_PREFIX) {
-            return self.compose_group_document(&crate::groups::parse_group(to)?, &content).await;
-        }
         self.compose_document(to, &content).await
     }
 }
@@ -485,21 +473,40 @@ impl Session<'_> {
                 return Ok(e);
             }
             let first = self.conn.recv().await?;
-            // Take whatever else is already here, so that a burst of deliveries is stored in one transaction and
-            // acked in one frame.
-            let mut frames = vec![first];
-            while frames.len() < 512 {
-                match tokio::time::timeout(Duration::ZERO, self.conn.recv()).await {
-                    Ok(Ok(f)) => frames.push(f),
-                    Ok(Err(e)) if frames.is_empty() => return Err(e),
-                    _ => break,
-                }
-            }
-            if self.process(frames).await? {
-                // Boxed: settling makes requests, whose answers come through here again.
-                Box::pin(self.settle_groups()).await?;
+            self.take_batch(first).await?;
+        }
+    }
+
+    /// The next event, or `None` if `wake` completes first. Cancel-safe up to the arrival of a frame: use it to
+    /// wait for the relay and for something else (a timer, a local request) at once.
+    pub async fn next_event_or(&mut self, wake: impl std::future::Future<Output = ()>) -> Result<Option<Event>, ClientError> {
+        if let Some(e) = self.events.pop_front() {
+            return Ok(Some(e));
+        }
+        let first = tokio::select! {
+            frame = self.conn.recv() => frame?,
+            () = wake => return Ok(None),
+        };
+        self.take_batch(first).await?;
+        Ok(self.events.pop_front())
+    }
+
+    /// Handle `first` and whatever else has already arrived, so that a burst of deliveries is stored in one
+    /// transaction and acked in one frame.
+    async fn take_batch(&mut self, first: Frame) -> Result<(), ClientError> {
+        let mut frames = vec![first];
+        while frames.len() < 512 {
+            // `Connection::recv` is cancel-safe: a zero timeout only asks whether a frame is already here.
+            match tokio::time::timeout(Duration::ZERO, self.conn.recv()).await {
+                Ok(Ok(f)) => frames.push(f),
+                _ => break,
             }
         }
+        if self.process(frames).await? {
+            // Boxed: settling makes requests, whose answers come through here again.
+            Box::pin(self.settle_groups()).await?;
+        }
+        Ok(())
     }
 
     /// Store, acknowledge and turn into events a batch of frames. Returns whether group work went into the inbox.

@@ -498,3 +498,60 @@ impl LocalStore {
         Ok(())
     }
 }
+
+impl LocalStore {
+    /// One message by id.
+    pub async fn message(&self, id: &str) -> Result<Option<StoredMessage>, ClientError> {
+        let row = sqlx::query("SELECT * FROM messages WHERE id = ?").bind(id).fetch_optional(&self.pool).await.map_err(db)?;
+        Ok(row.as_ref().map(row_to_message))
+    }
+
+    /// A plugin's value under `key`.
+    pub async fn kv_get(&self, namespace: &str, key: &str) -> Result<Option<Vec<u8>>, ClientError> {
+        sqlx::query_scalar("SELECT value FROM plugin_kv WHERE namespace = ? AND key = ?")
+            .bind(namespace)
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)
+    }
+
+    /// Store a plugin's value.
+    pub async fn kv_set(&self, namespace: &str, key: &str, value: &[u8]) -> Result<(), ClientError> {
+        sqlx::query("INSERT INTO plugin_kv (namespace, key, value) VALUES (?, ?, ?) ON CONFLICT (namespace, key) DO UPDATE SET value = excluded.value")
+            .bind(namespace)
+            .bind(key)
+            .bind(value)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    /// Remove a plugin's value.
+    pub async fn kv_delete(&self, namespace: &str, key: &str) -> Result<(), ClientError> {
+        sqlx::query("DELETE FROM plugin_kv WHERE namespace = ? AND key = ?").bind(namespace).bind(key).execute(&self.pool).await.map_err(db)?;
+        Ok(())
+    }
+
+    /// A plugin's keys starting with `prefix`, sorted (at most 10,000).
+    pub async fn kv_keys(&self, namespace: &str, prefix: &str) -> Result<Vec<String>, ClientError> {
+        sqlx::query_scalar("SELECT key FROM plugin_kv WHERE namespace = ? AND substr(key, 1, length(?)) = ? ORDER BY key LIMIT 10000")
+            .bind(namespace)
+            .bind(prefix)
+            .bind(prefix)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)
+    }
+
+    /// Bytes of a plugin's keys and values.
+    pub async fn kv_usage(&self, namespace: &str) -> Result<u64, ClientError> {
+        let n: i64 = sqlx::query_scalar("SELECT COALESCE(SUM(length(CAST(key AS BLOB)) + length(value)), 0) FROM plugin_kv WHERE namespace = ?")
+            .bind(namespace)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(n.max(0) as u64)
+    }
+}

@@ -42,6 +42,9 @@ pub struct PluginHostConfig {
     pub max_http_body_bytes: usize,
     /// How often due timers are fired, ms.
     pub timer_tick_ms: u64,
+    /// Where bot-scope plugins keep their accounts: keys, the messages sent to them (decrypted) and their kv, one
+    /// folder per bot. Default `<data_dir>/bots`. It holds plaintext: protect and back it up like a user's device.
+    pub bots_dir: Option<PathBuf>,
 }
 
 impl Default for PluginHostConfig {
@@ -52,6 +55,7 @@ impl Default for PluginHostConfig {
             max_memory_mib: 256,
             max_http_body_bytes: 1 << 20,
             timer_tick_ms: 200,
+            bots_dir: None,
         }
     }
 }

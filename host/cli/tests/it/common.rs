@@ -160,3 +160,45 @@ pub fn parse_json_lines(stdout: &str) -> Vec<serde_json::Value> {
 pub fn tempdir() -> tempfile::TempDir {
     tempfile::Builder::new().prefix("imfree-it-").tempdir().expect("tempdir")
 }
+
+/// The example plugins and test guests (examples/plugins workspace), built once per test process for
+/// wasm32-wasip2; returns the .wasm of `crate_name`.
+pub fn guest_wasm(crate_name: &str) -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    let dir = BUILT.get_or_init(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let target = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("guests");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let out = Command::new(cargo)
+            .args(["build", "--locked", "--target", "wasm32-wasip2", "--profile", "wasm", "--manifest-path"])
+            .arg(root.join("examples/plugins/Cargo.toml"))
+            .env("CARGO_TARGET_DIR", &target)
+            .env_remove("RUSTFLAGS")
+            .env_remove("CARGO_ENCODED_RUSTFLAGS")
+            .output()
+            .expect("run cargo");
+        assert!(out.status.success(), "building the plugins failed (is wasm32-wasip2 installed?):\n{}", String::from_utf8_lossy(&out.stderr));
+        target.join("wasm32-wasip2/wasm")
+    });
+    dir.join(format!("{}.wasm", crate_name.replace('-', "_")))
+}
+
+/// Put a built plugin and its manifest into `dir/<name>/`; returns the .wasm path relative to `dir`.
+pub fn install_plugin(dir: &Path, name: &str) -> String {
+    let target = dir.join(name);
+    std::fs::create_dir_all(&target).unwrap();
+    let file = format!("{}.wasm", name.replace('-', "_"));
+    std::fs::copy(guest_wasm(name), target.join(&file)).unwrap();
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/plugins").join(name).join("plugin.toml");
+    std::fs::copy(manifest, target.join("plugin.toml")).unwrap();
+    format!("{name}/{file}")
+}
+
+/// Wait up to 30 s for `done`.
+pub fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -3,6 +3,7 @@
 //! processes (and, for malformed input, raw connections from this process).
 
 mod bad_input;
+mod bots;
 mod common;
 mod delivery;
 mod e2e;

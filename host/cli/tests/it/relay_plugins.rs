@@ -2,32 +2,11 @@
 //! relay's store, and hot reload under a stream of messages. The plugin is examples/plugins/relay-policy, built
 //! from source for wasm32-wasip2.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::common::*;
-
-/// Build the example plugin once per test process; returns the .wasm.
-fn relay_policy_wasm() -> &'static Path {
-    static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-        let target = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("guests");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let out = Command::new(cargo)
-            .args(["build", "--locked", "--target", "wasm32-wasip2", "--profile", "wasm", "-p", "relay-policy", "--manifest-path"])
-            .arg(root.join("examples/plugins/Cargo.toml"))
-            .env("CARGO_TARGET_DIR", &target)
-            .env_remove("RUSTFLAGS")
-            .env_remove("CARGO_ENCODED_RUSTFLAGS")
-            .output()
-            .expect("run cargo");
-        assert!(out.status.success(), "building relay-policy failed (is wasm32-wasip2 installed?):\n{}", String::from_utf8_lossy(&out.stderr));
-        target.join("wasm32-wasip2/wasm/relay_policy.wasm")
-    })
-}
 
 fn write_config(path: &Path, blocked: &str) {
     let config = format!(
@@ -86,22 +65,10 @@ fn incompressible(len: usize) -> String {
         .collect()
 }
 
-fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 #[test]
 fn a_relay_plugin_filters_counts_serves_and_reloads_without_losing_a_message() {
     let dir = tempdir();
-    let plugin_dir = dir.path().join("relay-policy");
-    std::fs::create_dir_all(&plugin_dir).unwrap();
-    std::fs::copy(relay_policy_wasm(), plugin_dir.join("relay_policy.wasm")).unwrap();
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/plugins/relay-policy/plugin.toml");
-    std::fs::copy(manifest, plugin_dir.join("plugin.toml")).unwrap();
+    install_plugin(dir.path(), "relay-policy");
     let config = dir.path().join("imfree.toml");
     write_config(&config, "mallory");
 

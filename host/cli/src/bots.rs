@@ -1,0 +1,369 @@
+//! Bot scope: every enabled plugin whose manifest declares the `bot` scope runs as its own bot account, driven by
+//! the client engine exactly as a person's client is. The bot registers on the relay under the plugin's name on its
+//! first start, keeps its keys, its decrypted messages and its plugin's kv in its own home
+//! (`<bots_dir>/<name>/`, never in the relay's database), decrypts only what is sent to it, and everything it posts
+//! is end-to-end encrypted like any message. Members add it to a group like any member; adding a bot means trusting
+//! whoever runs the server.
+//!
+//! The same pieces serve the client scope (`imfree client --plugin`): [`ClientKv`], [`ClientSink`] and
+//! [`to_plugin_message`].
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use imfree_client::store::{LocalStore, StoredMessage};
+use imfree_client::{Client, ClientError, Event, Trust, new_envelope_id};
+use imfree_plugin_host::host::HostServices;
+use imfree_plugin_host::services::SinkError;
+use imfree_plugin_host::{
+    Action, Card, Command, HostOptions, Incident, IncidentSink, KvBackend, KvError, Message, MessageSink,
+    OutgoingOutcome, PluginConfig, PluginHost, PluginIdentity, PluginManifest, Scope, SystemClock,
+};
+use imfree_proto::compress::Compression;
+use imfree_proto::content::Content;
+use zeroize::Zeroizing;
+
+use crate::cards;
+
+/// A plugin's kv in a client's local store (bot or client scope): it never leaves the device.
+pub(crate) struct ClientKv(pub(crate) LocalStore);
+
+fn unavailable(e: ClientError) -> KvError {
+    KvError::Unavailable(e.to_string())
+}
+
+#[async_trait]
+impl KvBackend for ClientKv {
+    async fn get(&self, namespace: &str, key: &str) -> Result<Option<Vec<u8>>, KvError> {
+        self.0.kv_get(namespace, key).await.map_err(unavailable)
+    }
+    async fn set(&self, namespace: &str, key: &str, value: Vec<u8>) -> Result<(), KvError> {
+        self.0.kv_set(namespace, key, &value).await.map_err(unavailable)
+    }
+    async fn delete(&self, namespace: &str, key: &str) -> Result<(), KvError> {
+        self.0.kv_delete(namespace, key).await.map_err(unavailable)
+    }
+    async fn list_keys(&self, namespace: &str, prefix: &str) -> Result<Vec<String>, KvError> {
+        self.0.kv_keys(namespace, prefix).await.map_err(unavailable)
+    }
+    async fn usage(&self, namespace: &str) -> Result<u64, KvError> {
+        self.0.kv_usage(namespace).await.map_err(unavailable)
+    }
+}
+
+/// A message a plugin posted, waiting for the engine to put it in the outbox.
+pub(crate) struct Posted {
+    pub(crate) id: String,
+    pub(crate) conversation: String,
+    pub(crate) content: Content,
+}
+
+/// What plugins post, collected for the engine: a hook runs inside the engine's loop, so the posts are composed
+/// and flushed when the hook returns. Each post gets its envelope id at once, so the plugin can refer to it.
+#[derive(Default)]
+pub(crate) struct ClientSink {
+    posted: Mutex<Vec<Posted>>,
+    wake: tokio::sync::Notify,
+}
+
+impl ClientSink {
+    fn push(&self, conversation: &str, content: Content) -> Result<String, SinkError> {
+        imfree_proto::validate_user_name(conversation, &imfree_proto::Limits::default())
+            .or_else(|e| imfree_client::groups::parse_group(conversation).map(|_| ()).map_err(|_| e))
+            .map_err(|_| SinkError::Invalid(format!("{conversation:?} is not a conversation (a user name or group:<id>)")))?;
+        let id = new_envelope_id();
+        let mut posted = self.posted.lock().map_err(|_| SinkError::Unavailable("sink poisoned".into()))?;
+        if posted.len() >= 1000 {
+            return Err(SinkError::Unavailable("too many messages waiting to be sent; try again later".into()));
+        }
+        posted.push(Posted { id: id.clone(), conversation: conversation.to_owned(), content });
+        self.wake.notify_one();
+        Ok(id)
+    }
+
+    /// Everything posted since the last call.
+    pub(crate) fn take(&self) -> Vec<Posted> {
+        self.posted.lock().map(|mut p| std::mem::take(&mut *p)).unwrap_or_default()
+    }
+
+    /// Completes when something was posted.
+    pub(crate) async fn posted(&self) {
+        self.wake.notified().await;
+    }
+}
+
+fn text(body: &str, reply_to: Option<&str>) -> Content {
+    let mut content = Content::new(imfree_proto::mime::TEXT, body.as_bytes(), Some(Compression::Gzip));
+    content.reply_to = reply_to.and_then(|r| r.parse().ok());
+    content
+}
+
+#[async_trait]
+impl MessageSink for ClientSink {
+    async fn post(&self, _: &PluginIdentity, conversation: &str, body: &str) -> Result<String, SinkError> {
+        self.push(conversation, text(body, None))
+    }
+    async fn reply(&self, _: &PluginIdentity, conversation: &str, message_id: &str, body: &str) -> Result<String, SinkError> {
+        self.push(conversation, text(body, Some(message_id)))
+    }
+    async fn react(&self, _: &PluginIdentity, conversation: &str, message_id: &str, emoji: &str) -> Result<(), SinkError> {
+        let reaction = serde_json::json!({ "message_id": message_id, "emoji": emoji });
+        let content = Content::new(cards::REACTION_MIME, reaction.to_string().as_bytes(), None);
+        self.push(conversation, content).map(|_| ())
+    }
+    async fn post_card(&self, _: &PluginIdentity, conversation: &str, card: &Card) -> Result<String, SinkError> {
+        self.push(conversation, Content::new(cards::CARD_MIME, cards::card_json(card).to_string().as_bytes(), Some(Compression::Gzip)))
+    }
+}
+
+/// Incidents go to the log with plugin, version, hook and reason.
+pub(crate) struct LoggedIncidents;
+
+impl IncidentSink for LoggedIncidents {
+    fn report(&self, incident: &Incident) {
+        tracing::warn!(plugin = %incident.plugin, version = %incident.version, kind = %incident.kind, "plugin incident: {incident}");
+    }
+}
+
+/// The conversation a stored message belongs to, as plugins name it: the group, or the other user.
+pub(crate) fn conversation_of(m: &StoredMessage, me: &str) -> String {
+    if m.to.starts_with(imfree_client::groups::GROUP_PREFIX) || m.from == me { m.to.clone() } else { m.from.clone() }
+}
+
+/// A stored message as the plugin API shows it.
+pub(crate) fn to_plugin_message(m: &StoredMessage, me: &str) -> Message {
+    let body = String::from_utf8_lossy(&m.body).into_owned();
+    let mentions = body
+        .split_whitespace()
+        .filter_map(|w| w.strip_prefix('@'))
+        .map(|w| w.trim_end_matches(|c: char| !c.is_ascii_alphanumeric()).to_owned())
+        .filter(|w| !w.is_empty())
+        .collect();
+    Message {
+        id: m.id.clone(),
+        conversation: conversation_of(m, me),
+        sender: m.from.clone(),
+        sent_at: m.ts.max(0) as u64,
+        content_type: m.mime.clone(),
+        body,
+        reply_to: None,
+        mentions,
+    }
+}
+
+/// Start a bot for every enabled bot-scope plugin in `plugins`. Each runs until the process ends, reconnecting
+/// when the relay is away.
+pub(crate) fn start(relay_url: String, plugins: &BTreeMap<String, PluginConfig>, base_dir: &Path, bots_dir: &Path) {
+    for (name, config) in plugins {
+        let mut config = config.clone();
+        if config.path.is_relative() {
+            config.path = base_dir.join(&config.path);
+        }
+        if let Some(m) = config.manifest.as_mut().filter(|m| m.is_relative()) {
+            *m = base_dir.join(&*m);
+        }
+        if !config.enabled {
+            continue;
+        }
+        match PluginManifest::from_path(&config.manifest_path()) {
+            Ok(m) if m.name != *name => {
+                tracing::error!(plugin = %name, manifest = %m.name, "[plugins.<name>] must be the manifest's name; bot not started");
+                continue;
+            }
+            Ok(m) if !m.scopes.contains(&Scope::Bot) => continue,
+            Ok(_) => {}
+            Err(e) => {
+                tracing::error!(plugin = %name, error = %e, "plugin manifest refused; bot not started");
+                continue;
+            }
+        }
+        let (name, url, home) = (name.clone(), relay_url.clone(), bots_dir.join(name));
+        let cache = bots_dir.join("plugin-cache");
+        tokio::spawn(async move {
+            if let Err(e) = run(&name, config, &url, &home, cache).await {
+                tracing::error!(bot = %name, error = %e, "bot stopped");
+            }
+        });
+    }
+}
+
+/// The bot's client: registered on first start under the plugin's name, with a random password kept in its home
+/// (mode 0600) for logging in again when the session expires.
+async fn open_or_register(name: &str, url: &str, home: &Path) -> anyhow::Result<Client> {
+    std::fs::create_dir_all(home)?;
+    if let Ok(client) = Client::open(Some(home)).await {
+        return Ok(client);
+    }
+    let secret_file = home.join("bot-password");
+    let password = match std::fs::read_to_string(&secret_file) {
+        Ok(p) => Zeroizing::new(p.trim().to_owned()),
+        Err(_) => {
+            let mut bytes = [0u8; 24];
+            rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut bytes);
+            let p = Zeroizing::new(hex::encode(bytes));
+            write_private(&secret_file, p.as_bytes())?;
+            p
+        }
+    };
+    match Client::register(Some(home), url, name, &password, Trust::default()).await {
+        Ok(c) => Ok(c),
+        Err(ClientError::Refused { code: imfree_proto::ErrorCode::UserExists, .. }) => {
+            Ok(Client::login(Some(home), url, name, &password, None, Trust::default()).await.map_err(|e| {
+                anyhow::anyhow!("the account {name:?} exists and is not this bot's ({e}); rename the plugin or remove the account")
+            })?)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)?.write_all(bytes)
+}
+
+async fn run(name: &str, config: PluginConfig, url: &str, home: &Path, cache: PathBuf) -> anyhow::Result<()> {
+    let client = loop {
+        match open_or_register(name, url, home).await {
+            Ok(c) => break c,
+            Err(e) if e.downcast_ref::<ClientError>().is_some_and(|c| matches!(c, ClientError::Io(_))) => {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    let sink = Arc::new(ClientSink::default());
+    let services = HostServices {
+        messages: Arc::clone(&sink) as Arc<dyn MessageSink>,
+        kv: Arc::new(ClientKv(client.store().clone())),
+        clock: Arc::new(SystemClock),
+        incidents: Arc::new(LoggedIncidents),
+    };
+    let options = HostOptions { cache_dir: Some(cache), max_instances: 4, ..HostOptions::default() };
+    let host = Arc::new(PluginHost::new(options, services).map_err(|e| anyhow::anyhow!("plugin runtime: {e}"))?);
+    host.load(config).await?;
+    tracing::info!(bot = %name, "bot running");
+    let timers = Arc::clone(&host);
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            timers.fire_due_timers().await;
+        }
+    });
+    loop {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(3600);
+        let mut session = match client.connect_with_retry(deadline).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(bot = %name, error = %e, "bot cannot connect; retrying");
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                continue;
+            }
+        };
+        match serve(name, &client, &mut session, &host, &sink).await {
+            Ok(()) => {}
+            Err(ClientError::Io(e)) => tracing::info!(bot = %name, error = %e, "bot disconnected; reconnecting"),
+            Err(e) => tracing::warn!(bot = %name, error = %e, "bot session failed; reconnecting"),
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// One connection's worth of bot work: hand every new message to the plugin, send what it posts.
+async fn serve(
+    name: &str,
+    client: &Client,
+    session: &mut imfree_client::Session<'_>,
+    host: &PluginHost,
+    sink: &ClientSink,
+) -> Result<(), ClientError> {
+    let me = client.user().to_owned();
+    send_posted(client, session, host, sink, name).await?;
+    session.flush_outbox().await?;
+    loop {
+        let Some(event) = session.next_event_or(sink.posted()).await? else {
+            send_posted(client, session, host, sink, name).await?;
+            continue;
+        };
+        let Event::Message(m) = event else { continue };
+        if m.outgoing || m.from == me || m.status != "received" {
+            continue;
+        }
+        let msg = to_plugin_message(&m, &me);
+        if m.mime == cards::ACTION_MIME {
+            // A button press on one of this bot's cards, sent to the bot by the user who pressed it.
+            match cards::parse_action(&m.body) {
+                Some((message_id, button)) if is_own_card(client, &message_id).await? => {
+                    let conversation = client.store().message(&message_id).await?.map(|c| c.to).unwrap_or_default();
+                    let action = Action { message_id, conversation, button, user: m.from.clone() };
+                    let _ = host.action(name, action).await;
+                }
+                _ => tracing::debug!(bot = %name, "press on a message that is not this bot's card; ignored"),
+            }
+        } else if let Some((command, args)) = msg.body.strip_prefix('/').and_then(|c| c.split_once(' ').or(Some((c, "")))) {
+            let cmd = Command { name: command.to_owned(), args: args.trim().to_owned(), conversation: msg.conversation.clone(), sender: m.from.clone() };
+            if let Ok(Some(answer)) = host.command(name, cmd).await {
+                // Shown only to whoever typed it: a 1:1 message.
+                if let Err(e) = sink.push(&m.from, text(&answer, Some(&m.id))) {
+                    tracing::warn!(bot = %name, error = %e, "command answer not sent");
+                }
+            }
+        } else {
+            host.incoming_message(&msg).await;
+        }
+        send_posted(client, session, host, sink, name).await?;
+    }
+}
+
+async fn is_own_card(client: &Client, message_id: &str) -> Result<bool, ClientError> {
+    Ok(client.store().message(message_id).await?.is_some_and(|m| m.outgoing && m.mime == cards::CARD_MIME))
+}
+
+/// Compose what the plugin posted (each through the plugin's own outgoing-message filter, if it has one) and flush.
+async fn send_posted(
+    client: &Client,
+    session: &mut imfree_client::Session<'_>,
+    host: &PluginHost,
+    sink: &ClientSink,
+    name: &str,
+) -> Result<(), ClientError> {
+    let posted = sink.take();
+    if posted.is_empty() {
+        return Ok(());
+    }
+    for p in posted {
+        let mut content = p.content;
+        if content.mime.starts_with("text/") {
+            let body = content.body_bytes(&imfree_proto::Limits::default()).unwrap_or_default();
+            let draft = Message {
+                id: p.id.clone(),
+                conversation: p.conversation.clone(),
+                sender: client.user().to_owned(),
+                sent_at: imfree_client::now_ms().max(0) as u64,
+                content_type: content.mime.clone(),
+                body: String::from_utf8_lossy(&body).into_owned(),
+                reply_to: content.reply_to.map(|r| r.to_string()),
+                mentions: Vec::new(),
+            };
+            match host.outgoing_message(draft).await {
+                OutgoingOutcome::Send(m) => {
+                    let reply_to = content.reply_to;
+                    content = Content::new(m.content_type, m.body.as_bytes(), Some(Compression::Gzip));
+                    content.reply_to = reply_to;
+                }
+                OutgoingOutcome::Reject { plugin, reason } => {
+                    tracing::info!(bot = %name, %plugin, %reason, "the bot's own message was refused by a filter");
+                    continue;
+                }
+            }
+        }
+        client.compose_with_id(&p.id, &p.conversation, &content).await?;
+    }
+    session.flush_outbox().await.map(|_| ())
+}
