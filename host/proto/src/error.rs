@@ -67,6 +67,17 @@ pub enum ErrorCode {
     StaleDevices,
     /// A key upload was refused: bad proof or signature, or a certificate from another identity than the account's.
     KeysRejected,
+    /// This device was revoked by its owner (a signed device revocation list names it): it can no longer log in.
+    DeviceRevoked,
+    /// A device revocation list was refused: malformed, not signed by the account's identity, not newer than the
+    /// stored one, un-revoking a device, or leaving the account without any device.
+    RevocationRejected,
+    /// The linking rendezvous already has two connections, or this connection or account has too many open.
+    LinkBusy,
+    /// No open rendezvous of this connection has that id (never opened, expired, closed, or not paired yet).
+    LinkUnknown,
+    /// A linking message is too large, or a rendezvous carried too many: start linking again.
+    LinkLimit,
 }
 
 impl ErrorCode {
@@ -102,6 +113,11 @@ impl ErrorCode {
             ErrorCode::ShuttingDown => "shutting_down",
             ErrorCode::StaleDevices => "stale_devices",
             ErrorCode::KeysRejected => "keys_rejected",
+            ErrorCode::DeviceRevoked => "device_revoked",
+            ErrorCode::RevocationRejected => "revocation_rejected",
+            ErrorCode::LinkBusy => "link_busy",
+            ErrorCode::LinkUnknown => "link_unknown",
+            ErrorCode::LinkLimit => "link_limit",
         }
     }
 }
@@ -173,7 +189,7 @@ mod tests {
 
     #[test]
     fn wire_names_match_serde() {
-        for code in [ErrorCode::MalformedFrame, ErrorCode::HandshakeReplayed, ErrorCode::TotpInvalid, ErrorCode::ShuttingDown] {
+        for code in [ErrorCode::MalformedFrame, ErrorCode::HandshakeReplayed, ErrorCode::TotpInvalid, ErrorCode::ShuttingDown, ErrorCode::DeviceRevoked, ErrorCode::LinkLimit] {
             assert_eq!(serde_json::to_value(code).unwrap(), serde_json::Value::String(code.as_str().into()));
         }
     }
