@@ -135,6 +135,28 @@ pub struct LimitsConfig {
     pub dedupe_retention_secs: u64,
     /// Unclaimed one-time prekeys (of each kind) the relay keeps per device; an upload beyond it is refused.
     pub max_prekeys_per_device: usize,
+    /// The device-linking rendezvous.
+    pub linking: LinkingLimits,
+}
+
+/// Limits of the device-linking rendezvous (`[limits.linking]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LinkingLimits {
+    /// Seconds a rendezvous stays open. Default 600.
+    pub timeout_secs: u64,
+    /// `link.data` messages one connection may send through one rendezvous. Default 8 (linking needs 2).
+    pub max_messages: u32,
+    /// Largest `link.data` message in bytes. Default 2048 (linking messages are under 300 bytes).
+    pub max_message_bytes: usize,
+    /// Rendezvous open at once per account. Default 4.
+    pub per_account: usize,
+}
+
+impl Default for LinkingLimits {
+    fn default() -> Self {
+        LinkingLimits { timeout_secs: 600, max_messages: 8, max_message_bytes: 2048, per_account: 4 }
+    }
 }
 
 impl Default for LimitsConfig {
@@ -155,6 +177,7 @@ impl Default for LimitsConfig {
             commit_batch: 4096,
             dedupe_retention_secs: 7 * 24 * 3600,
             max_prekeys_per_device: 500,
+            linking: LinkingLimits::default(),
         }
     }
 }
@@ -208,6 +231,11 @@ impl RelayConfig {
         if l.delivery_window == 0 || l.commit_batch == 0 || l.connections_per_account == 0 {
             return Err(ConfigError::Invalid("limits.delivery_window, commit_batch and connections_per_account must be at least 1".into()));
         }
+        if l.linking.timeout_secs == 0 || l.linking.max_messages == 0 || l.linking.per_account == 0 || l.linking.max_message_bytes < 256 {
+            return Err(ConfigError::Invalid(
+                "limits.linking needs timeout_secs, max_messages and per_account >= 1 and max_message_bytes >= 256".into(),
+            ));
+        }
         for (name, rate) in [
             ("frames_per_connection", l.frames_per_connection),
             ("messages_per_connection", l.messages_per_connection),
@@ -257,5 +285,6 @@ mod tests {
         assert_eq!(parsed.limits.commit_batch, defaults.limits.commit_batch, "the example shows the defaults");
         assert_eq!(parsed.limits.max_prekeys_per_device, defaults.limits.max_prekeys_per_device);
         assert_eq!(parsed.limits.protocol, defaults.limits.protocol);
+        assert_eq!(parsed.limits.linking, defaults.limits.linking);
     }
 }

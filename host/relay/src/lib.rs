@@ -13,6 +13,7 @@ pub mod e2e;
 pub mod hub;
 pub mod keys;
 pub mod limits;
+pub mod link;
 pub mod metrics;
 pub mod password;
 mod server;

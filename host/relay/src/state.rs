@@ -41,6 +41,8 @@ pub struct RelayState {
     pub account_conns: Arc<ConnectionLimiter<UserId>>,
     /// Live connections per IP.
     pub ip_conns: Arc<ConnectionLimiter<IpAddr>>,
+    /// Device-linking rendezvous.
+    pub links: Arc<crate::link::LinkRendezvous>,
     next_conn: AtomicU64,
 }
 
@@ -63,6 +65,7 @@ impl RelayState {
             login_rate: KeyedRateLimiter::new(l.logins_per_ip),
             account_conns: Arc::new(ConnectionLimiter::new()),
             ip_conns: Arc::new(ConnectionLimiter::new()),
+            links: crate::link::LinkRendezvous::new(l.linking.clone()),
             next_conn: AtomicU64::new(1),
             config,
             store,
