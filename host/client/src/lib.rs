@@ -17,9 +17,11 @@
 #![deny(missing_docs)]
 
 pub mod connection;
+pub mod devices;
 pub mod e2e;
 pub mod engine;
 pub mod home;
+pub mod linking;
 pub mod store;
 pub mod tls;
 
