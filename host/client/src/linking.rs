@@ -265,7 +265,11 @@ impl Client {
         link.deadline = Instant::now() + Duration::from_secs(60);
         let outcome = match link.next().await {
             Ok(FrameBody::LinkClose(c)) if c.reason.as_deref() == Some("linked") => Ok(request),
-            Ok(FrameBody::LinkClose(c)) => Err(ended(&c)),
+            // The grant was sent: the new device holds the identity even if it could not finish.
+            Ok(FrameBody::LinkClose(c)) => Err(ClientError::E2e(format!(
+                "the new device received the grant but reported: {}; run `imfree client devices` and revoke it if it is listed and unwanted",
+                c.reason.as_deref().unwrap_or("nothing")
+            ))),
             Err(ClientError::Io(_)) => Err(ClientError::Io(
                 "the new device did not confirm in time; run `imfree client devices` to see whether it published its keys".into(),
             )),
