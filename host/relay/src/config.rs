@@ -278,6 +278,20 @@ mod tests {
     }
 
     #[test]
+    fn linking_limits_must_allow_linking() {
+        for bad in [
+            LinkingLimits { timeout_secs: 0, ..LinkingLimits::default() },
+            LinkingLimits { max_messages: 0, ..LinkingLimits::default() },
+            LinkingLimits { per_account: 0, ..LinkingLimits::default() },
+            LinkingLimits { max_message_bytes: 100, ..LinkingLimits::default() },
+        ] {
+            let mut c = RelayConfig::default();
+            c.limits.linking = bad;
+            assert!(c.validate().unwrap_err().to_string().contains("limits.linking"));
+        }
+    }
+
+    #[test]
     fn the_example_config_is_valid_and_complete() {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/imfree.toml");
         let parsed = RelayConfig::from_file(&path).expect("examples/imfree.toml parses with deny_unknown_fields");
