@@ -133,10 +133,46 @@ enum ClientCommand {
     /// Groups: create, add, remove, leave, info, list.
     #[command(subcommand)]
     Group(crate::group::GroupCommand),
+    /// This account's devices: without a subcommand, list them (id, relay device, name, fingerprint, status).
+    ///
+    /// Linking: on the NEW device, after `login`, run `devices link`: it shows a code (and a QR payload). On a device
+    /// that is already linked, run `devices approve CODE`, compare the fingerprints both show, and approve.
+    Devices {
+        #[command(subcommand)]
+        action: Option<DevicesCommand>,
+    },
     /// Revoke this device's session on the relay.
     Logout,
     /// Show this home's account: server, user, device, pinned fingerprints.
     Whoami,
+}
+
+#[derive(Debug, Subcommand)]
+enum DevicesCommand {
+    /// On the NEW device (logged in, not linked yet): show a link code and QR payload, and wait for an existing
+    /// device of the account to approve it with `devices approve CODE`.
+    Link {
+        /// Seconds to wait for the approval.
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
+    },
+    /// On an EXISTING device: link the new device that shows CODE (the code as shown, or the QR payload text).
+    Approve {
+        /// The code the new device shows (`ABCDE-FGHIJ-…`), or its QR payload (`imfree-link:…`).
+        code: String,
+        /// Approve without asking (otherwise the new device's fingerprint is shown and `y` is read from standard input).
+        #[arg(long)]
+        yes: bool,
+        /// Seconds to wait for the new device.
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
+    },
+    /// Revoke another device of this account by its id (the first column of `imfree client devices`): it can no
+    /// longer log in, and contacts stop encrypting for it.
+    Revoke {
+        /// The device's id.
+        id: u32,
+    },
 }
 
 fn read_password(from_stdin: bool) -> anyhow::Result<Zeroizing<String>> {
@@ -172,7 +208,7 @@ pub(crate) async fn run(args: ClientArgs) -> anyhow::Result<ExitCode> {
             println!("logged in as {} (device {})", client.user(), client.device());
             if !client.e2e_ready() {
                 eprintln!(
-                    "imfree: this device has no end-to-end keys yet: it cannot take part in encrypted conversations until it is linked from a device of {} that has them",
+                    "imfree: this device has no end-to-end keys yet: run `imfree client devices link` here and approve it on a device of {} that has them",
                     client.user()
                 );
             }
@@ -249,6 +285,7 @@ pub(crate) async fn run(args: ClientArgs) -> anyhow::Result<ExitCode> {
             }
         }
         ClientCommand::Group(command) => crate::group::run(home, command).await?,
+        ClientCommand::Devices { action } => devices(home, action).await?,
         ClientCommand::Logout => {
             let mut client = Client::open(home).await?;
             let session = client.connect().await?;
@@ -266,6 +303,79 @@ pub(crate) async fn run(args: ClientArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+async fn devices(home: Option<&Path>, action: Option<DevicesCommand>) -> anyhow::Result<()> {
+    let client = Client::open(home).await?;
+    match action {
+        None => {
+            let mut session = client.connect().await?;
+            let devices = session.account_devices().await?;
+            session.close().await;
+            println!("ID\tDEVICE\tNAME\tFINGERPRINT\tSTATUS");
+            for d in &devices.active {
+                let status = if d.this_device { "active, this device" } else { "active" };
+                let fingerprint = imfree_client::devices::device_fingerprint(&d.certificate.agreement_key);
+                let name = d.name.as_deref().unwrap_or("-");
+                println!("{}\t{}\t{name}\t{fingerprint}\t{status}", d.certificate.device_id, d.relay_device);
+            }
+            for r in &devices.revoked {
+                println!("{}\t-\t-\t-\trevoked at {}", r.device_id, r.revoked_at);
+            }
+        }
+        Some(DevicesCommand::Link { timeout }) => {
+            let user = client.user().to_owned();
+            let certificate = client
+                .link_this_device(
+                    |invite| {
+                        println!("link code {}", invite.code);
+                        println!("qr payload {}", invite.qr_payload);
+                        println!("this device's fingerprint {}", invite.fingerprint);
+                        println!("on a device already linked to {user}, run: imfree client devices approve {}", invite.code);
+                        println!("waiting for approval (up to {timeout} s)…");
+                        let _ = std::io::stdout().flush();
+                    },
+                    Duration::from_secs(timeout),
+                )
+                .await?;
+            println!("linked: this device is {} with id {}; it receives messages sent from now on", client.device(), certificate.device_id);
+        }
+        Some(DevicesCommand::Approve { code, yes, timeout }) => {
+            let request = client
+                .approve_link(
+                    &code,
+                    |r| {
+                        println!(
+                            "new device: {} (relay device {})",
+                            r.name.as_deref().unwrap_or("unnamed"),
+                            r.relay_device.as_deref().unwrap_or("unknown")
+                        );
+                        if r.key_checked {
+                            println!("fingerprint {} (matches the scanned QR payload)", r.fingerprint);
+                        } else {
+                            println!("fingerprint {} (compare with the fingerprint the new device shows)", r.fingerprint);
+                        }
+                        if yes {
+                            return true;
+                        }
+                        print!("approve this device? it will be able to read your new messages [y/N] ");
+                        let _ = std::io::stdout().flush();
+                        let mut line = String::new();
+                        std::io::stdin().lock().read_line(&mut line).is_ok() && matches!(line.trim(), "y" | "Y" | "yes")
+                    },
+                    Duration::from_secs(timeout),
+                )
+                .await?;
+            println!("linked device {} (relay device {})", request.device_id, request.relay_device.as_deref().unwrap_or("unknown"));
+        }
+        Some(DevicesCommand::Revoke { id }) => {
+            let mut session = client.connect().await?;
+            let version = session.revoke_device(id).await?;
+            session.close().await;
+            println!("revoked device {id} (revocation list version {version}); it can no longer log in");
+        }
+    }
+    Ok(())
 }
 
 fn print_pins(client: &Client) {
@@ -325,7 +435,7 @@ async fn send(home: Option<&Path>, to: &str, texts: &[String], markdown: bool) -
                 anyhow::bail!("{failed} message(s) not sent: the group is {status}");
             }
             if failed > 0 {
-                anyhow::bail!("the relay refused {failed} message(s) (is {to:?} a user?)");
+                anyhow::bail!("{failed} message(s) failed: refused by the relay (is {to:?} a user?) or not encryptable (see the warning above)");
             }
             Ok(ExitCode::SUCCESS)
         }

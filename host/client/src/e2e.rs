@@ -1,4 +1,5 @@
-//! This device's end-to-end state: the user identity (on the account's first device), the device certificate, the
+//! This device's end-to-end state: the user identity (made on the account's first device, handed to each device
+//! linked from it), the device certificate, the
 //! prekey secrets and the replay cache of last-resort set-ups; how uploads are made; how a delivery is decrypted and
 //! a message encrypted for a contact's device.
 //!
@@ -71,6 +72,26 @@ impl DeviceE2e {
             signed_at: 0,
             last_resort_at: 0,
         }
+    }
+
+    /// The state of a device that was just linked: the user identity and this device's certificate from the
+    /// approving device; no prekeys yet (make them with [`DeviceE2e::first_upload`]).
+    pub fn linked(keys: DeviceKeys, identity: UserIdentity, certificate: DeviceCertificate) -> DeviceE2e {
+        DeviceE2e {
+            keys,
+            identity: Some(identity),
+            certificate,
+            prekeys: LocalPrekeys::new(),
+            replay: HashSet::new(),
+            sequence: 0,
+            signed_at: 0,
+            last_resort_at: 0,
+        }
+    }
+
+    /// The user identity, if this device holds it (every device made by `create` or `linked` does).
+    pub fn identity(&self) -> Option<&UserIdentity> {
+        self.identity.as_ref()
     }
 
     /// Load the state, if this device has one.

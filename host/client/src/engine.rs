@@ -96,6 +96,8 @@ pub enum Event {
     },
     /// Answers to key and group-log requests (consumed by the engine).
     Keys(Frame),
+    /// Device-linking frames from the relay (consumed by [`crate::linking`]).
+    Link(Frame),
 }
 
 impl Client {
@@ -146,7 +148,15 @@ impl Client {
         let e2e = DeviceE2e::load(&store, account.device_keys()?).await?;
         let needs_identity = e2e.is_none() && op == XxOp::Register;
         let client = Client { home, account, store, e2e: Mutex::new(e2e) };
-        let mut session = Session { client: &client, conn, events: VecDeque::new(), settling: false, refusals: Vec::new(), queued_at_connect: welcome.queued };
+        let mut session = Session {
+            client: &client,
+            conn,
+            events: VecDeque::new(),
+            settling: false,
+            refusals: Vec::new(),
+            queued_at_connect: welcome.queued,
+            key_challenge: welcome.key_challenge.0.clone(),
+        };
         if needs_identity {
             let mut fresh = DeviceE2e::create(client.account.device_keys()?);
             let upload = fresh.first_upload(&welcome.key_challenge.0);
@@ -185,9 +195,16 @@ impl Client {
     pub(crate) fn with_e2e<T>(&self, f: impl FnOnce(&mut DeviceE2e) -> Result<T, ClientError>) -> Result<T, ClientError> {
         let mut guard = self.e2e.lock().map_err(|_| ClientError::E2e("state lock poisoned".into()))?;
         let e2e = guard.as_mut().ok_or_else(|| {
-            ClientError::E2e("this device has no end-to-end keys: it must be linked from the account's first device".into())
+            ClientError::E2e("this device has no end-to-end keys: link it with `imfree client devices link` and approve it on a linked device".into())
         })?;
         f(e2e)
+    }
+
+    /// Install this device's E2E state (after linking), once it is persisted.
+    pub(crate) fn set_e2e(&self, e2e: DeviceE2e) {
+        if let Ok(mut slot) = self.e2e.lock() {
+            *slot = Some(e2e);
+        }
     }
 
     pub(crate) async fn persist_e2e(&self, sessions: &[(String, String, Vec<u8>)]) -> Result<(), ClientError> {
@@ -236,7 +253,15 @@ impl Client {
         let keys = self.account.device_keys()?;
         let (conn, welcome) =
             Connection::resume(&self.account.server, self.account.tls_pin.as_deref(), relay_key, &keys, user, device, token).await?;
-        let mut session = Session { client: self, conn, events: VecDeque::new(), settling: false, refusals: Vec::new(), queued_at_connect: welcome.queued };
+        let mut session = Session {
+            client: self,
+            conn,
+            events: VecDeque::new(),
+            settling: false,
+            refusals: Vec::new(),
+            queued_at_connect: welcome.queued,
+            key_challenge: welcome.key_challenge.0.clone(),
+        };
         if let Some(left) = welcome.prekeys_left {
             let now = (now_ms() / 1000) as u64;
             let upload = self.with_e2e(|e| Ok(e.replenish_upload(&welcome.key_challenge.0, left, now))).ok().flatten();
@@ -326,6 +351,15 @@ pub struct Session<'c> {
     refusals: Vec<ErrorFrame>,
     /// How many envelopes the relay said were queued at connect time.
     pub queued_at_connect: u64,
+    /// The relay's challenge for this connection's key uploads (from `welcome`).
+    pub(crate) key_challenge: Vec<u8>,
+}
+
+impl<'c> Session<'c> {
+    /// The client this session belongs to.
+    pub fn client(&self) -> &'c Client {
+        self.client
+    }
 }
 
 impl Session<'_> {
@@ -543,6 +577,9 @@ impl Session<'_> {
                     incoming.push(message);
                 }
                 body @ (FrameBody::KeysDeviceList(_) | FrameBody::KeysBundles(_) | FrameBody::GroupEntries(_)) => after.push(Event::Keys(Frame::new(body))),
+                body @ (FrameBody::LinkPaired(_) | FrameBody::LinkData(_) | FrameBody::LinkClose(_)) => {
+                    after.push(Event::Link(Frame::new(body)))
+                }
                 FrameBody::Receipt(r) => {
                     acks.push(r.id);
                     let refs: Vec<String> = r.refs.iter().map(|i| i.to_string()).collect();
@@ -628,7 +665,7 @@ impl Session<'_> {
     }
 
     /// Publish keys and wait for the relay's answer, keeping other events.
-    async fn upload(&mut self, upload: &imfree_crypto::prekeys::KeyUpload) -> Result<(), ClientError> {
+    pub(crate) async fn upload(&mut self, upload: &imfree_crypto::prekeys::KeyUpload) -> Result<(), ClientError> {
         let id = new_envelope_id();
         let document = serde_json::to_value(upload).map_err(|e| ClientError::E2e(e.to_string()))?;
         self.conn.send(&Frame::new(FrameBody::KeysUpload(KeysUpload { id: Some(id.clone()), upload: document }))).await?;
@@ -671,6 +708,8 @@ impl Session<'_> {
         if let Some(key) = identity {
             self.check_identity(user, &key).await?;
         }
+        // Devices on the user's signed revocation list are left out; an older list than one seen before is refused.
+        crate::devices::drop_revoked(&self.client.store, user, identity, list.revocation.as_ref().map(|p| p.0.as_slice()), &mut out).await?;
         Ok(out)
     }
 

@@ -17,10 +17,12 @@
 #![deny(missing_docs)]
 
 pub mod connection;
+pub mod devices;
 pub mod e2e;
 pub mod engine;
 pub mod groups;
 pub mod home;
+pub mod linking;
 pub mod store;
 pub mod tls;
 

@@ -277,6 +277,16 @@ impl LocalStore {
         self.put_e2e_sessions(&[], items).await
     }
 
+    /// The newest verified device revocation list seen for `user` (its encoding), kept to refuse an older one.
+    pub async fn revocation_list(&self, user: &str) -> Result<Option<Vec<u8>>, ClientError> {
+        self.e2e_state(&format!("revocation-list/{user}")).await
+    }
+
+    /// Keep a newer verified revocation list for `user`.
+    pub async fn put_revocation_list(&self, user: &str, list: &[u8]) -> Result<(), ClientError> {
+        self.put_e2e_state(&[(&format!("revocation-list/{user}"), list.to_vec())]).await
+    }
+
     /// The stored pairwise session with a contact's device.
     pub async fn e2e_session(&self, user: &str, device: &str) -> Result<Option<Vec<u8>>, ClientError> {
         sqlx::query_scalar("SELECT session FROM e2e_sessions WHERE peer_user = ? AND peer_device = ?")
@@ -349,6 +359,10 @@ impl LocalStore {
             .await
             .map_err(db)?;
         sqlx::query("DELETE FROM e2e_sessions WHERE peer_user = ?").bind(user).execute(&mut *tx).await.map_err(db)?;
+        if done.rows_affected() > 0 {
+            // A new identity starts its own revocation lists at version 1.
+            sqlx::query("DELETE FROM e2e_state WHERE name = ?").bind(format!("revocation-list/{user}")).execute(&mut *tx).await.map_err(db)?;
+        }
         tx.commit().await.map_err(db)?;
         Ok(done.rows_affected() > 0)
     }

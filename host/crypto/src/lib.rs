@@ -15,6 +15,7 @@
 //! - [`safety`]: safety numbers and their scannable payload.
 //! - [`keystore`]: the passphrase-sealed key store (Argon2id + XChaCha20-Poly1305).
 //! - [`linking`]: device linking with a code or QR payload over Noise XXpsk3.
+//! - [`revocation`]: the signed device revocation list.
 //! - [`kdf`], [`aead`], [`kem`]: the primitive steps (X25519, HKDF/HMAC, ChaCha20-Poly1305, ML-KEM-768).
 //! - [`E2eError`]: why an end-to-end operation was refused.
 //!
@@ -38,6 +39,7 @@ pub mod noise;
 pub mod pqxdh;
 pub mod prekeys;
 pub mod ratchet;
+pub mod revocation;
 pub mod safety;
 
 pub use error::E2eError;

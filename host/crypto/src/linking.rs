@@ -1,14 +1,16 @@
 //! Device linking: a new device joins a user's account only when an existing device of that user approves it.
 //!
-//! The existing device shows a [`LinkCode`] (16 random bytes, as 26 base32 characters, or as a QR payload that also
-//! carries a fingerprint of the existing device's agreement key). The new device enters or scans it, and the two run
+//! One device shows a [`LinkCode`] (16 random bytes, as 26 base32 characters, or as a QR payload that also carries a
+//! fingerprint of the showing device's agreement key) and the other enters or scans it. imfree's client shows it on
+//! the NEW device and approves on the existing one (`imfree client devices link` / `devices approve CODE`, as a
+//! phone scans a desktop's code); the handshake roles do not depend on who shows the code. The two run
 //! `Noise_XXpsk3_25519_ChaChaPoly_BLAKE2s` over an opaque byte channel (the relay forwards the four messages between
 //! the two connections that name the same [`LinkCode::rendezvous_id`]), with a pre-shared key derived from the code.
 //! Through it the existing device sends the user identity seed and a certificate for the new device's keys.
 //!
-//! A relay (or anyone) without the code cannot complete the handshake with either side; with the QR payload the new
-//! device also checks the existing device's static key, so even a relay that learnt the code cannot sit in the
-//! middle. Both sides' steps are types: a message can only be read in the state that expects it.
+//! A relay (or anyone) without the code cannot complete the handshake with either side; with the QR payload the
+//! scanning device also checks the showing device's static key, so even a relay that learnt the code cannot sit in
+//! the middle. Both sides' steps are types: a message can only be read in the state that expects it.
 //!
 //! This module owns the code, the handshake and the grant format; the relay channel and the UI are the client's.
 
@@ -49,7 +51,7 @@ pub enum LinkError {
     /// The handshake failed: a wrong code, or someone altered the messages.
     #[error("device linking failed: the code is wrong or the connection was tampered with; start again with a new code")]
     Handshake,
-    /// The existing device's key is not the one the scanned QR code names.
+    /// The other device's key is not the one the scanned QR code names.
     #[error("the device answering is not the one whose code was scanned: someone is in the middle; do not link")]
     WrongDevice,
     /// The grant does not certify this device, or its certificate is invalid.
@@ -145,16 +147,17 @@ impl LinkCode {
         Ok(LinkCode::from_bytes(code))
     }
 
-    /// The QR payload: `"imfree-link:" || base32(0x01 || code 16 || agreement_fingerprint 16)`.
-    pub fn qr_payload(&self, existing_agreement_key: &[u8; 32]) -> String {
+    /// The QR payload: `"imfree-link:" || base32(0x01 || code 16 || agreement_fingerprint 16)`, naming the agreement
+    /// key of the device that shows it.
+    pub fn qr_payload(&self, shown_by_agreement_key: &[u8; 32]) -> String {
         let mut bytes = Zeroizing::new(Vec::with_capacity(33));
         bytes.push(LINK_VERSION);
         bytes.extend_from_slice(self.0.as_ref());
-        bytes.extend_from_slice(&agreement_fingerprint(existing_agreement_key));
+        bytes.extend_from_slice(&agreement_fingerprint(shown_by_agreement_key));
         format!("{QR_PREFIX}{}", base32_encode(&bytes))
     }
 
-    /// Parse a scanned QR payload: the code and the fingerprint the existing device's static key must have.
+    /// Parse a scanned QR payload: the code and the fingerprint the showing device's static key must have.
     pub fn parse_qr(text: &str) -> Result<(Self, [u8; 16]), LinkError> {
         let body = text.strip_prefix(QR_PREFIX).ok_or(LinkError::BadCode("not an imfree link QR code"))?;
         let bytes = Zeroizing::new(base32_decode(body)?);
@@ -313,11 +316,13 @@ impl NewDeviceAwaitingGrant {
 /// Existing device, waiting for message 1.
 pub struct ExistingDeviceLink {
     hs: HandshakeState,
+    expected_fingerprint: Option<[u8; 16]>,
 }
 
 /// Existing device, waiting for message 3.
 pub struct ExistingAwaitingConfirm {
     hs: HandshakeState,
+    expected_fingerprint: Option<[u8; 16]>,
 }
 
 /// Existing device: the new device proved it knows the code; approve (or drop) it.
@@ -332,7 +337,13 @@ pub struct PendingApproval {
 impl ExistingDeviceLink {
     /// Start waiting for a new device with the code this device shows.
     pub fn new(code: &LinkCode, device: &DeviceKeys) -> Result<Self, LinkError> {
-        Ok(ExistingDeviceLink { hs: handshake(code, &device.static_secret(), false)? })
+        Self::expecting(code, None, device)
+    }
+
+    /// Start with a code the NEW device showed: with `expected_fingerprint` from its scanned QR payload, message 3
+    /// is refused ([`LinkError::WrongDevice`]) unless the new device's static key has that fingerprint.
+    pub fn expecting(code: &LinkCode, expected_fingerprint: Option<[u8; 16]>, device: &DeviceKeys) -> Result<Self, LinkError> {
+        Ok(ExistingDeviceLink { hs: handshake(code, &device.static_secret(), false)?, expected_fingerprint })
     }
 
     /// Read message 1, answer with message 2.
@@ -342,7 +353,7 @@ impl ExistingDeviceLink {
             return Err(LinkError::Handshake);
         }
         let msg = write(&mut self.hs, &[])?;
-        Ok((ExistingAwaitingConfirm { hs: self.hs }, msg))
+        Ok((ExistingAwaitingConfirm { hs: self.hs, expected_fingerprint: self.expected_fingerprint }, msg))
     }
 }
 
@@ -359,6 +370,11 @@ impl ExistingAwaitingConfirm {
         let agreement_key = remote_static(&self.hs)?;
         if crate::identity::is_low_order_x25519(&agreement_key) {
             return Err(LinkError::Handshake);
+        }
+        if let Some(expected) = self.expected_fingerprint
+            && agreement_fingerprint(&agreement_key) != expected
+        {
+            return Err(LinkError::WrongDevice);
         }
         let transport = self.hs.into_transport_mode()?;
         Ok(PendingApproval { transport, signing_key, agreement_key })

@@ -77,6 +77,17 @@ pub enum ErrorCode {
     GroupConflict,
     /// A relay policy (an administrator's plugin) refused the envelope; the message says which and why.
     PolicyRejected,
+    /// This device was revoked by its owner (a signed device revocation list names it): it can no longer log in.
+    DeviceRevoked,
+    /// A device revocation list was refused: malformed, not signed by the account's identity, not newer than the
+    /// stored one, un-revoking a device, or leaving the account without any device.
+    RevocationRejected,
+    /// The linking rendezvous already has two connections, or this connection or account has too many open.
+    LinkBusy,
+    /// No open rendezvous of this connection has that id (never opened, expired, closed, or not paired yet).
+    LinkUnknown,
+    /// A linking message is too large, or a rendezvous carried too many: start linking again.
+    LinkLimit,
 }
 
 impl ErrorCode {
@@ -117,6 +128,11 @@ impl ErrorCode {
             ErrorCode::GroupRejected => "group_rejected",
             ErrorCode::GroupConflict => "group_conflict",
             ErrorCode::PolicyRejected => "policy_rejected",
+            ErrorCode::DeviceRevoked => "device_revoked",
+            ErrorCode::RevocationRejected => "revocation_rejected",
+            ErrorCode::LinkBusy => "link_busy",
+            ErrorCode::LinkUnknown => "link_unknown",
+            ErrorCode::LinkLimit => "link_limit",
         }
     }
 }
@@ -188,7 +204,7 @@ mod tests {
 
     #[test]
     fn wire_names_match_serde() {
-        for code in [ErrorCode::MalformedFrame, ErrorCode::HandshakeReplayed, ErrorCode::TotpInvalid, ErrorCode::ShuttingDown, ErrorCode::GroupConflict] {
+        for code in [ErrorCode::MalformedFrame, ErrorCode::HandshakeReplayed, ErrorCode::TotpInvalid, ErrorCode::ShuttingDown, ErrorCode::GroupConflict, ErrorCode::DeviceRevoked, ErrorCode::LinkLimit] {
             assert_eq!(serde_json::to_value(code).unwrap(), serde_json::Value::String(code.as_str().into()));
         }
     }

@@ -60,6 +60,13 @@ pub enum FrameBody {
     /// Ask for a group's membership log from an entry on; answered with `group.entries`.
     #[serde(rename = "group.log")]
     GroupLog(GroupLog),
+    /// Publish a new signed device revocation list for this account; answered with `ok`.
+    #[serde(rename = "keys.revoke")]
+    KeysRevoke(KeysRevoke),
+    /// Join a device-linking rendezvous of this account; answered with `ok`, then `link.paired` once two
+    /// connections have joined.
+    #[serde(rename = "link.open")]
+    LinkOpen(LinkOpen),
 
     // ----- both directions -----
     /// Client -> relay: set own status. Relay -> client: a contact's status.
@@ -69,6 +76,14 @@ pub enum FrameBody {
     /// Client -> relay: delivery/read receipt for envelopes from `to`. Relay -> client: a receipt from `from`,
     /// queued and acked like a delivery.
     Receipt(Receipt),
+    /// An opaque device-linking message: client -> relay for the other connection of the rendezvous, relay ->
+    /// client from it. Forwarded live only, never stored.
+    #[serde(rename = "link.data")]
+    LinkData(LinkData),
+    /// Client -> relay: leave the rendezvous. Relay -> client: the rendezvous ended (the other side left or closed,
+    /// or it expired).
+    #[serde(rename = "link.close")]
+    LinkClose(LinkClose),
 
     // ----- relay -> client -----
     /// First frame after a successful handshake.
@@ -95,6 +110,9 @@ pub enum FrameBody {
     /// The answer to `group.log`.
     #[serde(rename = "group.entries")]
     GroupEntries(GroupEntries),
+    /// Two connections of this account have joined the rendezvous: linking messages can flow.
+    #[serde(rename = "link.paired")]
+    LinkPaired(LinkPaired),
     /// A request failed, or the connection is about to close.
     Error(ErrorFrame),
 }
@@ -105,6 +123,8 @@ pub const FRAME_TYPES: &[&str] = &[
     "typing", "receipt", "welcome", "deliver", "accepted", "drained", "totp.secret", "ok", "pong", "error",
     "keys.upload", "keys.devices", "keys.claim", "keys.device_list", "keys.bundles", "group.append", "group.log",
     "group.entries",
+    "keys.upload", "keys.devices", "keys.claim", "keys.device_list", "keys.bundles",
+    "keys.revoke", "link.open", "link.data", "link.close", "link.paired",
 ];
 
 /// Whom an envelope is for.
@@ -227,6 +247,9 @@ pub struct DeviceEntry {
     pub device: String,
     /// Its certificate from the user's identity key (see docs/crypto.md, `DeviceCertificate`).
     pub certificate: serde_json::Value,
+    /// The device's name, only in the answer about the asker's own account.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
 }
 
 /// `keys.device_list`.
@@ -237,8 +260,68 @@ pub struct KeysDeviceList {
     pub reference: Option<String>,
     /// Whose devices.
     pub user: String,
-    /// The devices that have published keys.
+    /// The devices that have published keys (revoked devices are not listed).
     pub devices: Vec<DeviceEntry>,
+    /// The user's newest signed device revocation list (see docs/crypto.md), when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revocation: Option<Payload>,
+}
+
+/// `keys.revoke`: a new signed device revocation list for this account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeysRevoke {
+    /// Request id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// The list in its binary encoding (see docs/crypto.md, "Device revocation list").
+    pub list: Payload,
+}
+
+/// Length of a rendezvous id: 32 lowercase hex digits.
+pub const RENDEZVOUS_LEN: usize = 32;
+/// Longest `reason` of a `link.close`.
+pub const MAX_LINK_REASON: usize = 200;
+
+/// `link.open`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkOpen {
+    /// Request id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// The rendezvous id both devices derive from the link code (32 lowercase hex digits).
+    pub rendezvous: String,
+}
+
+/// `link.paired`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkPaired {
+    /// The rendezvous.
+    pub rendezvous: String,
+    /// The other connection's device id (as the relay knows it; informative, not authenticated end to end).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+    /// The other device's name (as the relay knows it; informative).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_name: Option<String>,
+}
+
+/// `link.data`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkData {
+    /// The rendezvous.
+    pub rendezvous: String,
+    /// One opaque handshake or transport message of the linking protocol.
+    pub data: Payload,
+}
+
+/// `link.close`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkClose {
+    /// The rendezvous.
+    pub rendezvous: String,
+    /// Why, in words (at most 200 characters): "linked", "cancelled", "expired", "the other device left", …
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// One bundle in `keys.bundles`.
@@ -571,6 +654,11 @@ impl Frame {
             FrameBody::GroupAppend(_) => "group.append",
             FrameBody::GroupLog(_) => "group.log",
             FrameBody::GroupEntries(_) => "group.entries",
+            FrameBody::KeysRevoke(_) => "keys.revoke",
+            FrameBody::LinkOpen(_) => "link.open",
+            FrameBody::LinkData(_) => "link.data",
+            FrameBody::LinkClose(_) => "link.close",
+            FrameBody::LinkPaired(_) => "link.paired",
             FrameBody::Presence(_) => "presence",
             FrameBody::Typing(_) => "typing",
             FrameBody::Receipt(_) => "receipt",
@@ -632,6 +720,13 @@ impl Frame {
                 Ok(())
             }
         };
+        let rendezvous = |r: &str| {
+            if r.len() != RENDEZVOUS_LEN || !r.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+                Err(DecodeError::InvalidField { field: "rendezvous", reason: "must be 32 lowercase hex digits".into() })
+            } else {
+                Ok(())
+            }
+        };
         let request = |id: &Option<String>| match id {
             Some(id) if id.len() > 64 => {
                 Err(DecodeError::InvalidField { field: "id", reason: "request ids are at most 64 characters".into() })
@@ -678,7 +773,6 @@ impl Frame {
                 }
                 Ok(())
             }
-            FrameBody::KeysDeviceList(_) | FrameBody::KeysBundles(_) => Ok(()),
             FrameBody::GroupAppend(g) => {
                 request(&g.id)?;
                 if g.entry.0.len() > MAX_GROUP_ENTRY_BYTES {
@@ -694,6 +788,30 @@ impl Frame {
                     Ok(())
                 }
             }),
+            FrameBody::KeysDeviceList(l) => l.revocation.as_ref().map_or(Ok(()), payload),
+            FrameBody::KeysBundles(_) => Ok(()),
+            FrameBody::KeysRevoke(k) => {
+                request(&k.id)?;
+                payload(&k.list)
+            }
+            FrameBody::LinkOpen(l) => {
+                request(&l.id)?;
+                rendezvous(&l.rendezvous)
+            }
+            FrameBody::LinkPaired(l) => rendezvous(&l.rendezvous),
+            FrameBody::LinkData(l) => {
+                rendezvous(&l.rendezvous)?;
+                payload(&l.data)
+            }
+            FrameBody::LinkClose(l) => {
+                rendezvous(&l.rendezvous)?;
+                match &l.reason {
+                    Some(r) if r.chars().count() > MAX_LINK_REASON => {
+                        Err(DecodeError::InvalidField { field: "reason", reason: format!("at most {MAX_LINK_REASON} characters") })
+                    }
+                    _ => Ok(()),
+                }
+            }
             FrameBody::Deliver(d) => {
                 name("from", &d.from)?;
                 name("to", &d.to)?;
@@ -819,7 +937,12 @@ mod tests {
             FrameBody::KeysUpload(KeysUpload { id: None, upload: serde_json::json!({"x": 1}) }),
             FrameBody::KeysDevices(KeysDevices { id: Some("q".into()), user: "bob".into() }),
             FrameBody::KeysClaim(KeysClaim { id: None, user: "bob".into(), devices: vec!["d1".into()] }),
-            FrameBody::KeysDeviceList(KeysDeviceList { reference: None, user: "bob".into(), devices: vec![DeviceEntry { device: "d1".into(), certificate: serde_json::json!({}) }] }),
+            FrameBody::KeysDeviceList(KeysDeviceList { reference: None, user: "bob".into(), devices: vec![DeviceEntry { device: "d1".into(), certificate: serde_json::json!({}), name: Some("laptop".into()) }], revocation: Some(Payload(vec![1, 2])) }),
+            FrameBody::KeysRevoke(KeysRevoke { id: Some("r".into()), list: Payload(vec![1]) }),
+            FrameBody::LinkOpen(LinkOpen { id: Some("l".into()), rendezvous: "0123456789abcdef0123456789abcdef".into() }),
+            FrameBody::LinkPaired(LinkPaired { rendezvous: "0123456789abcdef0123456789abcdef".into(), device: Some("d2".into()), device_name: None }),
+            FrameBody::LinkData(LinkData { rendezvous: "0123456789abcdef0123456789abcdef".into(), data: Payload(vec![9; 48]) }),
+            FrameBody::LinkClose(LinkClose { rendezvous: "0123456789abcdef0123456789abcdef".into(), reason: Some("linked".into()) }),
             FrameBody::KeysBundles(KeysBundles { reference: Some("q".into()), user: "bob".into(), bundles: vec![] }),
             FrameBody::Send(Send { id: id(), to: Recipient::Group(id()), mime: "application/vnd.imfree.e2e".into(), data: b"g".to_vec().into(), payloads: vec![] }),
             FrameBody::Deliver(Deliver { id: id(), from: "a".into(), from_device: "d".into(), to: "b".into(), group: Some(id()), ts: 1, mime: "x/y".into(), data: vec![1].into() }),
@@ -872,6 +995,8 @@ mod tests {
             (br#"{"v":1,"type":"send","id":"01HZY6Q0V2W8K3D9M5T7R4X1AB","to":"Bob","mime":"a/b","data":""}"#, ErrorCode::InvalidField),
             (br#"{"v":1,"type":"send","id":"01HZY6Q0V2W8K3D9M5T7R4X1AB","to":"bob","mime":"a/b","data":"!!"}"#, ErrorCode::MalformedFrame),
             (br#"{"v":1,"type":"ack","ids":[]}"#, ErrorCode::InvalidField),
+            (br#"{"v":1,"type":"link.open","rendezvous":"ABCDEF0123456789abcdef0123456789"}"#, ErrorCode::InvalidField),
+            (br#"{"v":1,"type":"link.data","rendezvous":"abc","data":""}"#, ErrorCode::InvalidField),
         ];
         for (bytes, code) in cases {
             let err = Frame::decode(bytes, &Limits::default()).unwrap_err();

@@ -35,6 +35,10 @@ fn internal(err: StoreError) -> ErrorFrame {
     refuse(ErrorCode::Internal, "the relay could not complete authentication; try again")
 }
 
+fn revoked() -> ErrorFrame {
+    refuse(ErrorCode::DeviceRevoked, "this device was revoked by its owner and can no longer log in; link a new device instead")
+}
+
 fn check_clock(state: &RelayState, ts: u64) -> Result<(), ErrorFrame> {
     let window = state.config.limits.handshake_window_secs as i64 * 1000;
     if (now_ms() - ts as i64).abs() > window {
@@ -66,6 +70,9 @@ pub async fn authenticate_ik(
     let device = state.store.device_by_static_key(&device_static).await.map_err(internal)?.ok_or_else(unknown)?;
     if device.id != auth.device || device.user_name != auth.user {
         return Err(unknown());
+    }
+    if device.revoked_at.is_some() {
+        return Err(revoked());
     }
     let session = state.store.session(&token::hash_token(&auth.token)).await.map_err(internal)?.ok_or_else(unknown)?;
     if session.user_id != device.user_id || session.device_id != device.id {
@@ -119,6 +126,9 @@ pub async fn authenticate_xx(
     }
     // A device key belongs to one account: refuse before creating or touching anything.
     let existing = state.store.device_by_static_key(&device_static).await.map_err(internal)?;
+    if existing.as_ref().is_some_and(|d| d.revoked_at.is_some()) {
+        return Err(revoked());
+    }
     if let Some(known) = &existing
         && (known.user_name != auth.user || auth.op == XxOp::Register)
     {
@@ -261,7 +271,7 @@ async fn bind_device(
         return Ok(existing.id);
     }
     let devices = state.store.devices_of(user.id).await.map_err(internal)?;
-    if devices.len() >= state.config.accounts.max_devices {
+    if devices.iter().filter(|d| d.revoked_at.is_none()).count() >= state.config.accounts.max_devices {
         return Err(refuse(ErrorCode::TooManyDevices, "this account has the most devices allowed; remove one first"));
     }
     let id = ulid::Ulid::new().to_string();

@@ -149,6 +149,28 @@ pub struct LimitsConfig {
     pub max_prekeys_per_device: usize,
     /// Entries a group's membership log may hold; an append beyond it is refused (`group_rejected`).
     pub max_group_log_entries: usize,
+    /// The device-linking rendezvous.
+    pub linking: LinkingLimits,
+}
+
+/// Limits of the device-linking rendezvous (`[limits.linking]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LinkingLimits {
+    /// Seconds a rendezvous stays open. Default 600.
+    pub timeout_secs: u64,
+    /// `link.data` messages one connection may send through one rendezvous. Default 8 (linking needs 2).
+    pub max_messages: u32,
+    /// Largest `link.data` message in bytes. Default 2048 (linking messages are under 300 bytes).
+    pub max_message_bytes: usize,
+    /// Rendezvous open at once per account. Default 4.
+    pub per_account: usize,
+}
+
+impl Default for LinkingLimits {
+    fn default() -> Self {
+        LinkingLimits { timeout_secs: 600, max_messages: 8, max_message_bytes: 2048, per_account: 4 }
+    }
 }
 
 impl Default for LimitsConfig {
@@ -170,6 +192,7 @@ impl Default for LimitsConfig {
             dedupe_retention_secs: 7 * 24 * 3600,
             max_prekeys_per_device: 500,
             max_group_log_entries: 10_000,
+            linking: LinkingLimits::default(),
         }
     }
 }
@@ -224,6 +247,11 @@ impl RelayConfig {
         if l.delivery_window == 0 || l.commit_batch == 0 || l.connections_per_account == 0 {
             return Err(ConfigError::Invalid("limits.delivery_window, commit_batch and connections_per_account must be at least 1".into()));
         }
+        if l.linking.timeout_secs == 0 || l.linking.max_messages == 0 || l.linking.per_account == 0 || l.linking.max_message_bytes < 256 {
+            return Err(ConfigError::Invalid(
+                "limits.linking needs timeout_secs, max_messages and per_account >= 1 and max_message_bytes >= 256".into(),
+            ));
+        }
         for (name, rate) in [
             ("frames_per_connection", l.frames_per_connection),
             ("messages_per_connection", l.messages_per_connection),
@@ -266,6 +294,20 @@ mod tests {
     }
 
     #[test]
+    fn linking_limits_must_allow_linking() {
+        for bad in [
+            LinkingLimits { timeout_secs: 0, ..LinkingLimits::default() },
+            LinkingLimits { max_messages: 0, ..LinkingLimits::default() },
+            LinkingLimits { per_account: 0, ..LinkingLimits::default() },
+            LinkingLimits { max_message_bytes: 100, ..LinkingLimits::default() },
+        ] {
+            let mut c = RelayConfig::default();
+            c.limits.linking = bad;
+            assert!(c.validate().unwrap_err().to_string().contains("limits.linking"));
+        }
+    }
+
+    #[test]
     fn the_example_config_is_valid_and_complete() {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/imfree.toml");
         let parsed = RelayConfig::from_file(&path).expect("examples/imfree.toml parses with deny_unknown_fields");
@@ -275,5 +317,6 @@ mod tests {
         assert_eq!(parsed.limits.max_group_log_entries, defaults.limits.max_group_log_entries);
         assert_eq!(parsed.limits.protocol, defaults.limits.protocol);
         assert_eq!(parsed.plugin_host, defaults.plugin_host);
+        assert_eq!(parsed.limits.linking, defaults.limits.linking);
     }
 }

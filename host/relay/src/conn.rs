@@ -286,6 +286,7 @@ impl Conn {
             self.announce_presence().await;
         }
         let _ = self.loop_frames().await;
+        self.state.links.leave(self.user_id, self.conn_id, None, "the other device disconnected");
         if hub.unregister(&self.device, self.user_id, self.conn_id) {
             let _ = self.state.store.set_presence(self.user_id, None, Some(now_ms())).await;
             self.announce_presence().await;
@@ -778,8 +779,13 @@ impl Conn {
             FrameBody::KeysDevices(k) => {
                 let hub = Arc::clone(&self.state.hub);
                 let answer = match key_route(&hub, &k.user, "could not read the device list").await {
-                    Ok(route) => crate::e2e::device_list(self.state.store.as_ref(), route.user_id).await.map(|devices| {
-                        FrameBody::KeysDeviceList(imfree_proto::KeysDeviceList { reference: k.id.clone(), user: k.user, devices })
+                    Ok(route) => crate::e2e::device_list(self.state.store.as_ref(), route.user_id, route.user_id == self.user_id).await.map(|(devices, list)| {
+                        FrameBody::KeysDeviceList(imfree_proto::KeysDeviceList {
+                            reference: k.id.clone(),
+                            user: k.user,
+                            devices,
+                            revocation: list.map(Payload),
+                        })
                     }),
                     Err(e) => Err(e),
                 };
@@ -818,6 +824,59 @@ impl Conn {
                     FrameBody::GroupEntries(imfree_proto::GroupEntries { reference: g.id.clone(), group: g.group, head, entries })
                 });
                 self.answer(g.id, answer).await
+            }
+            FrameBody::KeysRevoke(k) => {
+                let store = Arc::clone(&self.state.store);
+                let answer = match crate::e2e::revoke(store.as_ref(), self.user_id, &self.device, &k.list.0).await {
+                    Ok(revoked) => {
+                        let hub = Arc::clone(&self.state.hub);
+                        hub.invalidate_route(&self.user);
+                        let frame = Frame::error(ErrorCode::DeviceRevoked, "this device was revoked by its owner");
+                        for device in &revoked {
+                            hub.kick_device(device, &frame);
+                        }
+                        tracing::info!(user = %self.user, device = %self.device, revoked = revoked.len(), "devices revoked");
+                        Ok(FrameBody::Ok(Request { id: None, reference: k.id.clone() }))
+                    }
+                    Err(e) => {
+                        tracing::info!(user = %self.user, device = %self.device, reason = %e.message, "revocation refused");
+                        self.count_error(e.code);
+                        Err(e)
+                    }
+                };
+                self.answer(k.id, answer).await
+            }
+            FrameBody::LinkOpen(l) => {
+                let name = match self.state.store.device_by_id(&self.device).await {
+                    Ok(Some(d)) => d.name,
+                    _ => String::new(),
+                };
+                let member = crate::link::LinkMember { conn_id: self.conn_id, device: self.device.clone(), device_name: name, tx: self.tx.clone() };
+                match self.state.links.open(self.user_id, &l.rendezvous, member) {
+                    Ok(paired) => {
+                        self.feed(&Frame::new(FrameBody::Ok(Request { id: None, reference: l.id }))).await?;
+                        match paired {
+                            Some(frame) => self.feed(&frame).await,
+                            None => Ok(()),
+                        }
+                    }
+                    Err(e) => {
+                        self.count_error(e.code);
+                        self.answer(l.id, Err(e)).await
+                    }
+                }
+            }
+            FrameBody::LinkData(l) => match self.state.links.forward(self.user_id, self.conn_id, &l.rendezvous, l.data) {
+                Ok(()) => Ok(()),
+                Err(e) => {
+                    self.count_error(e.code);
+                    self.feed(&Frame::new(FrameBody::Error(e))).await
+                }
+            },
+            FrameBody::LinkClose(l) => {
+                let reason = l.reason.as_deref().unwrap_or("the other device closed the rendezvous");
+                self.state.links.leave(self.user_id, self.conn_id, Some(&l.rendezvous), reason);
+                Ok(())
             }
             FrameBody::TotpSetup(r) => self.totp_setup(r.id).await,
             FrameBody::TotpConfirm(c) => self.totp_confirm(c.id, &c.code, true).await,

@@ -317,6 +317,14 @@ impl Hub {
         }
     }
 
+    /// Tell every live connection of one device to close with `frame` (the device was revoked).
+    pub fn kick_device(&self, device: &str, frame: &Frame) {
+        let conns = self.online.lock().map(|m| m.get(device).cloned()).ok().flatten();
+        for conn in conns.into_iter().flatten() {
+            let _ = conn.tx.try_send(ConnEvent::Kick(Box::new(frame.clone())));
+        }
+    }
+
     /// Tell every live connection to close (shutdown).
     pub fn kick_all(&self, frame: &Frame) {
         let Ok(online) = self.online.lock() else { return };
@@ -342,7 +350,8 @@ impl Hub {
             }
         }
         let Some(user) = self.store.user_by_name(name).await? else { return Ok(None) };
-        let devices = self.store.devices_of(user.id).await?.into_iter().map(|d| d.id).collect();
+        let devices =
+            self.store.devices_of(user.id).await?.into_iter().filter(|d| d.revoked_at.is_none()).map(|d| d.id).collect();
         let e2e_devices = self.store.device_certificates(user.id).await?.into_iter().map(|(d, _)| d).collect();
         let route = Arc::new(Route { user_id: user.id, name: user.name, devices, e2e_devices });
         if let Ok(mut routes) = self.routes.lock() {

@@ -14,6 +14,7 @@ pub mod groups;
 pub mod hub;
 pub mod keys;
 pub mod limits;
+pub mod link;
 pub mod metrics;
 pub mod password;
 pub mod plugins;

@@ -43,6 +43,8 @@ pub struct RelayState {
     pub ip_conns: Arc<ConnectionLimiter<IpAddr>>,
     /// Relay-scope plugins.
     pub plugins: Arc<crate::plugins::RelayPlugins>,
+    /// Device-linking rendezvous.
+    pub links: Arc<crate::link::LinkRendezvous>,
     next_conn: AtomicU64,
 }
 
@@ -66,6 +68,7 @@ impl RelayState {
             account_conns: Arc::new(ConnectionLimiter::new()),
             ip_conns: Arc::new(ConnectionLimiter::new()),
             plugins: crate::plugins::RelayPlugins::new(Arc::clone(&store), config.plugin_host.clone(), &config.data_dir),
+            links: crate::link::LinkRendezvous::new(l.linking.clone()),
             next_conn: AtomicU64::new(1),
             config,
             store,

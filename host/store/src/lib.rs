@@ -142,6 +142,8 @@ pub struct DeviceRecord {
     pub name: String,
     /// Registration time.
     pub created_at: UnixMs,
+    /// When its owner revoked it (a revoked device can no longer log in or resume).
+    pub revoked_at: Option<UnixMs>,
 }
 
 /// A session (login) as stored. Only the SHA-256 of the token is kept.
@@ -425,4 +427,11 @@ pub trait RelayStore: Send + Sync + 'static {
     async fn kv_keys(&self, namespace: &str, prefix: &str, limit: i64) -> Result<Vec<String>>;
     /// Bytes of keys and values in `namespace`.
     async fn kv_usage(&self, namespace: &str) -> Result<i64>;
+    // ----- device revocation -----
+    /// The user's newest device revocation list: (version, encoded list).
+    async fn revocation_list(&self, user: UserId) -> Result<Option<(i64, Vec<u8>)>>;
+    /// In one transaction: store `list` as the user's revocation list if `version` is higher than the stored one's
+    /// (returns false and changes nothing otherwise), and revoke each of `devices` that belongs to the user: mark it
+    /// revoked, revoke its sessions, delete its published keys, one-time prekeys and queue.
+    async fn revoke_devices(&self, user: UserId, version: i64, list: &[u8], devices: &[String], at: UnixMs) -> Result<bool>;
 }

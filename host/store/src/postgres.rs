@@ -236,7 +236,7 @@ impl RelayStore for PgStore {
 
     async fn device_by_static_key(&self, key: &[u8; 32]) -> Result<Option<DeviceRecord>> {
         let row: Option<DeviceRow> = sqlx::query_as(
-            "SELECT d.id, d.user_id, u.name AS user_name, d.signing_key, d.static_key, d.name, d.created_at \
+            "SELECT d.id, d.user_id, u.name AS user_name, d.signing_key, d.static_key, d.name, d.created_at, d.revoked_at \
              FROM devices d JOIN users u ON u.id = d.user_id WHERE d.static_key = $1",
         )
         .bind(&key[..])
@@ -247,7 +247,7 @@ impl RelayStore for PgStore {
 
     async fn device_by_id(&self, id: &str) -> Result<Option<DeviceRecord>> {
         let row: Option<DeviceRow> = sqlx::query_as(
-            "SELECT d.id, d.user_id, u.name AS user_name, d.signing_key, d.static_key, d.name, d.created_at \
+            "SELECT d.id, d.user_id, u.name AS user_name, d.signing_key, d.static_key, d.name, d.created_at, d.revoked_at \
              FROM devices d JOIN users u ON u.id = d.user_id WHERE d.id = $1",
         )
         .bind(id)
@@ -258,7 +258,7 @@ impl RelayStore for PgStore {
 
     async fn devices_of(&self, user: UserId) -> Result<Vec<DeviceRecord>> {
         let rows: Vec<DeviceRow> = sqlx::query_as(
-            "SELECT d.id, d.user_id, u.name AS user_name, d.signing_key, d.static_key, d.name, d.created_at \
+            "SELECT d.id, d.user_id, u.name AS user_name, d.signing_key, d.static_key, d.name, d.created_at, d.revoked_at \
              FROM devices d JOIN users u ON u.id = d.user_id WHERE d.user_id = $1 ORDER BY d.created_at, d.id",
         )
         .bind(user)
@@ -519,7 +519,7 @@ impl RelayStore for PgStore {
     async fn device_certificates(&self, user: UserId) -> Result<Vec<(String, Vec<u8>)>> {
         let rows: Vec<(String, Vec<u8>)> = sqlx::query_as(
             "SELECT k.device_id, k.certificate FROM device_keys k JOIN devices d ON d.id = k.device_id \
-             WHERE k.user_id = $1 ORDER BY d.created_at, k.device_id",
+             WHERE k.user_id = $1 AND d.revoked_at IS NULL ORDER BY d.created_at, k.device_id",
         )
         .bind(user)
         .fetch_all(&self.pool)
@@ -567,6 +567,67 @@ impl RelayStore for PgStore {
                 .await?;
         let count = |k: i16| rows.iter().find(|(kind, _)| *kind == k).map_or(0, |(_, n)| *n);
         Ok((count(0), count(1)))
+    }
+
+    async fn revocation_list(&self, user: UserId) -> Result<Option<(i64, Vec<u8>)>> {
+        let row: Option<(i64, Vec<u8>)> = sqlx::query_as("SELECT version, list FROM revocation_lists WHERE user_id = $1")
+            .bind(user)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row)
+    }
+
+    async fn revoke_devices(&self, user: UserId, version: i64, list: &[u8], devices: &[String], at: UnixMs) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let stored: Option<i64> = sqlx::query_scalar("SELECT version FROM revocation_lists WHERE user_id = $1 FOR UPDATE")
+            .bind(user)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if stored.is_some_and(|v| v >= version) {
+            return Ok(false);
+        }
+        let stored_now = sqlx::query(
+            "INSERT INTO revocation_lists (user_id, version, list, updated_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (user_id) DO UPDATE SET version = excluded.version, list = excluded.list, updated_at = excluded.updated_at \
+             WHERE revocation_lists.version < excluded.version",
+        )
+        .bind(user)
+        .bind(version)
+        .bind(list)
+        .bind(at)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if stored_now == 0 {
+            // Another revocation of the same or a newer version won the race.
+            return Ok(false);
+        }
+        for device in devices {
+            let owned = sqlx::query("UPDATE devices SET revoked_at = COALESCE(revoked_at, $1) WHERE id = $2 AND user_id = $3")
+                .bind(at)
+                .bind(device)
+                .bind(user)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if owned == 0 {
+                continue;
+            }
+            sqlx::query("UPDATE sessions SET revoked_at = $1 WHERE device_id = $2 AND revoked_at IS NULL")
+                .bind(at)
+                .bind(device)
+                .execute(&mut *tx)
+                .await?;
+            for delete in [
+                "DELETE FROM device_keys WHERE device_id = $1",
+                "DELETE FROM one_time_prekeys WHERE device_id = $1",
+                "DELETE FROM queue WHERE device_id = $1",
+            ] {
+                sqlx::query(delete).bind(device).execute(&mut *tx).await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(true)
     }
 
     async fn append_group_entry(&self, group: &str, seq: i64, entry: &[u8], members: &[UserId], at: UnixMs) -> Result<bool> {

@@ -73,6 +73,7 @@ pub(crate) struct DeviceRow {
     static_key: Vec<u8>,
     name: String,
     created_at: i64,
+    revoked_at: Option<i64>,
 }
 
 impl TryFrom<DeviceRow> for DeviceRecord {
@@ -86,6 +87,7 @@ impl TryFrom<DeviceRow> for DeviceRecord {
             static_key: key32(r.static_key, "device static key")?,
             name: r.name,
             created_at: r.created_at,
+            revoked_at: r.revoked_at,
         })
     }
 }

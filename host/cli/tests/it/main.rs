@@ -9,4 +9,5 @@ mod delivery;
 mod e2e;
 mod groups;
 mod hostile;
+mod linking;
 mod relay_plugins;

@@ -12,13 +12,14 @@ use imfree_crypto::linking::LinkCode;
 use imfree_crypto::membership::{GroupState, MembershipEntry, MembershipOp};
 use imfree_crypto::prekeys::{KeyUpload, PrekeyBundle};
 use imfree_crypto::ratchet::{Session, SessionMessage};
+use imfree_crypto::revocation::RevocationList;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
 use crate::membership::User;
 use crate::support::Party;
 
-const TARGETS: [&str; 8] = [
+const TARGETS: [&str; 9] = [
     "session_message",
     "inner_message",
     "prekey_json",
@@ -27,6 +28,7 @@ const TARGETS: [&str; 8] = [
     "keystore_open",
     "link_code",
     "noise_first_message",
+    "revocation_list",
 ];
 
 /// The body of each fuzz target.
@@ -104,6 +106,18 @@ fn exercise(target: &str, data: &[u8]) {
                 let _ = LinkCode::parse_qr(text);
             }
         }
+        "revocation_list" => {
+            if let Ok(list) = RevocationList::decode(data) {
+                assert_eq!(list.encode(), data, "one encoding per list");
+                for r in &list.revoked {
+                    assert!(list.is_revoked(r.device_id));
+                }
+                let mut key = [0x66u8; 32];
+                key[0] = 0x58;
+                assert!(list.verify(&key).is_err());
+                let _ = list.verify(&list.user_identity);
+            }
+        }
         other => panic!("unknown fuzz target {other}"),
     }
 }
@@ -158,6 +172,10 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     let code = LinkCode::from_bytes([0x5a; 16]);
     out.push(("link_code", code.to_text().into_bytes()));
     out.push(("link_code", code.qr_payload(&[9; 32]).into_bytes()));
+    // Revocation lists: a first one and its successor.
+    let first = RevocationList::revoke(&u1.identity, None, 7, 1).unwrap();
+    out.push(("revocation_list", first.encode()));
+    out.push(("revocation_list", RevocationList::revoke(&u1.identity, Some(&first), 9, 2).unwrap().encode()));
     out
 }
 
@@ -194,6 +212,7 @@ fn seeds_are_valid_inputs() {
             "inner_message" => assert!(InnerMessage::decode(&bytes).is_ok()),
             "group_message" => assert!(GroupMessage::from_bytes(&bytes).is_ok() || SenderKeyDistribution::decode(&bytes).is_ok()),
             "keystore_open" => assert_eq!(&*keystore::open(b"passphrase", &bytes).unwrap(), b"seed state"),
+            "revocation_list" => assert!(RevocationList::decode(&bytes).is_ok()),
             "link_code" => assert!(LinkCode::parse(std::str::from_utf8(&bytes).unwrap()).is_ok() || LinkCode::parse_qr(std::str::from_utf8(&bytes).unwrap()).is_ok()),
             _ => {}
         }

@@ -122,3 +122,25 @@ fn a_grant_for_other_keys_or_altered_is_refused() {
     m4[last] ^= 1;
     assert_eq!(new_state.finish(&m4, &new_keys).err(), Some(LinkError::Handshake));
 }
+
+#[test]
+fn the_new_device_can_show_the_qr_code_and_the_existing_device_checks_it() {
+    // imfree's CLI shows the code on the new device; the existing device scans (or types) it and approves.
+    let old = existing();
+    let new_keys = DeviceKeys::generate();
+    let code = LinkCode::generate(&mut OsRng);
+    let (scanned, fingerprint) = LinkCode::parse_qr(&code.qr_payload(&new_keys.static_public())).unwrap();
+    let (new_state, m1) = NewDeviceLink::start(&code, None, &new_keys).unwrap();
+    let (old_state, m2) = ExistingDeviceLink::expecting(&scanned, Some(fingerprint), &old.keys).unwrap().respond(&m1).unwrap();
+    let (new_state, m3) = new_state.read_reply(&m2).unwrap();
+    let pending = old_state.read_confirm(&m3).unwrap();
+    let (m4, _) = pending.approve(&old.identity, 9, 1).unwrap();
+    assert_eq!(new_state.finish(&m4, &new_keys).unwrap().certificate.device_id, 9);
+
+    // A device in the middle that learnt the code (but not the QR payload's key) is refused by the scanner.
+    let intruder = DeviceKeys::generate();
+    let (intruder_state, m1) = NewDeviceLink::start(&code, None, &intruder).unwrap();
+    let (old_state, m2) = ExistingDeviceLink::expecting(&scanned, Some(fingerprint), &old.keys).unwrap().respond(&m1).unwrap();
+    let (_, m3) = intruder_state.read_reply(&m2).unwrap();
+    assert_eq!(old_state.read_confirm(&m3).err(), Some(LinkError::WrongDevice));
+}

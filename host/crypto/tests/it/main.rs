@@ -11,4 +11,5 @@ mod keystore;
 mod membership;
 mod group;
 mod linking;
+mod revocation;
 mod corpus;
