@@ -121,10 +121,8 @@ pub enum FrameBody {
 pub const FRAME_TYPES: &[&str] = &[
     "send", "ack", "presence.query", "totp.setup", "totp.confirm", "totp.disable", "logout", "ping", "presence",
     "typing", "receipt", "welcome", "deliver", "accepted", "drained", "totp.secret", "ok", "pong", "error",
-    "keys.upload", "keys.devices", "keys.claim", "keys.device_list", "keys.bundles", "group.append", "group.log",
-    "group.entries",
-    "keys.upload", "keys.devices", "keys.claim", "keys.device_list", "keys.bundles",
-    "keys.revoke", "link.open", "link.data", "link.close", "link.paired",
+    "keys.upload", "keys.devices", "keys.claim", "keys.device_list", "keys.bundles", "keys.revoke", "link.open",
+    "link.data", "link.close", "link.paired", "group.append", "group.log", "group.entries",
 ];
 
 /// Whom an envelope is for.
