@@ -438,26 +438,42 @@ impl Session<'_> {
         let me = self.client.user().to_owned();
         let my_device = self.client.device().to_owned();
         let members: Vec<Member> = g.state.members().map(|(m, _)| m.clone()).collect();
-        let chain = g.session.as_ref().map(|s| s.distribution().chain_id).ok_or_else(|| e2e("no sender key"))?;
-        // Devices that lack this device's current sender key, by user; a pairwise message to a user also reaches
-        // this user's other devices.
-        let mut owed: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        let mut my_other_devices = Vec::new();
+        // Every member's current devices, each certified by the identity key the log names for that member.
+        let mut listed: Vec<(String, String)> = Vec::new();
         for m in &members {
             for (device, cert) in self.devices_of(&m.user).await? {
                 if cert.user_identity != m.identity_key {
                     return Err(e2e(format!("{}'s devices are certified by another identity than the group log names; refusing", m.user)));
                 }
-                if m.user == me && device == my_device {
-                    continue;
-                }
-                let key = format!("{}/{device}/{chain}", m.user);
-                if m.user == me {
-                    my_other_devices.push(key.clone());
-                }
-                if !g.distributed.contains(&key) {
-                    owed.entry(m.user.clone()).or_default().push(key);
-                }
+                listed.push((m.user.clone(), device));
+            }
+        }
+        // A device that had this chain and is no longer listed was revoked (or removed): the chain may be in the
+        // wrong hands now, so start a new one and send it only to the devices that remain.
+        let prefix_of = |key: &str| key.rsplit_once('/').map(|(p, _)| p.to_owned()).unwrap_or_default();
+        let current: BTreeSet<String> = listed.iter().map(|(u, d)| format!("{u}/{d}")).collect();
+        if g.distributed.iter().any(|k| !current.contains(&prefix_of(k))) {
+            if let Some(session) = g.session.as_mut() {
+                session.new_chain(&mut OsRng);
+            }
+            g.distributed.clear();
+            self.client.store().put_group(&g.to_row()).await?;
+        }
+        let chain = g.session.as_ref().map(|s| s.distribution().chain_id).ok_or_else(|| e2e("no sender key"))?;
+        // Devices that lack this device's current sender key, by user; a pairwise message to a user also reaches
+        // this user's other devices.
+        let mut owed: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let mut my_other_devices = Vec::new();
+        for (user, device) in &listed {
+            if *user == me && *device == my_device {
+                continue;
+            }
+            let key = format!("{user}/{device}/{chain}");
+            if *user == me {
+                my_other_devices.push(key.clone());
+            }
+            if !g.distributed.contains(&key) {
+                owed.entry(user.clone()).or_default().push(key);
             }
         }
         if !owed.is_empty() {

@@ -452,6 +452,13 @@ impl GroupSession {
         self.own.distribution()
     }
 
+    /// Start a new sending chain (e.g. after a member's device was revoked: the old chain may have reached it) and
+    /// return its distribution, to be sent to the member devices that remain.
+    pub fn new_chain(&mut self, rng: &mut impl CryptoRngCore) -> SenderKeyDistribution {
+        self.own = SenderChain::new(rng, self.group_id);
+        self.own.distribution()
+    }
+
     /// Call after every verified membership change. Drops the chains of senders who are no longer members; when
     /// anyone who was a member at this chain's start is gone, starts a new sending chain and returns its
     /// distribution, to be sent to every current member device (and never to the removed ones).

@@ -238,3 +238,43 @@ async fn a_hostile_relay_cannot_add_a_ghost_fork_or_roll_back_the_log() {
     assert!(info.contains("status refused") && info.contains("forked"), "{info}");
     assert!(ok(&bob, &["recv"]).contains("WARNING"), "the conversation shows the warning");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_device_loses_the_group_sender_keys() {
+    use crate::linking::{link, login, this_device_id};
+    let dir = tempdir();
+    let relay = RelayProc::start(&dir.path().join("relay"), None);
+    let (a, b, bob) = (dir.path().join("alice-a"), dir.path().join("alice-b"), dir.path().join("bob"));
+    register(&relay, &a, "alice", "alice-password-1");
+    register(&relay, &bob, "bob", "bob-password-12");
+    login(&relay, &b, "alice", "alice-password-1", "alice-phone");
+    link(&b, &a);
+    let g = group_id(&ok(&a, &["group", "create", "family"]));
+    let to = format!("group:{g}");
+    ok(&a, &["group", "add", &to, "bob"]);
+    ok(&bob, &["send", &to, "before the revocation"]);
+    assert_eq!(readable(&recv(&b), &g), ["before the revocation"], "alice's second device reads the group");
+
+    // What B held (bob's chain among it), kept by whoever has B now.
+    let old_b = dir.path().join("alice-b-before-revocation.db");
+    {
+        let mut c = db(&b.join("client.db")).await;
+        sqlx::query("VACUUM INTO ?").bind(old_b.display().to_string()).execute(&mut c).await.unwrap();
+    }
+    ok(&a, &["devices", "revoke", &this_device_id(&b)]);
+
+    // Bob's next message: his client sees B gone, starts a new chain and sends it to A only.
+    let after = ok(&bob, &["send", &to, "after the revocation"]);
+    let mut c = relay_db(&relay).await;
+    let ciphertext: Vec<u8> = sqlx::query_scalar("SELECT payload FROM envelopes WHERE id = ?").bind(after.trim()).fetch_one(&mut c).await.unwrap();
+    let message = GroupMessage::from_bytes(&ciphertext).unwrap();
+    let session: Vec<u8> = sqlx::query_scalar("SELECT session FROM e2e_groups WHERE group_id = ?").bind(&g).fetch_one(&mut db(&old_b).await).await.unwrap();
+    let session: serde_json::Value = serde_json::from_slice(&session).unwrap();
+    let chains = session["receivers"].as_array().expect("B held receiving chains");
+    assert!(!chains.is_empty());
+    for chain in chains {
+        let mut chain: ReceiverChain = serde_json::from_value(chain.clone()).unwrap();
+        assert!(chain.decrypt(&message).is_err(), "a revoked device's old keys must not open a later group message");
+    }
+    assert_eq!(readable(&recv(&a), &g), ["before the revocation", "after the revocation"]);
+}

@@ -15,7 +15,7 @@ use sqlx::{Connection, Row, SqliteConnection};
 use crate::common::*;
 
 /// Log `home` in to an existing account (a new relay device without end-to-end keys), named `name`.
-fn login(relay: &RelayProc, home: &Path, user: &str, password: &str, name: &str) {
+pub(crate) fn login(relay: &RelayProc, home: &Path, user: &str, password: &str, name: &str) {
     let out = client_with(
         home,
         &["login", "--server", &relay.url, "--user", user, "--password-stdin"],
@@ -85,7 +85,7 @@ impl Linking {
 }
 
 /// Link `new` (logged in, not linked) from `existing`; both commands must succeed.
-fn link(new: &Path, existing: &Path) {
+pub(crate) fn link(new: &Path, existing: &Path) {
     let mut linking = Linking::start(new, 60);
     let code = linking.field("link code ");
     let fingerprint = linking.field("this device's fingerprint ");
@@ -97,7 +97,7 @@ fn link(new: &Path, existing: &Path) {
 }
 
 /// Certificate ids of the account's active devices as `devices` lists them: (id, line).
-fn device_rows(home: &Path) -> Vec<(String, String)> {
+pub(crate) fn device_rows(home: &Path) -> Vec<(String, String)> {
     ok(home, &["devices"])
         .lines()
         .skip(1)
@@ -106,7 +106,7 @@ fn device_rows(home: &Path) -> Vec<(String, String)> {
         .collect()
 }
 
-fn this_device_id(home: &Path) -> String {
+pub(crate) fn this_device_id(home: &Path) -> String {
     device_rows(home).into_iter().find(|(_, l)| l.contains("this device")).map(|(id, _)| id).expect("this device is listed")
 }
 
