@@ -11,6 +11,9 @@ use clap::{Args, Subcommand, ValueEnum};
 use imfree_client::store::StoredMessage;
 use imfree_client::{Client, ClientError, Event, Trust};
 use imfree_proto::Status;
+
+use crate::cards;
+use crate::client_plugins::{ClientPlugins, Outgoing};
 use zeroize::Zeroizing;
 
 /// Exit status of `send` when the message is safely in the outbox but the relay has not accepted it yet
@@ -22,6 +25,13 @@ pub(crate) struct ClientArgs {
     /// Client home directory (account, keys, local messages). Default: the platform data dir (XDG on Linux).
     #[arg(long, global = true)]
     home: Option<PathBuf>,
+    /// Run a plugin in this client (client scope; its plugin.toml beside it): outgoing messages pass its filter,
+    /// received ones reach its incoming-message hook. Repeatable.
+    #[arg(long = "plugin", global = true, value_name = "FILE")]
+    plugins: Vec<PathBuf>,
+    /// Allow the plugins a capability their manifest asks for: kv, messaging (post as you), timers. Repeatable.
+    #[arg(long = "grant", global = true, value_name = "CAPABILITY")]
+    grants: Vec<String>,
     #[command(subcommand)]
     command: ClientCommand,
 }
@@ -141,6 +151,13 @@ enum ClientCommand {
         #[command(subcommand)]
         action: Option<DevicesCommand>,
     },
+    /// Press a button on a card a bot or plugin posted (the press goes to the card's author).
+    Press {
+        /// The card's message id.
+        message: String,
+        /// The button's id (shown in brackets under the card).
+        button: String,
+    },
     /// Revoke this device's session on the relay.
     Logout,
     /// Show this home's account: server, user, device, pinned fingerprints.
@@ -213,8 +230,9 @@ pub(crate) async fn run(args: ClientArgs) -> anyhow::Result<ExitCode> {
                 );
             }
         }
-        ClientCommand::Send { to, text, markdown } => return send(home, &to, &text, markdown).await,
-        ClientCommand::Recv { wait, json } => recv(home, wait, json).await?,
+        ClientCommand::Send { to, text, markdown } => return send(home, &args.plugins, &args.grants, &to, &text, markdown).await,
+        ClientCommand::Recv { wait, json } => recv(home, &args.plugins, &args.grants, wait, json).await?,
+        ClientCommand::Press { message, button } => press(home, &message, &button).await?,
         ClientCommand::Presence { status } => presence(home, status).await?,
         ClientCommand::Typing { to, stop } => {
             let client = Client::open(home).await?;
@@ -388,18 +406,26 @@ fn print_pins(client: &Client) {
     }
 }
 
-async fn send(home: Option<&Path>, to: &str, texts: &[String], markdown: bool) -> anyhow::Result<ExitCode> {
+async fn send(home: Option<&Path>, plugin_files: &[PathBuf], grants: &[String], to: &str, texts: &[String], markdown: bool) -> anyhow::Result<ExitCode> {
     let client = Client::open(home).await?;
+    let plugins = ClientPlugins::load(&client, plugin_files, grants).await?;
     let mime = if markdown { imfree_proto::mime::MARKDOWN } else { imfree_proto::mime::TEXT };
     let mut ids = Vec::with_capacity(texts.len());
     for text in texts {
-        let text = if text == "-" {
+        let mut text = if text == "-" {
             let mut s = String::new();
             std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)?;
             s
         } else {
             text.clone()
         };
+        if let Some(plugins) = &plugins {
+            match plugins.outgoing(&client, to, mime, &text).await {
+                Outgoing::Send(t) => text = t,
+                // Refused before it was stored: nothing of it is queued or sent.
+                Outgoing::Refused(why) => anyhow::bail!("not sent: {why}"),
+            }
+        }
         ids.push(client.compose(to, mime, text.as_bytes()).await?);
     }
     let group = to.starts_with(imfree_client::groups::GROUP_PREFIX).then(|| imfree_client::groups::parse_group(to)).transpose()?;
@@ -450,8 +476,32 @@ async fn send(home: Option<&Path>, to: &str, texts: &[String], markdown: bool) -
     }
 }
 
+/// A button press: sent, end to end, to whoever posted the card.
+async fn press(home: Option<&Path>, message: &str, button: &str) -> anyhow::Result<()> {
+    let client = Client::open(home).await?;
+    let card = client.store().message(message).await?.ok_or_else(|| anyhow::anyhow!("no message {message} here"))?;
+    if card.mime != cards::CARD_MIME || card.outgoing {
+        anyhow::bail!("message {message} is not a card someone posted");
+    }
+    let buttons = cards::button_ids(&card.body);
+    if !buttons.iter().any(|b| b == button) {
+        anyhow::bail!("the card has no button {button:?} (it has: {})", buttons.join(", "));
+    }
+    let content = imfree_proto::content::Content::new(cards::ACTION_MIME, cards::action_json(message, button).as_bytes(), None);
+    client.compose_document(&card.from, &content).await?;
+    let mut session = client.connect().await?;
+    session.sync_outbox(Duration::from_secs(30)).await?;
+    session.close().await;
+    println!("pressed {button} on {message}");
+    Ok(())
+}
+
 fn body_text(m: &StoredMessage) -> String {
-    if m.mime.starts_with("text/") {
+    if m.mime == cards::CARD_MIME {
+        cards::render(&m.id, &m.body)
+    } else if m.mime == cards::REACTION_MIME {
+        cards::render_reaction(&m.body)
+    } else if m.mime.starts_with("text/") {
         String::from_utf8_lossy(&m.body).into_owned()
     } else {
         format!("[{} bytes of {}]", m.body.len(), m.mime)
@@ -464,7 +514,7 @@ fn print_message(m: &StoredMessage, json: bool) -> std::io::Result<()> {
         let mut v = serde_json::json!({
             "id": m.id, "from": m.from, "from_device": m.from_device, "to": m.to, "ts": m.ts, "mime": m.mime,
         });
-        if m.mime.starts_with("text/") {
+        if m.mime.starts_with("text/") || m.mime.ends_with("+json") {
             v["body"] = String::from_utf8_lossy(&m.body).into_owned().into();
         } else {
             v["body"] = base64::engine::general_purpose::STANDARD.encode(&m.body).into();
@@ -498,19 +548,32 @@ fn print_message(m: &StoredMessage, json: bool) -> std::io::Result<()> {
     }
 }
 
-/// Print what is stored but not shown yet, then mark it shown.
-async fn show_new(client: &Client, json: bool) -> anyhow::Result<()> {
+/// Print what is stored but not shown yet, then mark it shown; returns it.
+async fn show_new(client: &Client, json: bool) -> anyhow::Result<Vec<StoredMessage>> {
     let fresh = client.store().unshown().await?;
     for m in &fresh {
         print_message(m, json)?;
     }
-    let ids: Vec<String> = fresh.into_iter().map(|m| m.id).collect();
+    let ids: Vec<String> = fresh.iter().map(|m| m.id.clone()).collect();
     client.store().mark_shown(&ids).await?;
+    Ok(fresh)
+}
+
+/// Show what is new and hand it to the client's plugins; what they post goes out on this session.
+async fn show_and_hand_over(client: &Client, plugins: Option<&ClientPlugins>, session: &mut imfree_client::Session<'_>, json: bool) -> anyhow::Result<()> {
+    let fresh = show_new(client, json).await?;
+    if let Some(plugins) = plugins
+        && plugins.incoming(client, &fresh).await? > 0
+    {
+        session.flush_outbox().await?;
+    }
     Ok(())
 }
 
-async fn recv(home: Option<&Path>, wait: Option<u64>, json: bool) -> anyhow::Result<()> {
+async fn recv(home: Option<&Path>, plugin_files: &[PathBuf], grants: &[String], wait: Option<u64>, json: bool) -> anyhow::Result<()> {
     let client = Client::open(home).await?;
+    let plugins = ClientPlugins::load(&client, plugin_files, grants).await?;
+    let plugins = plugins.as_ref();
     // Anything stored by an earlier run that was stopped before showing it.
     show_new(&client, json).await?;
     match wait {
@@ -520,12 +583,13 @@ async fn recv(home: Option<&Path>, wait: Option<u64>, json: bool) -> anyhow::Res
             loop {
                 match session.next_event().await? {
                     Event::Drained => break,
-                    Event::Message(_) => show_new(&client, json).await?,
+                    Event::Message(_) => show_and_hand_over(&client, plugins, &mut session, json).await?,
                     _ => {}
                 }
             }
             session.ping(Duration::from_secs(30)).await?;
-            show_new(&client, json).await?;
+            show_and_hand_over(&client, plugins, &mut session, json).await?;
+            session.sync_outbox(Duration::from_secs(30)).await?;
             session.close().await;
         }
         Some(secs) => {
@@ -542,7 +606,7 @@ async fn recv(home: Option<&Path>, wait: Option<u64>, json: bool) -> anyhow::Res
                 loop {
                     match tokio::time::timeout_at(deadline, session.next_event()).await {
                         Err(_) => break,
-                        Ok(Ok(Event::Message(_))) => show_new(&client, json).await?,
+                        Ok(Ok(Event::Message(_))) => show_and_hand_over(&client, plugins, &mut session, json).await?,
                         Ok(Ok(_)) => {}
                         Ok(Err(ClientError::Io(_))) => break,
                         Ok(Err(e)) => return Err(e.into()),

@@ -7,6 +7,7 @@ mod bench;
 mod bots;
 mod cards;
 mod client;
+mod client_plugins;
 mod group;
 mod serve;
 

@@ -21,6 +21,7 @@ fn from_bot(messages: &[serde_json::Value]) -> Vec<String> {
 fn a_bot_answers_in_private_and_in_a_group_end_to_end() {
     let dir = tempdir();
     let wasm = install_plugin(dir.path(), "auto-reply");
+    let poll = install_plugin(dir.path(), "poll");
     let bots = dir.path().join("bots");
     let config = dir.path().join("imfree.toml");
     std::fs::write(
@@ -34,13 +35,17 @@ bots_dir = "{}"
 path = "{wasm}"
 grants = {{ kv = true, messaging = true }}
 settings = {{ keyword = "ping", reply = "pong" }}
+
+[plugins.poll]
+path = "{poll}"
+grants = {{ kv = true, messaging = true }}
 "#,
             bots.display()
         ),
     )
     .unwrap();
     let relay = RelayProc::start(&dir.path().join("relay"), Some(&config));
-    wait_until("the bot to register", || relay.log().contains("bot running"));
+    wait_until("the bots to register", || relay.log().matches("bot running").count() == 2);
     let (alice, bob) = (dir.path().join("alice"), dir.path().join("bob"));
     register(&relay, &alice, "alice", "alice-password");
     register(&relay, &bob, "bob", "bob-password-1");
@@ -65,6 +70,23 @@ settings = {{ keyword = "ping", reply = "pong" }}
     ok(&alice, &["send", "auto-reply", "/auto-reply"]);
     let got = recv_until(&alice, "the command's answer", |m| from_bot(m).iter().any(|b| b.contains("answered")));
     assert!(from_bot(&got).iter().any(|b| b == "auto-reply answered 2 times"), "{got:?}");
+
+    // Cards and buttons: the poll bot posts a card in the group; bob presses a button; the press reaches the bot
+    // as an action and its tally comes back into the group.
+    ok(&alice, &["group", "add", &g, "poll"]);
+    ok(&alice, &["send", &g, "/poll Lunch? | pizza | sushi"]);
+    let at_bob = recv_until(&bob, "the poll card", |m| m.iter().any(|m| m["from"] == "poll" && m["mime"] == "application/vnd.imfree.card+json"));
+    let card = at_bob.iter().find(|m| m["from"] == "poll" && m["mime"] == "application/vnd.imfree.card+json").unwrap();
+    let card_body: serde_json::Value = serde_json::from_str(card["body"].as_str().unwrap()).unwrap();
+    assert_eq!(card_body["title"], "Lunch?");
+    assert_eq!(card_body["buttons"][1]["label"], "sushi");
+    let card_id = card["id"].as_str().unwrap();
+    assert!(ok(&bob, &["history", &g]).contains(&format!("imfree client press {card_id} BUTTON")), "the terminal shows the card");
+    let refused = client(&bob, &["press", card_id, "o9"]);
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("no button \"o9\""));
+    ok(&bob, &["press", card_id, "o1"]);
+    let at_alice = recv_until(&alice, "the tally", |m| m.iter().any(|m| m["from"] == "poll" && m["body"].as_str().unwrap_or("").contains("bob voted sushi")));
+    assert!(at_alice.iter().any(|m| m["body"] == "bob voted sushi. pizza: 0, sushi: 1"), "{at_alice:?}");
 
     // The bot's keys, what it decrypted and its kv are in its own home, not the relay's.
     let bot_db = std::fs::read(bots.join("auto-reply/client.db")).unwrap();

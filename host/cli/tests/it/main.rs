@@ -4,6 +4,7 @@
 
 mod bad_input;
 mod bots;
+mod client_plugins;
 mod common;
 mod delivery;
 mod e2e;

@@ -1,0 +1,99 @@
+//! Client scope: `imfree client --plugin FILE …` runs plugins inside this user's own client. Outgoing messages pass
+//! through their `outgoing-message` filters before they are queued (a refusal keeps the message from ever leaving);
+//! received messages go to `incoming-message`; what a plugin posts is sent as this user, end to end encrypted. Their
+//! kv lives in the client's local store. The user is the administrator here: `--grant` says which of the
+//! capabilities a plugin's manifest asks for it may use.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use imfree_client::Client;
+use imfree_client::store::StoredMessage;
+use imfree_plugin_host::host::HostServices;
+use imfree_plugin_host::{Grants, HostOptions, Message, MessageSink, OutgoingOutcome, PluginConfig, PluginHost, SystemClock};
+
+use crate::bots::{ClientKv, ClientSink, LoggedIncidents, to_plugin_message};
+
+/// Plugins loaded into this client for one command.
+pub(crate) struct ClientPlugins {
+    host: PluginHost,
+    sink: Arc<ClientSink>,
+}
+
+/// What the outgoing filters decided.
+pub(crate) enum Outgoing {
+    /// Send this text (possibly changed).
+    Send(String),
+    /// Do not send: which plugin, and why.
+    Refused(String),
+}
+
+impl ClientPlugins {
+    /// Load `files` (each with its plugin.toml beside it) with `grants`, or `None` when there are none.
+    pub(crate) async fn load(client: &Client, files: &[std::path::PathBuf], grants: &[String]) -> anyhow::Result<Option<Self>> {
+        if files.is_empty() {
+            return Ok(None);
+        }
+        let mut granted = Grants::default();
+        for g in grants {
+            match g.as_str() {
+                "kv" => granted.kv = true,
+                "messaging" => granted.messaging = true,
+                "timers" => granted.timers = true,
+                other => anyhow::bail!("unknown grant {other:?}: use kv, messaging or timers"),
+            }
+        }
+        let sink = Arc::new(ClientSink::default());
+        let services = HostServices {
+            messages: Arc::clone(&sink) as Arc<dyn MessageSink>,
+            kv: Arc::new(ClientKv(client.store().clone())),
+            clock: Arc::new(SystemClock),
+            incidents: Arc::new(LoggedIncidents),
+        };
+        let cache = client.home().dir().join("plugin-cache");
+        let options = HostOptions { cache_dir: Some(cache), max_instances: 8, ..HostOptions::default() };
+        let host = PluginHost::new(options, services).map_err(|e| anyhow::anyhow!("plugin runtime: {e}"))?;
+        for file in files {
+            let mut config = PluginConfig::new(absolute(file)?);
+            config.grants = granted.clone();
+            host.load(config).await?;
+        }
+        Ok(Some(ClientPlugins { host, sink }))
+    }
+
+    /// Run the outgoing filters over a text message to `to`.
+    pub(crate) async fn outgoing(&self, client: &Client, to: &str, mime: &str, text: &str) -> Outgoing {
+        let draft = Message {
+            id: imfree_client::new_envelope_id(),
+            conversation: to.to_owned(),
+            sender: client.user().to_owned(),
+            sent_at: imfree_client::now_ms().max(0) as u64,
+            content_type: mime.to_owned(),
+            body: text.to_owned(),
+            reply_to: None,
+            mentions: Vec::new(),
+        };
+        match self.host.outgoing_message(draft).await {
+            OutgoingOutcome::Send(m) => Outgoing::Send(m.body),
+            OutgoingOutcome::Reject { plugin, reason } => Outgoing::Refused(format!("{plugin}: {reason}")),
+        }
+    }
+
+    /// Hand received messages to the plugins; queue what they post (as this user). Returns how many posts.
+    pub(crate) async fn incoming(&self, client: &Client, messages: &[StoredMessage]) -> anyhow::Result<usize> {
+        let me = client.user().to_owned();
+        for m in messages.iter().filter(|m| !m.outgoing && m.status == "received") {
+            self.host.incoming_message(&to_plugin_message(m, &me)).await;
+        }
+        self.host.fire_due_timers().await;
+        let posted = self.sink.take();
+        for p in &posted {
+            client.compose_with_id(&p.id, &p.conversation, &p.content).await?;
+        }
+        Ok(posted.len())
+    }
+}
+
+fn absolute(path: &Path) -> anyhow::Result<std::path::PathBuf> {
+    Ok(if path.is_absolute() { path.to_path_buf() } else { std::env::current_dir()?.join(path) })
+}
