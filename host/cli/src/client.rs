@@ -32,6 +32,11 @@ pub(crate) struct ClientArgs {
     /// Allow the plugins a capability their manifest asks for: kv, messaging (post as you), timers. Repeatable.
     #[arg(long = "grant", global = true, value_name = "CAPABILITY")]
     grants: Vec<String>,
+    /// A file whose first line is the passphrase of this home's key store (otherwise IMFREE_PASSPHRASE). Given at
+    /// register (or the first login in a new home), it makes one: every key this device holds is then encrypted at
+    /// rest (Argon2id, XChaCha20-Poly1305) and every later command needs it.
+    #[arg(long, global = true, value_name = "FILE")]
+    passphrase_file: Option<PathBuf>,
     #[command(subcommand)]
     command: ClientCommand,
 }
@@ -209,18 +214,39 @@ fn trust(c: &Credentials) -> Trust {
     Trust { accept_new_certificate: c.accept_new_certificate, accept_new_relay_key: c.accept_new_relay_key }
 }
 
+/// The passphrase of the home's key store, for this process (read once from --passphrase-file or IMFREE_PASSPHRASE).
+static PASSPHRASE: std::sync::OnceLock<Option<Zeroizing<String>>> = std::sync::OnceLock::new();
+
+fn passphrase() -> Option<&'static str> {
+    PASSPHRASE.get().and_then(|p| p.as_deref().map(String::as_str))
+}
+
+/// Open this home's client (its key store unlocked with the passphrase, when it has one).
+pub(crate) async fn open_client(home: Option<&Path>) -> Result<Client, ClientError> {
+    Client::open_sealed(home, passphrase()).await
+}
+
+fn read_passphrase(file: Option<&Path>) -> anyhow::Result<Option<Zeroizing<String>>> {
+    if let Some(file) = file {
+        let text = Zeroizing::new(std::fs::read_to_string(file).with_context(|| format!("cannot read the passphrase file {}", file.display()))?);
+        return Ok(Some(Zeroizing::new(text.lines().next().unwrap_or_default().to_owned())));
+    }
+    Ok(std::env::var("IMFREE_PASSPHRASE").ok().filter(|p| !p.is_empty()).map(Zeroizing::new))
+}
+
 pub(crate) async fn run(args: ClientArgs) -> anyhow::Result<ExitCode> {
     let home = args.home.as_deref();
+    let _ = PASSPHRASE.set(read_passphrase(args.passphrase_file.as_deref())?);
     match args.command {
         ClientCommand::Register(c) => {
             let password = read_password(c.password_stdin)?;
-            let client = Client::register(home, &c.server, &c.user, &password, trust(&c)).await?;
+            let client = Client::register_sealed(home, &c.server, &c.user, &password, trust(&c), passphrase()).await?;
             print_pins(&client);
             println!("registered {} (device {})", client.user(), client.device());
         }
         ClientCommand::Login { credentials: c, totp } => {
             let password = read_password(c.password_stdin)?;
-            let client = Client::login(home, &c.server, &c.user, &password, totp.as_deref(), trust(&c)).await?;
+            let client = Client::login_sealed(home, &c.server, &c.user, &password, totp.as_deref(), trust(&c), passphrase()).await?;
             print_pins(&client);
             println!("logged in as {} (device {})", client.user(), client.device());
             if !client.e2e_ready() {
@@ -235,14 +261,14 @@ pub(crate) async fn run(args: ClientArgs) -> anyhow::Result<ExitCode> {
         ClientCommand::Press { message, button } => press(home, &message, &button).await?,
         ClientCommand::Presence { status } => presence(home, status).await?,
         ClientCommand::Typing { to, stop } => {
-            let client = Client::open(home).await?;
+            let client = crate::client::open_client(home).await?;
             let mut session = client.connect().await?;
             session.typing(&to, !stop).await?;
             session.ping(Duration::from_secs(10)).await?;
             session.close().await;
         }
         ClientCommand::Read { from } => {
-            let client = Client::open(home).await?;
+            let client = crate::client::open_client(home).await?;
             let ids: Vec<String> = client.store().conversation(&from, 1000).await?.into_iter().filter(|m| !m.outgoing).map(|m| m.id).collect();
             if ids.is_empty() {
                 println!("nothing received from {from}");
@@ -257,7 +283,7 @@ pub(crate) async fn run(args: ClientArgs) -> anyhow::Result<ExitCode> {
             println!("read receipt sent to {from} for {} message(s)", ids.len());
         }
         ClientCommand::History { peer, limit } => {
-            let client = Client::open(home).await?;
+            let client = crate::client::open_client(home).await?;
             for m in client.store().conversation(&peer, limit).await? {
                 let receipts = client.store().receipts_of(&m.id).await?;
                 let mark = if m.outgoing {
@@ -278,7 +304,7 @@ pub(crate) async fn run(args: ClientArgs) -> anyhow::Result<ExitCode> {
         }
         ClientCommand::Totp { action, code } => totp(home, action, code).await?,
         ClientCommand::Verify { user } => {
-            let client = Client::open(home).await?;
+            let client = crate::client::open_client(home).await?;
             let mine = client.certificate().ok_or_else(|| anyhow::anyhow!("this device has no end-to-end keys"))?;
             let mut session = client.connect().await?;
             let theirs = match session.devices_of(&user).await {
@@ -295,7 +321,7 @@ pub(crate) async fn run(args: ClientArgs) -> anyhow::Result<ExitCode> {
             println!("safety number with {user}:\n{}", number.display());
         }
         ClientCommand::Trust { user } => {
-            let client = Client::open(home).await?;
+            let client = crate::client::open_client(home).await?;
             if client.store().accept_identity_change(&user).await? {
                 println!("accepted {user}'s new identity key; held messages go out with the next connection");
             } else {
@@ -305,14 +331,14 @@ pub(crate) async fn run(args: ClientArgs) -> anyhow::Result<ExitCode> {
         ClientCommand::Group(command) => crate::group::run(home, command).await?,
         ClientCommand::Devices { action } => devices(home, action).await?,
         ClientCommand::Logout => {
-            let mut client = Client::open(home).await?;
+            let mut client = crate::client::open_client(home).await?;
             let session = client.connect().await?;
             session.logout().await?;
             client.forget_token()?;
             println!("logged out; this device's session is revoked");
         }
         ClientCommand::Whoami => {
-            let client = Client::open(home).await?;
+            let client = crate::client::open_client(home).await?;
             let a = client.account();
             println!("server {}", a.server);
             println!("user {}", client.user());
@@ -324,7 +350,7 @@ pub(crate) async fn run(args: ClientArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn devices(home: Option<&Path>, action: Option<DevicesCommand>) -> anyhow::Result<()> {
-    let client = Client::open(home).await?;
+    let client = crate::client::open_client(home).await?;
     match action {
         None => {
             let mut session = client.connect().await?;
@@ -407,7 +433,7 @@ fn print_pins(client: &Client) {
 }
 
 async fn send(home: Option<&Path>, plugin_files: &[PathBuf], grants: &[String], to: &str, texts: &[String], markdown: bool) -> anyhow::Result<ExitCode> {
-    let client = Client::open(home).await?;
+    let client = crate::client::open_client(home).await?;
     let plugins = ClientPlugins::load(&client, plugin_files, grants).await?;
     let mime = if markdown { imfree_proto::mime::MARKDOWN } else { imfree_proto::mime::TEXT };
     let mut ids = Vec::with_capacity(texts.len());
@@ -478,7 +504,7 @@ async fn send(home: Option<&Path>, plugin_files: &[PathBuf], grants: &[String], 
 
 /// A button press: sent, end to end, to whoever posted the card.
 async fn press(home: Option<&Path>, message: &str, button: &str) -> anyhow::Result<()> {
-    let client = Client::open(home).await?;
+    let client = crate::client::open_client(home).await?;
     let card = client.store().message(message).await?.ok_or_else(|| anyhow::anyhow!("no message {message} here"))?;
     if card.mime != cards::CARD_MIME || card.outgoing {
         anyhow::bail!("message {message} is not a card someone posted");
@@ -571,7 +597,7 @@ async fn show_and_hand_over(client: &Client, plugins: Option<&ClientPlugins>, se
 }
 
 async fn recv(home: Option<&Path>, plugin_files: &[PathBuf], grants: &[String], wait: Option<u64>, json: bool) -> anyhow::Result<()> {
-    let client = Client::open(home).await?;
+    let client = crate::client::open_client(home).await?;
     let plugins = ClientPlugins::load(&client, plugin_files, grants).await?;
     let plugins = plugins.as_ref();
     // Anything stored by an earlier run that was stopped before showing it.
@@ -621,7 +647,7 @@ async fn recv(home: Option<&Path>, plugin_files: &[PathBuf], grants: &[String], 
 }
 
 async fn presence(home: Option<&Path>, status: Option<String>) -> anyhow::Result<()> {
-    let client = Client::open(home).await?;
+    let client = crate::client::open_client(home).await?;
     let mut session = client.connect().await?;
     match status {
         Some(s) => {
@@ -653,7 +679,7 @@ async fn presence(home: Option<&Path>, status: Option<String>) -> anyhow::Result
 }
 
 async fn totp(home: Option<&Path>, action: TotpAction, code: Option<String>) -> anyhow::Result<()> {
-    let client = Client::open(home).await?;
+    let client = crate::client::open_client(home).await?;
     let mut session = client.connect().await?;
     let read_code = |code: Option<String>| -> anyhow::Result<String> {
         match code {

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::Subcommand;
 use imfree_client::groups::parse_group;
-use imfree_client::{Client, ClientError};
+use imfree_client::ClientError;
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum GroupCommand {
@@ -47,7 +47,7 @@ pub(crate) enum GroupCommand {
 }
 
 pub(crate) async fn run(home: Option<&Path>, command: GroupCommand) -> anyhow::Result<()> {
-    let client = Client::open(home).await?;
+    let client = crate::client::open_client(home).await?;
     if let GroupCommand::List = command {
         for (id, name, status) in client.store().groups().await? {
             println!("group:{id}\t{status}\t{name}");

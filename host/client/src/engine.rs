@@ -103,7 +103,19 @@ pub enum Event {
 impl Client {
     /// Register a new account on `server` from this home, pinning the relay's certificate and key.
     pub async fn register(home: Option<&Path>, server: &str, user: &str, password: &str, trust: Trust) -> Result<Client, ClientError> {
-        Self::password_auth(home, server, XxOp::Register, user, password, None, trust).await
+        Self::password_auth(home, server, XxOp::Register, user, password, None, trust, None).await
+    }
+
+    /// Register, sealing this device's keys at rest under `passphrase` (a new home gets a key store).
+    pub async fn register_sealed(
+        home: Option<&Path>,
+        server: &str,
+        user: &str,
+        password: &str,
+        trust: Trust,
+        passphrase: Option<&str>,
+    ) -> Result<Client, ClientError> {
+        Self::password_auth(home, server, XxOp::Register, user, password, None, trust, passphrase).await
     }
 
     /// Log in to an existing account from this home (registering this device if it is new).
@@ -115,9 +127,24 @@ impl Client {
         totp: Option<&str>,
         trust: Trust,
     ) -> Result<Client, ClientError> {
-        Self::password_auth(home, server, XxOp::Login, user, password, totp, trust).await
+        Self::password_auth(home, server, XxOp::Login, user, password, totp, trust, None).await
     }
 
+    /// Log in, with this home's key store unlocked (or created, for a new home) with `passphrase`.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn login_sealed(
+        home: Option<&Path>,
+        server: &str,
+        user: &str,
+        password: &str,
+        totp: Option<&str>,
+        trust: Trust,
+        passphrase: Option<&str>,
+    ) -> Result<Client, ClientError> {
+        Self::password_auth(home, server, XxOp::Login, user, password, totp, trust, passphrase).await
+    }
+
+    #[allow(clippy::too_many_arguments)]
     async fn password_auth(
         home: Option<&Path>,
         server: &str,
@@ -126,11 +153,12 @@ impl Client {
         password: &str,
         totp: Option<&str>,
         trust: Trust,
+        passphrase: Option<&str>,
     ) -> Result<Client, ClientError> {
-        let home = Home::open(home)?;
+        let home = Home::open_with(home, passphrase, true)?;
         let mut account = home.load_or_new(server)?;
         let keys = account.device_keys()?;
-        let store = LocalStore::open(&home.database()).await?;
+        let store = LocalStore::open_sealed(&home.database(), home.vault().cloned()).await?;
         let tls_pin = if trust.accept_new_certificate { None } else { account.tls_pin.clone() };
         let relay_pin = if trust.accept_new_relay_key { None } else { account.relay_key()? };
         let device_name = std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty() && h.len() <= 64).unwrap_or_else(|| "cli".into());
@@ -172,12 +200,17 @@ impl Client {
 
     /// Open the account set up in this home.
     pub async fn open(home: Option<&Path>) -> Result<Client, ClientError> {
-        let home = Home::open(home)?;
+        Self::open_sealed(home, None).await
+    }
+
+    /// Open the account set up in this home, unlocking its key store with `passphrase` if it has one.
+    pub async fn open_sealed(home: Option<&Path>, passphrase: Option<&str>) -> Result<Client, ClientError> {
+        let home = Home::open_with(home, passphrase, false)?;
         let account = home.load()?.ok_or(ClientError::NotLoggedIn)?;
         if account.user.is_none() || account.token.is_none() {
             return Err(ClientError::NotLoggedIn);
         }
-        let store = LocalStore::open(&home.database()).await?;
+        let store = LocalStore::open_sealed(&home.database(), home.vault().cloned()).await?;
         let e2e = DeviceE2e::load(&store, account.device_keys()?).await?;
         Ok(Client { home, account, store, e2e: Mutex::new(e2e) })
     }

@@ -2,13 +2,15 @@
 //! message database. Without `--home`, the platform's data directory (XDG on Linux).
 //!
 //! The account file holds secrets (device keys, the session token): it is written with mode 0600, atomically
-//! (write to a temporary file, fsync, rename). Encrypting it at rest under a passphrase comes with the E2E key store.
+//! (write to a temporary file, fsync, rename). With a key store ([`crate::vault`]) those secrets are sealed under
+//! the passphrase and the file holds only the sealed form.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use imfree_crypto::device::DeviceKeys;
 use serde::{Deserialize, Serialize};
+use base64::Engine as _;
 use zeroize::Zeroizing;
 
 use crate::ClientError;
@@ -43,6 +45,17 @@ pub struct Account {
     pub signing_seed: String,
     /// X25519 static secret of this device (hex, secret).
     pub static_secret: String,
+    /// With a key store: the secrets above, sealed (base64); on disk they are then empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed: Option<String>,
+}
+
+/// The secret part of the account file, sealed as one JSON document when the home has a key store.
+#[derive(Serialize, Deserialize)]
+struct Secrets {
+    token: Option<String>,
+    signing_seed: String,
+    static_secret: String,
 }
 
 impl std::fmt::Debug for Account {
@@ -55,6 +68,7 @@ impl std::fmt::Debug for Account {
 #[derive(Debug, Clone)]
 pub struct Home {
     dir: PathBuf,
+    vault: Option<crate::vault::Vault>,
 }
 
 impl Home {
@@ -67,7 +81,36 @@ impl Home {
                 .ok_or_else(|| ClientError::Config("cannot find a data directory; pass --home".into()))?,
         };
         std::fs::create_dir_all(&dir).map_err(|e| ClientError::Io(format!("cannot create {}: {e}", dir.display())))?;
-        Ok(Home { dir })
+        Ok(Home { dir, vault: None })
+    }
+
+    /// Open the home with its key store: unlocked with `passphrase` when the home has one (refused without it),
+    /// created for `passphrase` when `create` is set and the home has no account yet. A home without a key store
+    /// and no passphrase is opened as it is.
+    pub fn open_with(dir: Option<&Path>, passphrase: Option<&str>, create: bool) -> Result<Self, ClientError> {
+        let mut home = Self::open(dir)?;
+        let exists = crate::vault::Vault::exists(&home.dir);
+        home.vault = match (exists, passphrase) {
+            (true, Some(p)) => Some(crate::vault::Vault::unlock(&home.dir, p)?),
+            (true, None) => {
+                return Err(ClientError::Locked(
+                    "this home's keys are encrypted: give its passphrase (IMFREE_PASSPHRASE or --passphrase-file)".into(),
+                ));
+            }
+            (false, Some(p)) if create && !home.dir.join(ACCOUNT_FILE).exists() => Some(crate::vault::Vault::create(&home.dir, p)?),
+            (false, Some(_)) => {
+                return Err(ClientError::Config(
+                    "this home was set up without a passphrase; its keys are not encrypted (start a new home to use one)".into(),
+                ));
+            }
+            (false, None) => None,
+        };
+        Ok(home)
+    }
+
+    /// The key store, when the home has one.
+    pub fn vault(&self) -> Option<&crate::vault::Vault> {
+        self.vault.as_ref()
     }
 
     /// The directory.
@@ -86,9 +129,23 @@ impl Home {
         match std::fs::read(&path) {
             Ok(bytes) => {
                 let bytes = Zeroizing::new(bytes);
-                serde_json::from_slice(&bytes)
-                    .map(Some)
-                    .map_err(|e| ClientError::Config(format!("{} is damaged: {e}", path.display())))
+                let mut account: Account = serde_json::from_slice(&bytes)
+                    .map_err(|e| ClientError::Config(format!("{} is damaged: {e}", path.display())))?;
+                if let Some(sealed) = account.sealed.take() {
+                    let vault = self.vault.as_ref().ok_or_else(|| ClientError::Locked("this home's keys are encrypted: give its passphrase".into()))?;
+                    let sealed = base64::engine::general_purpose::STANDARD
+                        .decode(sealed)
+                        .map_err(|_| ClientError::Config(format!("{}: the sealed secrets are damaged", path.display())))?;
+                    let plain = vault.open(&sealed)?;
+                    let secrets: Secrets = serde_json::from_slice(&plain)
+                        .map_err(|_| ClientError::Config(format!("{}: the sealed secrets are damaged", path.display())))?;
+                    account.token = secrets.token;
+                    account.signing_seed = secrets.signing_seed;
+                    account.static_secret = secrets.static_secret;
+                } else if self.vault.is_some() {
+                    return Err(ClientError::Store(format!("{} holds unsealed keys in a home with a key store", path.display())));
+                }
+                Ok(Some(account))
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(ClientError::Io(format!("cannot read {}: {e}", path.display()))),
@@ -100,7 +157,21 @@ impl Home {
         let path = self.dir.join(ACCOUNT_FILE);
         let tmp = self.dir.join(format!("{ACCOUNT_FILE}.tmp"));
         let io = |e: std::io::Error| ClientError::Io(format!("cannot write {}: {e}", path.display()));
-        let json = Zeroizing::new(serde_json::to_vec_pretty(account).map_err(|e| ClientError::Config(e.to_string()))?);
+        let json = match &self.vault {
+            Some(vault) => {
+                let secrets = Secrets { token: account.token.clone(), signing_seed: account.signing_seed.clone(), static_secret: account.static_secret.clone() };
+                let plain = Zeroizing::new(serde_json::to_vec(&secrets).map_err(|e| ClientError::Config(e.to_string()))?);
+                let on_disk = Account {
+                    token: None,
+                    signing_seed: String::new(),
+                    static_secret: String::new(),
+                    sealed: Some(base64::engine::general_purpose::STANDARD.encode(vault.seal(&plain))),
+                    ..account.clone()
+                };
+                Zeroizing::new(serde_json::to_vec_pretty(&on_disk).map_err(|e| ClientError::Config(e.to_string()))?)
+            }
+            None => Zeroizing::new(serde_json::to_vec_pretty(account).map_err(|e| ClientError::Config(e.to_string()))?),
+        };
         let mut options = std::fs::OpenOptions::new();
         options.write(true).create(true).truncate(true);
         #[cfg(unix)]
@@ -153,4 +224,16 @@ impl Account {
             })
             .transpose()
     }
+}
+
+/// Write a new file readable only by its owner (mode 0600).
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> Result<(), ClientError> {
+    let io = |e: std::io::Error| ClientError::Io(format!("cannot write {}: {e}", path.display()));
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path).map_err(io)?;
+    file.write_all(bytes).map_err(io)?;
+    file.sync_all().map_err(io)
 }

@@ -25,6 +25,7 @@ pub mod home;
 pub mod linking;
 pub mod store;
 pub mod tls;
+pub mod vault;
 
 pub use engine::{Client, Event, Session, Trust, new_envelope_id};
 pub use imfree_proto::ErrorCode;
@@ -59,6 +60,9 @@ pub enum ClientError {
         /// Explanation.
         message: String,
     },
+    /// The home's key store is locked: no passphrase, or a wrong one.
+    #[error("{0}")]
+    Locked(String),
     /// Network trouble.
     #[error("network: {0}")]
     Io(String),

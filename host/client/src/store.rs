@@ -65,6 +65,8 @@ pub struct OutboxItem {
 #[derive(Clone)]
 pub struct LocalStore {
     pool: SqlitePool,
+    /// Seals secrets at rest (device state, sessions, sender keys) when the home has a key store.
+    vault: Option<crate::vault::Vault>,
 }
 
 fn db(e: sqlx::Error) -> ClientError {
@@ -98,7 +100,22 @@ impl LocalStore {
             .busy_timeout(std::time::Duration::from_secs(10));
         let pool = SqlitePoolOptions::new().max_connections(1).connect_with(options).await.map_err(db)?;
         sqlx::migrate!("./migrations").run(&pool).await.map_err(|e| ClientError::Store(e.to_string()))?;
-        Ok(LocalStore { pool })
+        Ok(LocalStore { pool, vault: None })
+    }
+
+    /// Open the store of a home with a key store: secrets are sealed on write and opened on read.
+    pub async fn open_sealed(path: &Path, vault: Option<crate::vault::Vault>) -> Result<Self, ClientError> {
+        let mut store = Self::open(path).await?;
+        store.vault = vault;
+        Ok(store)
+    }
+
+    fn seal(&self, value: &[u8]) -> Vec<u8> {
+        crate::vault::seal_opt(self.vault.as_ref(), value)
+    }
+
+    fn unseal(&self, value: Option<Vec<u8>>) -> Result<Option<Vec<u8>>, ClientError> {
+        value.map(|v| crate::vault::open_opt(self.vault.as_ref(), v)).transpose()
     }
 
     /// Store incoming messages in one transaction; returns, for each, whether it was new (not a duplicate).
@@ -269,7 +286,8 @@ impl LocalStore {
 impl LocalStore {
     /// A named state blob.
     pub async fn e2e_state(&self, name: &str) -> Result<Option<Vec<u8>>, ClientError> {
-        sqlx::query_scalar("SELECT value FROM e2e_state WHERE name = ?").bind(name).fetch_optional(&self.pool).await.map_err(db)
+        let value = sqlx::query_scalar("SELECT value FROM e2e_state WHERE name = ?").bind(name).fetch_optional(&self.pool).await.map_err(db)?;
+        self.unseal(value)
     }
 
     /// Store named state blobs in one transaction.
@@ -289,12 +307,13 @@ impl LocalStore {
 
     /// The stored pairwise session with a contact's device.
     pub async fn e2e_session(&self, user: &str, device: &str) -> Result<Option<Vec<u8>>, ClientError> {
-        sqlx::query_scalar("SELECT session FROM e2e_sessions WHERE peer_user = ? AND peer_device = ?")
+        let value = sqlx::query_scalar("SELECT session FROM e2e_sessions WHERE peer_user = ? AND peer_device = ?")
             .bind(user)
             .bind(device)
             .fetch_optional(&self.pool)
             .await
-            .map_err(db)
+            .map_err(db)?;
+        self.unseal(value)
     }
 
     /// Store pairwise sessions (and, in the same transaction, named state such as used-up prekeys).
@@ -307,7 +326,7 @@ impl LocalStore {
             )
             .bind(user)
             .bind(device)
-            .bind(blob)
+            .bind(self.seal(blob))
             .bind(crate::now_ms())
             .execute(&mut *tx)
             .await
@@ -316,7 +335,7 @@ impl LocalStore {
         for (name, value) in state {
             sqlx::query("INSERT INTO e2e_state (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value")
                 .bind(*name)
-                .bind(value)
+                .bind(self.seal(value))
                 .execute(&mut *tx)
                 .await
                 .map_err(db)?;
@@ -416,11 +435,12 @@ impl LocalStore {
             .fetch_optional(&self.pool)
             .await
             .map_err(db)?;
-        Ok(row.map(|r| GroupRow {
+        let Some(r) = row else { return Ok(None) };
+        Ok(Some(GroupRow {
             id: r.get("group_id"),
             name: r.get("name"),
             state: r.get("state"),
-            session: r.get("session"),
+            session: self.unseal(r.get("session"))?,
             distributed: r.get("distributed"),
             status: r.get("status"),
         }))
@@ -442,7 +462,7 @@ impl LocalStore {
         .bind(&g.id)
         .bind(&g.name)
         .bind(&g.state)
-        .bind(&g.session)
+        .bind(g.session.as_deref().map(|s| self.seal(s)))
         .bind(&g.distributed)
         .bind(&g.status)
         .bind(crate::now_ms())
@@ -476,7 +496,7 @@ impl LocalStore {
             .bind(&i.from)
             .bind(&i.from_device)
             .bind(i.ts)
-            .bind(&i.body)
+            .bind(self.seal(&i.body))
             .bind(&i.sender_identity)
             .bind(i.sender_device)
             .execute(&mut *tx)
@@ -489,21 +509,22 @@ impl LocalStore {
     /// Group work not handled yet, oldest first.
     pub async fn group_inbox(&self) -> Result<Vec<InboxItem>, ClientError> {
         let rows = sqlx::query("SELECT * FROM group_inbox WHERE done = 0 ORDER BY seq LIMIT 512").fetch_all(&self.pool).await.map_err(db)?;
-        Ok(rows
-            .iter()
-            .map(|r| InboxItem {
-                seq: r.get("seq"),
-                envelope_id: r.get("envelope_id"),
-                kind: r.get("kind"),
-                group: r.get("group_id"),
-                from: r.get("from_user"),
-                from_device: r.get("from_device"),
-                ts: r.get("ts"),
-                body: r.get("body"),
-                sender_identity: r.get("sender_identity"),
-                sender_device: r.get("sender_device"),
+        rows.iter()
+            .map(|r| {
+                Ok(InboxItem {
+                    seq: r.get("seq"),
+                    envelope_id: r.get("envelope_id"),
+                    kind: r.get("kind"),
+                    group: r.get("group_id"),
+                    from: r.get("from_user"),
+                    from_device: r.get("from_device"),
+                    ts: r.get("ts"),
+                    body: self.unseal(Some(r.get("body")))?.unwrap_or_default(),
+                    sender_identity: r.get("sender_identity"),
+                    sender_device: r.get("sender_device"),
+                })
             })
-            .collect())
+            .collect()
     }
 
     /// Mark an inbox item handled and drop its body (sender keys do not stay on disk longer than needed).

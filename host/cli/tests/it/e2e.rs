@@ -98,3 +98,47 @@ fn an_unknown_recipient_fails_alone_and_a_note_to_self_is_kept() {
     assert!(ok(&alice, &["history", "alice"]).contains("remember the milk"));
     assert!(!relay.log().contains("panicked"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_passphrase_seals_every_key_the_device_holds() {
+    let dir = tempdir();
+    let relay = RelayProc::start(&dir.path().join("relay"), None);
+    let (alice, bob) = (dir.path().join("alice"), dir.path().join("bob"));
+    let pass = [("IMFREE_PASSPHRASE", "correct horse battery staple")];
+    let out = client_with(&alice, &["register", "--server", &relay.url, "--user", "alice", "--password-stdin"], "alice-password\n", &pass);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    register(&relay, &bob, "bob", "bob-password-1");
+    ok(&bob, &["send", "alice", "hello sealed alice"]);
+    let run = |args: &[&str], env: &[(&str, &str)]| client_with(&alice, args, "", env);
+    let got = run(&["recv"], &pass);
+    assert!(String::from_utf8_lossy(&got.stdout).contains("hello sealed alice"), "{}", String::from_utf8_lossy(&got.stderr));
+    assert!(run(&["send", "bob", "hello bob"], &pass).status.success());
+    assert!(ok(&bob, &["recv"]).contains("hello bob"));
+
+    // Without the passphrase, or with a wrong one, the home cannot be used.
+    let locked = run(&["recv"], &[]);
+    assert!(!locked.status.success() && String::from_utf8_lossy(&locked.stderr).contains("encrypted"), "{}", String::from_utf8_lossy(&locked.stderr));
+    let wrong = run(&["recv"], &[("IMFREE_PASSPHRASE", "Tr0ub4dor&3")]);
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("wrong passphrase"), "{}", String::from_utf8_lossy(&wrong.stderr));
+
+    // The secrets, read through the unlocked key store, appear nowhere on disk: not raw, not hex.
+    let home = imfree_client::home::Home::open_with(Some(&alice), Some(pass[0].1), false).unwrap();
+    let account = home.load().unwrap().unwrap();
+    let store = imfree_client::store::LocalStore::open_sealed(&home.database(), home.vault().cloned()).await.unwrap();
+    let identity = store.e2e_state("identity").await.unwrap().expect("the identity seed");
+    store.close().await;
+    let mut secrets: Vec<Vec<u8>> = vec![identity.clone(), hex_lower(&identity).into_bytes()];
+    for h in [&account.signing_seed, &account.static_secret] {
+        secrets.push(h.as_bytes().to_vec());
+        secrets.push((0..h.len()).step_by(2).map(|i| u8::from_str_radix(&h[i..i + 2], 16).unwrap()).collect());
+    }
+    secrets.push(account.token.clone().unwrap().into_bytes());
+    let mut files = Vec::new();
+    files_under(&alice, &mut files);
+    for file in files {
+        let bytes = std::fs::read(&file).unwrap_or_default();
+        for s in &secrets {
+            assert!(!bytes.windows(s.len()).any(|w| w == s.as_slice()), "{} holds a secret in the clear", file.display());
+        }
+    }
+}
