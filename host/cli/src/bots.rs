@@ -20,7 +20,7 @@ use imfree_plugin_host::host::HostServices;
 use imfree_plugin_host::services::SinkError;
 use imfree_plugin_host::{
     Action, Card, Command, HostOptions, Incident, IncidentSink, KvBackend, KvError, Message, MessageSink,
-    OutgoingOutcome, PluginConfig, PluginHost, PluginIdentity, PluginManifest, Scope, SystemClock,
+    OutgoingOutcome, PluginConfig, PluginHost, PluginIdentity, PluginManifest, PresenceTracker, Scope, SystemClock,
 };
 use imfree_proto::compress::Compression;
 use imfree_proto::content::Content;
@@ -284,6 +284,7 @@ async fn serve(
     sink: &ClientSink,
 ) -> Result<(), ClientError> {
     let me = client.user().to_owned();
+    let presence = PresenceTracker::new();
     send_posted(client, session, host, sink, name).await?;
     session.flush_outbox().await?;
     loop {
@@ -291,7 +292,19 @@ async fn serve(
             send_posted(client, session, host, sink, name).await?;
             continue;
         };
-        let Event::Message(m) = event else { continue };
+        let m = match event {
+            Event::Message(m) => m,
+            // Contacts' presence (people who wrote to the bot), as the relay pushes it.
+            Event::Presence(p) => {
+                let now = imfree_client::now_ms().max(0) as u64;
+                if let Some(change) = p.user.as_deref().and_then(|u| presence.change(u, imfree_relay::plugins::presence_of(p.status), now)) {
+                    host.status_change(&change).await;
+                    send_posted(client, session, host, sink, name).await?;
+                }
+                continue;
+            }
+            _ => continue,
+        };
         if m.outgoing || m.from == me || m.status != "received" {
             continue;
         }

@@ -17,6 +17,7 @@ pub mod health;
 pub mod host;
 pub mod incident;
 pub mod manifest;
+pub mod presence;
 pub mod services;
 mod state;
 pub mod wit;
@@ -28,6 +29,7 @@ pub use host::{
 };
 pub use incident::{Incident, IncidentKind, IncidentSink, RecordingIncidents};
 pub use manifest::{Hook, ManifestError, PluginManifest, Scope};
+pub use presence::PresenceTracker;
 pub use services::{
     Clock, KvBackend, KvError, ManualClock, MemoryKv, MessageSink, PluginIdentity, SinkError, SystemClock,
 };

@@ -20,7 +20,7 @@ use imfree_plugin_host::host::HostServices;
 use imfree_plugin_host::services::SinkError;
 use imfree_plugin_host::{
     Card, EnvelopeOutcome, HostOptions, Incident, IncidentSink, KvBackend, KvError, MessageSink, PluginConfig,
-    PluginHost, PluginIdentity, PluginManifest, Presence, Scope, StatusChange, SystemClock,
+    PluginHost, PluginIdentity, PluginManifest, Presence, PresenceTracker, Scope, SystemClock,
 };
 use imfree_store::RelayStore;
 use serde::{Deserialize, Serialize};
@@ -70,7 +70,7 @@ pub struct RelayPlugins {
     loaded: tokio::sync::Mutex<BTreeMap<String, String>>,
     incidents: Arc<LoggedIncidents>,
     /// The presence last told to plugins, per user (`status-change` carries the previous one).
-    presence: std::sync::Mutex<std::collections::HashMap<String, Presence>>,
+    presence: PresenceTracker,
 }
 
 impl RelayPlugins {
@@ -83,7 +83,7 @@ impl RelayPlugins {
             cache_dir: data_dir.join("plugin-cache"),
             loaded: tokio::sync::Mutex::new(BTreeMap::new()),
             incidents: Arc::new(LoggedIncidents),
-            presence: std::sync::Mutex::new(std::collections::HashMap::new()),
+            presence: PresenceTracker::new(),
         })
     }
 
@@ -191,25 +191,9 @@ impl RelayPlugins {
     /// Tell `status-change` subscribers that `user` is now `status` (nothing when it did not change).
     pub async fn status_change(&self, user: &str, status: imfree_proto::Status) {
         let Some(host) = self.host() else { return };
-        let current = match status {
-            imfree_proto::Status::Online => Presence::Online,
-            imfree_proto::Status::Away => Presence::Away,
-            imfree_proto::Status::Offline => Presence::Offline,
-        };
-        let previous = {
-            let Ok(mut seen) = self.presence.lock() else { return };
-            if current == Presence::Offline {
-                seen.remove(user)
-            } else {
-                seen.insert(user.to_owned(), current)
-            }
+        if let Some(change) = self.presence.change(user, presence_of(status), crate::state::now_ms().max(0) as u64) {
+            host.status_change(&change).await;
         }
-        .unwrap_or(Presence::Offline);
-        if previous == current {
-            return;
-        }
-        let change = StatusChange { user: user.to_owned(), previous, current, status_text: None, at: crate::state::now_ms().max(0) as u64 };
-        host.status_change(&change).await;
     }
 
     /// Start the timer tick and, if the configuration came from a file, the watcher that reloads on changes.
@@ -249,6 +233,15 @@ impl RelayPlugins {
                 }
             }
         });
+    }
+}
+
+/// The plugin API's presence for a protocol status.
+pub fn presence_of(status: imfree_proto::Status) -> Presence {
+    match status {
+        imfree_proto::Status::Online => Presence::Online,
+        imfree_proto::Status::Away => Presence::Away,
+        imfree_proto::Status::Offline => Presence::Offline,
     }
 }
 
