@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use imfree_plugin_sdk::messaging::CardBuilder;
 use imfree_plugin_sdk::types::*;
-use imfree_plugin_sdk::{HostErrorExt, Plugin, config, export_plugin, kv, log, messaging, timers};
+use imfree_plugin_sdk::{HostErrorExt, Plugin, config, export_plugin, http, kv, log, messaging, timers};
 
 struct Probe;
 
@@ -85,6 +85,28 @@ impl Plugin for Probe {
             "timer-cancel" => answer(timers::cancel(arg(0).parse().unwrap_or(0))),
             "config" => format!("{:?}", config::get(arg(0))),
             "config-all" => format!("{:?}", config::all()),
+            // http-get URL [name:value ...]: status, the echoed request and the body, or the error.
+            "http-get" | "http-post" => {
+                let headers: Vec<(&str, &str)> = args[1.min(args.len())..]
+                    .iter()
+                    .filter_map(|h| h.split_once(':'))
+                    .collect();
+                let got = if cmd.name == "http-get" {
+                    http::get(arg(0), &headers)
+                } else {
+                    http::post(arg(0), &headers, b"ping")
+                };
+                match got {
+                    Ok(r) => format!(
+                        "ok {} x-echo={} {} bytes: {}",
+                        r.status,
+                        r.header("x-echo").unwrap_or("-"),
+                        r.body.len(),
+                        String::from_utf8_lossy(&r.body[..r.body.len().min(200)])
+                    ),
+                    Err(e) => format!("err {e}"),
+                }
+            }
             "log" => {
                 log::info(arg(0));
                 "logged".into()
