@@ -44,6 +44,7 @@ use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep, timeout_at};
 use wasmtime::component::Linker;
 use wasmtime_wasi_http::io::TokioIo;
+use wasmtime_wasi_http::p2::bindings::http::types::ErrorCode;
 use wasmtime_wasi_http::{DEFAULT_FORBIDDEN_HEADERS, Error, RequestOptions, WasiHttpHooks};
 
 use crate::capability::{Capability, HttpOrigin};
@@ -125,6 +126,19 @@ impl WasiHttpHooks for OutboundHttp {
             );
         }
         DEFAULT_FORBIDDEN_HEADERS.contains(name)
+    }
+
+    fn p2_error_from_hyper(&mut self, err: &hyper::Error) -> ErrorCode {
+        // hyper wraps our own body errors (a request body over its cap, the deadline while sending it): give the
+        // guest their code rather than a bare protocol error.
+        match std::error::Error::source(err).and_then(|cause| cause.downcast_ref::<Error>()) {
+            Some(Error::HttpRequestBodySize(limit)) => ErrorCode::HttpRequestBodySize(*limit),
+            Some(Error::HttpResponseTimeout) => ErrorCode::HttpResponseTimeout,
+            _ => {
+                tracing::debug!(plugin = %self.ctx.identity.name, "outbound HTTP protocol error: {err}");
+                ErrorCode::HttpProtocolError
+            }
+        }
     }
 
     fn send_request(

@@ -107,6 +107,22 @@ impl Plugin for Probe {
                     Err(e) => format!("err {e}"),
                 }
             }
+            // http-upload N URL: POST N bytes.
+            "http-upload" => match http::post(arg(1), &[], &vec![b'u'; arg(0).parse().unwrap_or(0)]) {
+                Ok(r) => format!("ok {}", r.status),
+                Err(e) => format!("err {e}"),
+            },
+            // http-repeat N URL: N GETs in one call; the statuses or the first error.
+            "http-repeat" => {
+                let mut statuses = Vec::new();
+                for _ in 0..arg(0).parse::<u32>().unwrap_or(0) {
+                    match http::get(arg(1), &[]) {
+                        Ok(r) => statuses.push(r.status.to_string()),
+                        Err(e) => return Some(format!("ok {} then err {e}", statuses.join(","))),
+                    }
+                }
+                format!("ok {}", statuses.join(","))
+            }
             "log" => {
                 log::info(arg(0));
                 "logged".into()
