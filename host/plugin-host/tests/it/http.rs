@@ -301,6 +301,16 @@ async fn loopback_needs_allow_private() {
         incident.reason.contains("address 127.0.0.1 is loopback and grants.http-allow-private is not set"),
         "{incident}"
     );
+    // Other spellings of 127.0.0.1 are resolved by the system and refused all the same.
+    let port = server.addr.port();
+    for spelling in [format!("http://127.1:{port}"), format!("http://2130706433:{port}"), format!("http://[::ffff:127.0.0.1]:{port}")] {
+        h.load_probe("odd", &asks(&[&spelling]), &grants(&[&spelling], false, "")).await;
+        let got = h.cmd("odd", "http-get", &format!("{spelling}/")).await;
+        assert!(got.starts_with("err denied:"), "{spelling}: {got}");
+    }
+    let odd = h.incidents.of("odd");
+    assert_eq!(odd.len(), 3, "{odd:?}");
+    assert!(odd.iter().all(|i| i.reason.contains("is loopback")), "{odd:?}");
     assert!(server.heads().is_empty());
     still_serving(&h, "local").await;
 }

@@ -103,13 +103,12 @@ impl OutboundHttp {
     pub(crate) fn begin_call(&mut self, hook: Option<Hook>) {
         self.hook = hook;
         // Leave the guest a tenth of its wall-clock budget to handle a timeout error before the call is killed.
-        self.call_deadline = Instant::now() + self.ctx.limits.wall().mul_f64(0.9);
+        self.call_deadline = after(self.ctx.limits.wall().mul_f64(0.9));
         self.requests_this_call = 0;
     }
 
     fn deadline(&self) -> Instant {
-        let own = Instant::now() + Duration::from_millis(self.ctx.limits.http_timeout_ms);
-        own.min(self.call_deadline)
+        after(Duration::from_millis(self.ctx.limits.http_timeout_ms)).min(self.call_deadline)
     }
 }
 
@@ -384,6 +383,13 @@ impl Outbound {
     }
 }
 
+/// Now plus `d`, saturating (an administrator may configure an absurd limit; `Instant + Duration` would panic).
+fn after(d: Duration) -> Instant {
+    const FAR: Duration = Duration::from_secs(30 * 365 * 86_400);
+    let now = Instant::now();
+    now.checked_add(d.min(FAR)).unwrap_or(now)
+}
+
 /// `host[:port]` as it goes in the Host header: the port only when it is not the scheme's default.
 fn authority_of(target: &HttpOrigin) -> String {
     let default = if target.scheme == "https" { 443 } else { 80 };
@@ -463,6 +469,15 @@ where
             Poll::Pending => Poll::Pending,
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(Some(Ok(frame))) if frame.is_trailers() => {
+                // Trailers reach the guest as fields too: the same headers are kept out (a server's `Host`
+                // trailer must not look like the plugin's own attempt to set one).
+                let mut trailers = frame.into_trailers().unwrap_or_default();
+                for name in DEFAULT_FORBIDDEN_HEADERS.iter() {
+                    trailers.remove(name);
+                }
+                Poll::Ready(Some(Ok(Frame::trailers(trailers))))
+            }
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     self.seen = self.seen.saturating_add(data.len() as u64);
@@ -510,6 +525,13 @@ mod tests {
         assert_eq!(origin_form(&uri), "/x/y?token=1");
         let uri: Uri = "https://h.example".parse().unwrap();
         assert_eq!(origin_form(&uri), "/");
+    }
+
+    #[test]
+    fn absurd_limits_saturate_instead_of_panicking() {
+        let far = after(Duration::from_millis(u64::MAX));
+        assert!(far > Instant::now() + Duration::from_secs(365 * 86_400));
+        assert!(after(Duration::ZERO) <= Instant::now());
     }
 
     #[test]
