@@ -248,9 +248,11 @@ fn from_code(code: ErrorCode) -> HttpError {
         | ErrorCode::ConnectionReadTimeout
         | ErrorCode::ConnectionWriteTimeout
         | ErrorCode::DnsTimeout => HttpError::Timeout(format!("{code:?}")),
-        ErrorCode::ConnectionLimitReached => {
-            HttpError::Denied("too many requests in one call (the host's http-max-requests-per-call)".into())
-        }
+        ErrorCode::ConnectionLimitReached => HttpError::Denied(
+            "too many requests: in this call (the host's http-max-requests-per-call) or in flight \
+             (http-max-concurrent)"
+                .into(),
+        ),
         other => HttpError::Transport(format!("{other:?}")),
     }
 }

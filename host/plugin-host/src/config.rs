@@ -178,6 +178,9 @@ pub struct Limits {
     pub http_timeout_ms: u64,
     /// Outbound HTTP requests per hook call.
     pub http_max_requests_per_call: u32,
+    /// Outbound HTTP requests of this plugin in flight at once, across calls (a guest that leaks response
+    /// futures cannot pile up connections).
+    pub http_max_concurrent: u32,
 }
 
 impl Default for Limits {
@@ -192,6 +195,7 @@ impl Default for Limits {
             http_max_response_bytes: 4 << 20,
             http_timeout_ms: 10_000,
             http_max_requests_per_call: 16,
+            http_max_concurrent: 16,
         }
     }
 }

@@ -396,6 +396,7 @@ impl PluginHost {
             tls: self.tls.clone(),
             http_requests: AtomicU64::new(0),
             http_refused: AtomicU64::new(0),
+            http_in_flight: Arc::new(tokio::sync::Semaphore::new(limits.http_max_concurrent as usize)),
         });
         let plugin = Arc::new(LoadedPlugin {
             cpu_ticks: limits.cpu_ms_per_call.div_ceil(tick_ms).max(1),

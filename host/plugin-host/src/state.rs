@@ -33,6 +33,8 @@ pub(crate) struct PluginContext {
     /// Outbound HTTP requests attempted / refused (by policy or limit), for `imfree plugin list` and metrics.
     pub(crate) http_requests: AtomicU64,
     pub(crate) http_refused: AtomicU64,
+    /// One permit per outbound request in flight (`http-max-concurrent`), held until its response body is dropped.
+    pub(crate) http_in_flight: Arc<tokio::sync::Semaphore>,
 }
 
 impl PluginContext {

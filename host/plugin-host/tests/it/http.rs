@@ -498,6 +498,33 @@ async fn requests_per_call_are_limited() {
 }
 
 #[tokio::test]
+async fn requests_in_flight_are_limited_across_calls() {
+    // A guest that starts requests and forgets them cannot pile up connections: each holds a slot until it ends.
+    let silent = TestServer::start(Behaviour::Silent).await;
+    let origin = silent.origin();
+    let h = harness_with_neighbour().await;
+    h.load_probe(
+        "leaky",
+        &asks(&[&origin]),
+        &grants(&[&origin], true, &limits("http-max-concurrent = 2, http-timeout-ms = 5000")),
+    )
+    .await;
+    assert_eq!(h.cmd("leaky", "http-leak", &format!("2 {}", silent.addr)).await, "leaked");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let got = h.cmd("leaky", "http-get", &format!("{origin}/")).await;
+    assert!(got.starts_with("err denied: too many requests"), "{got}");
+    let incident = one_incident(&h, "leaky", IncidentKind::HttpLimit);
+    assert!(incident.reason.contains("more than 2 requests in flight"), "{incident}");
+    assert_eq!(silent.heads().len(), 2, "only the two leaked requests reached the server");
+    // The limit is per plugin.
+    let echo = TestServer::start(Behaviour::Echo).await;
+    let other = echo.origin();
+    h.load_probe("polite", &asks(&[&other]), &grants(&[&other], true, "")).await;
+    assert!(h.cmd("polite", "http-get", &format!("{other}/")).await.starts_with("ok 200"));
+    still_serving(&h, "leaky").await;
+}
+
+#[tokio::test]
 async fn a_request_body_over_max_output_bytes_is_not_sent() {
     let server = TestServer::start(Behaviour::Echo).await;
     let origin = server.origin();

@@ -19,7 +19,7 @@
 //! 5. redirects are not followed (the guest gets the 3xx; following one is a new request through steps 1-4);
 //! 6. the request body is capped at `max-output-bytes`, the response body at `http-max-response-bytes`, the whole
 //!    exchange at `http-timeout-ms` (and at 90 % of what is left of the call's wall-clock budget), the number of
-//!    requests per hook call at `http-max-requests-per-call`.
+//!    requests per hook call at `http-max-requests-per-call` and in flight at once at `http-max-concurrent`.
 //!
 //! Logs and incidents name at most `scheme://host:port`: paths, queries and header values can carry secrets
 //! (webhook tokens, API keys), so they are never logged.
@@ -41,6 +41,7 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{Instant, Sleep, timeout_at};
 use wasmtime::component::Linker;
 use wasmtime_wasi_http::io::TokioIo;
@@ -164,7 +165,16 @@ impl WasiHttpHooks for OutboundHttp {
                     ),
                 ));
             }
-            outbound.send(request).await
+            let Ok(permit) = outbound.ctx.http_in_flight.clone().try_acquire_owned() else {
+                return Err(outbound.limit(
+                    Error::ConnectionLimitReached,
+                    format!(
+                        "more than {} requests in flight (http-max-concurrent)",
+                        outbound.ctx.limits.http_max_concurrent
+                    ),
+                ));
+            };
+            outbound.send(request, permit).await
         })
     }
 }
@@ -195,7 +205,11 @@ impl Outbound {
         error
     }
 
-    async fn send(self, request: Request<WasiBody>) -> Result<(Response<WasiBody>, IoFuture), Error> {
+    async fn send(
+        self,
+        request: Request<WasiBody>,
+        permit: OwnedSemaphorePermit,
+    ) -> Result<(Response<WasiBody>, IoFuture), Error> {
         let (mut parts, body) = request.into_parts();
         let url = parts.uri.to_string();
         let shown = HttpOrigin::redacted(&url);
@@ -297,7 +311,9 @@ impl Outbound {
         }
         tracing::debug!(plugin = %self.ctx.identity.name, version = %self.ctx.identity.version,
             origin = %shown, status = parts.status.as_u16(), "outbound HTTP response");
-        let body = Capped::new(body, cap, Direction::Response, self.clone(), shown).boxed_unsync();
+        let mut body = Capped::new(body, cap, Direction::Response, self.clone(), shown);
+        body.permit = Some(permit);
+        let body = body.boxed_unsync();
         let io: IoFuture = Box::new(async move {
             match conn {
                 Some(conn) => conn.await.map_err(Error::from),
@@ -421,6 +437,8 @@ struct Capped<B> {
     outbound: Outbound,
     shown: String,
     failed: bool,
+    /// The request's `http-max-concurrent` permit, released when the guest drops the response body.
+    permit: Option<OwnedSemaphorePermit>,
 }
 
 impl<B> Capped<B> {
@@ -434,6 +452,7 @@ impl<B> Capped<B> {
             outbound,
             shown,
             failed: false,
+            permit: None,
         }
     }
 

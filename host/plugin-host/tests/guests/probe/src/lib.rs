@@ -112,6 +112,22 @@ impl Plugin for Probe {
                 Ok(r) => format!("ok {}", r.status),
                 Err(e) => format!("err {e}"),
             },
+            // http-leak N AUTHORITY: start N raw wasi:http GETs and forget their futures (a leaking guest).
+            "http-leak" => {
+                use imfree_plugin_sdk::wasi_bindings::wasi::http::outgoing_handler;
+                use imfree_plugin_sdk::wasi_bindings::wasi::http::types::{Fields, OutgoingRequest, Scheme};
+                for _ in 0..arg(0).parse::<u32>().unwrap_or(0) {
+                    let request = OutgoingRequest::new(Fields::new());
+                    let _ = request.set_scheme(Some(&Scheme::Http));
+                    let _ = request.set_authority(Some(arg(1)));
+                    let _ = request.set_path_with_query(Some("/"));
+                    match outgoing_handler::handle(request, None) {
+                        Ok(pending) => std::mem::forget(pending),
+                        Err(e) => return Some(format!("err {e:?}")),
+                    }
+                }
+                "leaked".into()
+            }
             // http-repeat N URL: N GETs in one call; the statuses or the first error.
             "http-repeat" => {
                 let mut statuses = Vec::new();
