@@ -18,6 +18,8 @@
 //!
 //! Host calls need capabilities: `kv`, `messaging` and `timers` work only when plugin.toml asks for them and the
 //! administrator grants them; otherwise they return [`HostError::Denied`]. `log` and `config` always work.
+//! Outbound HTTP ([`http`], over `wasi:http`) works only for the origins plugin.toml lists under `http.outbound`
+//! and the administrator grants; anything else is an [`http::HttpError::Denied`].
 
 #![deny(missing_docs)]
 
@@ -34,6 +36,19 @@ pub mod bindings {
         generate_all,
     });
 }
+
+/// The generated `wasi:http` client bindings (from the vendored WASI 0.2.12 WIT in `wit/`), used by [`http`].
+#[doc(hidden)]
+pub mod wasi_bindings {
+    #![allow(missing_docs)]
+    wit_bindgen::generate!({
+        path: "wit",
+        world: "imfree:plugin-sdk/http-client",
+        generate_all,
+    });
+}
+
+pub mod http;
 
 /// The WIT types hooks receive and return.
 pub mod types {

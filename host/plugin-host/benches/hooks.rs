@@ -1,5 +1,6 @@
 //! Per-hook overhead on a reused instance and the cost of a fresh instantiation, through the public `PluginHost`
 //! API (so the figures include dispatch, health accounting, the epoch deadline and the wall-clock timer).
+//! Also an outbound HTTP GET through wasi:http to a server on loopback, and a refused one (policy cost only).
 //! Figures and settings: docs/plugins.md, "Performance".
 #![allow(missing_docs)]
 
@@ -32,5 +33,54 @@ fn hooks(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, hooks);
+/// A minimal HTTP/1.1 server on 127.0.0.1: reads a request head, answers 200 with a short body, closes.
+async fn loopback_server() -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 2048];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match tcp.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let _ = tcp
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok")
+                    .await;
+                let _ = tcp.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+fn outbound_http(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let h = support::harness();
+    let addr = rt.block_on(loopback_server());
+    let origin = format!("http://{addr}");
+    rt.block_on(h.load_probe(
+        "fetcher",
+        &format!("http.outbound = [{origin:?}]"),
+        &format!("grants = {{ http-outbound = [{origin:?}], http-allow-private = true }}"),
+    ));
+    rt.block_on(h.load_probe("refused", &format!("http.outbound = [{origin:?}]"), ""));
+    let get = support::command("http-get", &format!("{origin}/"));
+    c.bench_function("command hook making one outbound GET to loopback (granted)", |b| {
+        b.to_async(&rt).iter(|| h.host.call("fetcher", HookCall::Command(get.clone())))
+    });
+    c.bench_function("command hook making one outbound GET that the host refuses (not granted)", |b| {
+        b.to_async(&rt).iter(|| h.host.call("refused", HookCall::Command(get.clone())))
+    });
+}
+
+criterion_group!(benches, hooks, outbound_http);
 criterion_main!(benches);

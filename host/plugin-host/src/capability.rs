@@ -76,11 +76,23 @@ impl HttpOrigin {
         if authority.contains('@') {
             return Err("credentials in the URL are not allowed".into());
         }
-        let (host, port) = match authority.rsplit_once(':') {
-            Some((h, p)) if !h.ends_with(']') || authority.starts_with('[') => {
-                (h, p.parse::<u16>().map_err(|_| format!("bad port {p:?}"))?)
+        // `[v6]` or `[v6]:port`; otherwise `host` or `host:port`.
+        let (host, port) = match authority.strip_prefix('[') {
+            Some(rest) => {
+                let (inside, after) = rest.split_once(']').ok_or("unclosed [ in the host")?;
+                let port = match after {
+                    "" => default_port,
+                    _ => {
+                        let p = after.strip_prefix(':').ok_or("junk after ]")?;
+                        p.parse::<u16>().map_err(|_| format!("bad port {p:?}"))?
+                    }
+                };
+                (&authority[..inside.len() + 2], port)
             }
-            _ => (authority, default_port),
+            None => match authority.rsplit_once(':') {
+                Some((h, p)) => (h, p.parse::<u16>().map_err(|_| format!("bad port {p:?}"))?),
+                None => (authority, default_port),
+            },
         };
         if host.is_empty() {
             return Err("missing host".into());
@@ -159,6 +171,11 @@ impl CapabilityCheck {
         }
     }
 
+    /// Whether outbound HTTP may reach private addresses (`grants.http-allow-private`).
+    pub fn http_allow_private(&self) -> bool {
+        self.granted.http_allow_private
+    }
+
     /// Names of the capabilities that are both requested and granted, for `imfree plugin list`.
     pub fn effective(&self) -> Vec<String> {
         let mut out = Vec::new();
@@ -202,6 +219,7 @@ mod tests {
             messaging,
             timers,
             http_outbound: http.iter().map(|s| s.to_string()).collect(),
+            http_allow_private: false,
         }
     }
 
@@ -282,6 +300,12 @@ mod tests {
             ("https", "example.com", 8443, "/a/b")
         );
         assert!(HttpOrigin::parse("https://user:pw@example.com").is_err());
+        let v6 = HttpOrigin::parse("http://[::1]/x").unwrap();
+        assert_eq!((v6.host.as_str(), v6.port), ("[::1]", 80));
+        let v6 = HttpOrigin::parse("http://[::1]:8080").unwrap();
+        assert_eq!((v6.host.as_str(), v6.port, v6.path.as_str()), ("[::1]", 8080, "/"));
+        assert!(HttpOrigin::parse("http://[::1").is_err());
+        assert!(HttpOrigin::parse("http://[::1]x").is_err());
         assert!(HttpOrigin::parse("file:///etc/passwd").is_err());
         assert_eq!(
             HttpOrigin::redacted("https://hooks.slack.com/services/SECRET"),

@@ -149,6 +149,10 @@ pub struct Grants {
     /// Outbound HTTP origins (`https://host[:port][/path]`).
     #[serde(default)]
     pub http_outbound: Vec<String>,
+    /// Let outbound HTTP reach loopback, RFC 1918, CGNAT and unique-local addresses (intranet services, tests).
+    /// Link-local (the cloud metadata service), multicast, unspecified and reserved addresses stay refused.
+    #[serde(default)]
+    pub http_allow_private: bool,
 }
 
 /// Per-plugin resource limits.
@@ -167,6 +171,16 @@ pub struct Limits {
     pub max_output_bytes: usize,
     /// Live timers.
     pub max_timers: u32,
+    /// Largest response body an outbound HTTP request may receive, bytes.
+    pub http_max_response_bytes: u64,
+    /// Time an outbound HTTP request may take from the call to the last body byte, ms. Never more than 90 % of
+    /// the call's wall-clock limit, so the plugin sees a timeout error while it still has time to handle it.
+    pub http_timeout_ms: u64,
+    /// Outbound HTTP requests per hook call.
+    pub http_max_requests_per_call: u32,
+    /// Outbound HTTP requests of this plugin in flight at once, across calls (a guest that leaks response
+    /// futures cannot pile up connections).
+    pub http_max_concurrent: u32,
 }
 
 impl Default for Limits {
@@ -178,6 +192,10 @@ impl Default for Limits {
             kv_quota_bytes: 1 << 20,
             max_output_bytes: 1 << 20,
             max_timers: 64,
+            http_max_response_bytes: 4 << 20,
+            http_timeout_ms: 10_000,
+            http_max_requests_per_call: 16,
+            http_max_concurrent: 16,
         }
     }
 }

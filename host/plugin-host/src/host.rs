@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -42,6 +43,9 @@ pub struct HostOptions {
     pub epoch_tick: Duration,
     /// Shortest interval of a repeating timer, ms.
     pub min_timer_interval_ms: u64,
+    /// Certificates (DER) trusted for plugins' outbound HTTPS in addition to the built-in Mozilla roots
+    /// (`webpki-roots`): an intranet's own certificate authority, or a test's.
+    pub http_extra_roots: Vec<Vec<u8>>,
 }
 
 impl Default for HostOptions {
@@ -52,6 +56,7 @@ impl Default for HostOptions {
             max_memory_mib: 256,
             epoch_tick: Duration::from_millis(5),
             min_timer_interval_ms: 1_000,
+            http_extra_roots: Vec::new(),
         }
     }
 }
@@ -246,6 +251,10 @@ pub struct PluginStatus {
     pub hooks: Vec<Hook>,
     /// Capabilities both requested and granted.
     pub capabilities: Vec<String>,
+    /// Outbound HTTP requests attempted since load.
+    pub http_requests: u64,
+    /// Outbound HTTP requests refused (policy or limit) since load; each also reported as an incident.
+    pub http_refused: u64,
     /// Failure accounting.
     pub health: Health,
     /// Whether it is quarantined.
@@ -291,6 +300,7 @@ pub struct PluginHost {
     options: HostOptions,
     services: HostServices,
     timers: Arc<TimerTable>,
+    tls: Arc<rustls::ClientConfig>,
     plugins: RwLock<BTreeMap<String, Arc<LoadedPlugin>>>,
     _ticker: EpochTicker,
 }
@@ -301,8 +311,10 @@ impl PluginHost {
         let engine = build_engine(&options)?;
         let mut linker = Linker::new(&engine);
         capabilities::add_to_linker(&mut linker)?;
+        let tls = capabilities::http::tls_config(&options.http_extra_roots)?;
         let ticker = EpochTicker::start(&engine, options.epoch_tick);
         Ok(PluginHost {
+            tls,
             cache: ComponentCache::new(options.cache_dir.clone()),
             engine,
             linker,
@@ -381,6 +393,10 @@ impl PluginHost {
             services: self.services.clone(),
             timers: self.timers.clone(),
             min_timer_interval_ms: self.options.min_timer_interval_ms,
+            tls: self.tls.clone(),
+            http_requests: AtomicU64::new(0),
+            http_refused: AtomicU64::new(0),
+            http_in_flight: Arc::new(tokio::sync::Semaphore::new(limits.http_max_concurrent as usize)),
         });
         let plugin = Arc::new(LoadedPlugin {
             cpu_ticks: limits.cpu_ms_per_call.div_ceil(tick_ms).max(1),
@@ -470,6 +486,8 @@ impl PluginHost {
                     version: p.manifest.version.clone(),
                     hooks: p.manifest.hooks.clone(),
                     capabilities: p.ctx.check.effective(),
+                    http_requests: p.ctx.http_requests.load(Ordering::Relaxed),
+                    http_refused: p.ctx.http_refused.load(Ordering::Relaxed),
                     quarantined: health.is_quarantined(),
                     health,
                 }
@@ -496,18 +514,7 @@ impl PluginHost {
     }
 
     fn report(&self, who: &PluginIdentity, hook: Option<Hook>, kind: IncidentKind, reason: String) {
-        let incident = Incident {
-            plugin: who.name.clone(),
-            version: who.version.clone(),
-            hook,
-            kind,
-            reason,
-            at_ms: self.services.clock.now_ms(),
-        };
-        tracing::warn!(plugin = %incident.plugin, version = %incident.version,
-            hook = incident.hook.map(Hook::wit_name).unwrap_or("load"), kind = %incident.kind,
-            "plugin incident: {}", incident.reason);
-        self.services.incidents.report(&incident);
+        report_incident(&self.services, who, hook, kind, reason);
     }
 
     /// A fresh instance with `init` called, under the plugin's limits.
@@ -516,6 +523,7 @@ impl PluginHost {
         store.limiter(|s| &mut s.limiter);
         store.epoch_deadline_trap();
         store.set_epoch_deadline(plugin.cpu_ticks);
+        store.data_mut().http.begin_call(None);
         let wall = plugin.ctx.limits.wall();
         let started = tokio::time::timeout(wall, async {
             let bindings = plugin.pre.instantiate_async(&mut store).await?;
@@ -594,6 +602,7 @@ impl PluginHost {
             None => Err((IncidentKind::Trap, "no instance".to_owned())),
             Some(live) => {
                 live.store.set_epoch_deadline(plugin.cpu_ticks);
+                live.store.data_mut().http.begin_call(Some(hook));
                 let wall = plugin.ctx.limits.wall();
                 match tokio::time::timeout(wall, invoke(&live.bindings, &mut live.store, call)).await {
                     Err(_) => Err((
@@ -776,6 +785,28 @@ impl PluginHost {
         }
         n
     }
+}
+
+/// Report one incident to `tracing` and the embedder's sink.
+pub(crate) fn report_incident(
+    services: &HostServices,
+    who: &PluginIdentity,
+    hook: Option<Hook>,
+    kind: IncidentKind,
+    reason: String,
+) {
+    let incident = Incident {
+        plugin: who.name.clone(),
+        version: who.version.clone(),
+        hook,
+        kind,
+        reason,
+        at_ms: services.clock.now_ms(),
+    };
+    tracing::warn!(plugin = %incident.plugin, version = %incident.version,
+        hook = incident.hook.map(Hook::wit_name).unwrap_or("load"), kind = %incident.kind,
+        "plugin incident: {}", incident.reason);
+    services.incidents.report(&incident);
 }
 
 async fn invoke(bindings: &Plugin, store: &mut Store<PluginState>, call: HookCall) -> wasmtime::Result<HookReturn> {

@@ -1,6 +1,6 @@
-//! Incidents: every time a plugin traps, times out, exceeds a limit, fails to load or is quarantined, one
-//! [`Incident`] names the plugin, its version, the hook and the reason. The host reports them to an
-//! [`IncidentSink`] (the relay's admin log, `imfree plugin list`) and always to `tracing`.
+//! Incidents: every time a plugin traps, times out, exceeds a limit, fails to load, is quarantined or has an
+//! outbound HTTP request refused, one [`Incident`] names the plugin, its version, the hook and the reason. The host
+//! reports them to an [`IncidentSink`] (the relay's admin log, `imfree plugin list`) and always to `tracing`.
 
 use std::fmt;
 use std::sync::Mutex;
@@ -26,6 +26,12 @@ pub enum IncidentKind {
     OutputTooLarge,
     /// Too many consecutive failures: the plugin is no longer called until reloaded.
     Quarantined,
+    /// An outbound HTTP request was refused: origin not requested or not granted, a refused address (loopback,
+    /// private, metadata service...), or an attempt to set the Host header. The guest got an error it can handle;
+    /// this does not count as a failure of the plugin.
+    HttpRefused,
+    /// An outbound HTTP request hit a limit: response size, time, requests per call.
+    HttpLimit,
 }
 
 impl fmt::Display for IncidentKind {
@@ -39,6 +45,8 @@ impl fmt::Display for IncidentKind {
             IncidentKind::Timeout => "timeout",
             IncidentKind::OutputTooLarge => "output too large",
             IncidentKind::Quarantined => "quarantined",
+            IncidentKind::HttpRefused => "http refused",
+            IncidentKind::HttpLimit => "http limit",
         })
     }
 }

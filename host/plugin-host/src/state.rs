@@ -3,14 +3,19 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
+use crate::capabilities::http::OutboundHttp;
 use crate::capabilities::timers::TimerTable;
 use crate::capability::{Capability, CapabilityCheck, Refusal};
 use crate::config::Limits;
-use crate::host::HostServices;
+use crate::host::{HostServices, report_incident};
+use crate::incident::IncidentKind;
+use crate::manifest::Hook;
 use crate::services::PluginIdentity;
 use crate::wit::latest::imfree::plugin::types::HostError;
 
@@ -23,6 +28,13 @@ pub(crate) struct PluginContext {
     pub(crate) services: HostServices,
     pub(crate) timers: Arc<TimerTable>,
     pub(crate) min_timer_interval_ms: u64,
+    /// TLS settings for outbound HTTPS (root certificates), shared by all plugins of a host.
+    pub(crate) tls: Arc<rustls::ClientConfig>,
+    /// Outbound HTTP requests attempted / refused (by policy or limit), for `imfree plugin list` and metrics.
+    pub(crate) http_requests: AtomicU64,
+    pub(crate) http_refused: AtomicU64,
+    /// One permit per outbound request in flight (`http-max-concurrent`), held until its response body is dropped.
+    pub(crate) http_in_flight: Arc<tokio::sync::Semaphore>,
 }
 
 impl PluginContext {
@@ -37,6 +49,11 @@ impl PluginContext {
             );
             HostError::Denied(refusal.to_string())
         })
+    }
+
+    /// Report an incident of this plugin (host calls do it for refusals that are security events).
+    pub(crate) fn report(&self, hook: Option<Hook>, kind: IncidentKind, reason: String) {
+        report_incident(&self.services, &self.identity, hook, kind, reason);
     }
 }
 
@@ -70,6 +87,9 @@ impl wasmtime::ResourceLimiter for PluginLimiter {
 pub(crate) struct PluginState {
     wasi: WasiCtx,
     table: ResourceTable,
+    http_ctx: WasiHttpCtx,
+    /// The outbound HTTP policy (wasi-http's hooks); told which hook is running by the host.
+    pub(crate) http: OutboundHttp,
     pub(crate) limiter: PluginLimiter,
     pub(crate) ctx: Arc<PluginContext>,
     /// The last error-level log line (the SDK's panic hook logs the panic message there), for incident reasons.
@@ -82,6 +102,8 @@ impl PluginState {
         PluginState {
             wasi: WasiCtxBuilder::new().build(),
             table: ResourceTable::new(),
+            http_ctx: WasiHttpCtx::new(),
+            http: OutboundHttp::new(ctx.clone()),
             limiter: PluginLimiter {
                 memory_bytes,
                 memory_exceeded: false,
@@ -97,6 +119,16 @@ impl WasiView for PluginState {
         WasiCtxView {
             ctx: &mut self.wasi,
             table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for PluginState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http_ctx,
+            table: &mut self.table,
+            hooks: &mut self.http,
         }
     }
 }

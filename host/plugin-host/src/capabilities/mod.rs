@@ -1,8 +1,9 @@
 //! One module per host capability (Spin's "factors"): each owns its WIT `Host` implementation, its grant check
 //! and its linker function, with its tests in the integration suite (`tests/it/capabilities.rs`).
-//! `log` and `config` are always available; `kv`, `messaging` and `timers` need request + grant.
+//! `log` and `config` are always available; `kv`, `messaging`, `timers` and outbound `http` need request + grant.
 
 pub mod config;
+pub mod http;
 pub mod kv;
 pub mod log;
 pub mod messaging;
@@ -26,5 +27,6 @@ pub(crate) fn add_to_linker(linker: &mut Linker<PluginState>) -> wasmtime::Resul
     kv::add_to_linker(linker)?;
     messaging::add_to_linker(linker)?;
     timers::add_to_linker(linker)?;
+    http::add_to_linker(linker)?;
     Ok(())
 }

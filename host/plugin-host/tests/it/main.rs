@@ -6,6 +6,7 @@
 
 mod capabilities;
 mod hooks;
+mod http;
 mod lifecycle;
 mod malicious;
 mod support;

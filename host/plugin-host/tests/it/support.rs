@@ -147,6 +147,19 @@ pub fn harness() -> Harness {
 }
 
 pub fn harness_with(kv: Arc<dyn KvBackend>, cache_dir: Option<PathBuf>) -> Harness {
+    harness_full(kv, cache_dir, Vec::new())
+}
+
+/// A cached harness whose plugins' outbound HTTPS also trusts these certificates (DER).
+pub fn harness_trusting(roots: Vec<Vec<u8>>) -> Harness {
+    harness_full(
+        Arc::new(MemoryKv::new()),
+        Some(PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("plugin-cache")),
+        roots,
+    )
+}
+
+fn harness_full(kv: Arc<dyn KvBackend>, cache_dir: Option<PathBuf>, http_extra_roots: Vec<Vec<u8>>) -> Harness {
     let sink = Arc::new(RecordingSink::default());
     let incidents = Arc::new(RecordingIncidents::new());
     let clock = Arc::new(ManualClock::new(1_000_000));
@@ -160,6 +173,7 @@ pub fn harness_with(kv: Arc<dyn KvBackend>, cache_dir: Option<PathBuf>) -> Harne
         cache_dir,
         max_instances: 32,
         min_timer_interval_ms: 10,
+        http_extra_roots,
         ..HostOptions::default()
     };
     Harness {

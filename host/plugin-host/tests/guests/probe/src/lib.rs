@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use imfree_plugin_sdk::messaging::CardBuilder;
 use imfree_plugin_sdk::types::*;
-use imfree_plugin_sdk::{HostErrorExt, Plugin, config, export_plugin, kv, log, messaging, timers};
+use imfree_plugin_sdk::{HostErrorExt, Plugin, config, export_plugin, http, kv, log, messaging, timers};
 
 struct Probe;
 
@@ -85,6 +85,60 @@ impl Plugin for Probe {
             "timer-cancel" => answer(timers::cancel(arg(0).parse().unwrap_or(0))),
             "config" => format!("{:?}", config::get(arg(0))),
             "config-all" => format!("{:?}", config::all()),
+            // http-get URL [name:value ...]: status, the echoed request and the body, or the error.
+            "http-get" | "http-post" => {
+                let headers: Vec<(&str, &str)> = args[1.min(args.len())..]
+                    .iter()
+                    .filter_map(|h| h.split_once(':'))
+                    .collect();
+                let got = if cmd.name == "http-get" {
+                    http::get(arg(0), &headers)
+                } else {
+                    http::post(arg(0), &headers, b"ping")
+                };
+                match got {
+                    Ok(r) => format!(
+                        "ok {} x-echo={} {} bytes: {}",
+                        r.status,
+                        r.header("x-echo").unwrap_or("-"),
+                        r.body.len(),
+                        String::from_utf8_lossy(&r.body[..r.body.len().min(200)])
+                    ),
+                    Err(e) => format!("err {e}"),
+                }
+            }
+            // http-upload N URL: POST N bytes.
+            "http-upload" => match http::post(arg(1), &[], &vec![b'u'; arg(0).parse().unwrap_or(0)]) {
+                Ok(r) => format!("ok {}", r.status),
+                Err(e) => format!("err {e}"),
+            },
+            // http-leak N AUTHORITY: start N raw wasi:http GETs and forget their futures (a leaking guest).
+            "http-leak" => {
+                use imfree_plugin_sdk::wasi_bindings::wasi::http::outgoing_handler;
+                use imfree_plugin_sdk::wasi_bindings::wasi::http::types::{Fields, OutgoingRequest, Scheme};
+                for _ in 0..arg(0).parse::<u32>().unwrap_or(0) {
+                    let request = OutgoingRequest::new(Fields::new());
+                    let _ = request.set_scheme(Some(&Scheme::Http));
+                    let _ = request.set_authority(Some(arg(1)));
+                    let _ = request.set_path_with_query(Some("/"));
+                    match outgoing_handler::handle(request, None) {
+                        Ok(pending) => std::mem::forget(pending),
+                        Err(e) => return Some(format!("err {e:?}")),
+                    }
+                }
+                "leaked".into()
+            }
+            // http-repeat N URL: N GETs in one call; the statuses or the first error.
+            "http-repeat" => {
+                let mut statuses = Vec::new();
+                for _ in 0..arg(0).parse::<u32>().unwrap_or(0) {
+                    match http::get(arg(1), &[]) {
+                        Ok(r) => statuses.push(r.status.to_string()),
+                        Err(e) => return Some(format!("ok {} then err {e}", statuses.join(","))),
+                    }
+                }
+                format!("ok {}", statuses.join(","))
+            }
             "log" => {
                 log::info(arg(0));
                 "logged".into()
