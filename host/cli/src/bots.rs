@@ -22,6 +22,7 @@ use imfree_plugin_host::{
     Action, Card, Command, HostOptions, Incident, IncidentSink, KvBackend, KvError, Message, MessageSink,
     OutgoingOutcome, PluginConfig, PluginHost, PluginIdentity, PluginManifest, PresenceTracker, Scope, SystemClock,
 };
+use imfree_proto::ErrorCode;
 use imfree_proto::compress::Compression;
 use imfree_proto::content::Content;
 use zeroize::Zeroizing;
@@ -219,6 +220,11 @@ async fn open_or_register(name: &str, url: &str, home: &Path) -> anyhow::Result<
     }
 }
 
+async fn relogin(name: &str, url: &str, home: &Path) -> anyhow::Result<Client> {
+    let password = Zeroizing::new(std::fs::read_to_string(home.join("bot-password"))?.trim().to_owned());
+    Ok(Client::login(Some(home), url, name, &password, None, Trust::default()).await?)
+}
+
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     let mut options = std::fs::OpenOptions::new();
@@ -256,10 +262,23 @@ async fn run(name: &str, config: PluginConfig, url: &str, home: &Path, cache: Pa
             timers.fire_due_timers().await;
         }
     });
+    let mut client = client;
     loop {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(3600);
         let mut session = match client.connect_with_retry(deadline).await {
             Ok(s) => s,
+            Err(ClientError::Refused { code: ErrorCode::TokenExpired | ErrorCode::TokenRevoked | ErrorCode::Unauthenticated, .. }) => {
+                // The session ended (expiry, an operator's revocation): log in again with the bot's password.
+                tracing::info!(bot = %name, "bot session ended; logging in again");
+                match relogin(name, url, home).await {
+                    Ok(c) => client = c,
+                    Err(e) => {
+                        tracing::warn!(bot = %name, error = %e, "bot cannot log in; retrying");
+                        tokio::time::sleep(Duration::from_secs(10)).await;
+                    }
+                }
+                continue;
+            }
             Err(e) => {
                 tracing::warn!(bot = %name, error = %e, "bot cannot connect; retrying");
                 tokio::time::sleep(Duration::from_secs(2)).await;
