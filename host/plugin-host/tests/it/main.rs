@@ -6,6 +6,7 @@
 
 mod capabilities;
 mod hooks;
+mod inspect;
 mod lifecycle;
 mod malicious;
 mod support;
