@@ -7,6 +7,8 @@
 mod capabilities;
 mod hooks;
 mod inspect;
+mod js_guest;
 mod lifecycle;
 mod malicious;
 mod support;
+mod twins;
