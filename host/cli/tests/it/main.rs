@@ -7,3 +7,4 @@ mod common;
 mod delivery;
 mod e2e;
 mod hostile;
+mod plugin;
