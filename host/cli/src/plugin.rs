@@ -421,5 +421,8 @@ async fn health(offline: &OfflineHost, manifest: &PluginManifest, config: Plugin
         .host
         .load_bytes(manifest.clone(), config, wasm.to_vec())
         .await
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string())?;
+    // Its live instance holds a pool slot; the next plugin needs it more.
+    offline.host.unload(&manifest.name);
+    Ok(())
 }

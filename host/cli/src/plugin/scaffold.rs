@@ -32,6 +32,10 @@ const WIT_FILES: &[(&str, &str)] = &[
 /// The componentize-js release the JavaScript example and the scaffold pin (docs/plugins.md says why this one).
 pub(crate) const COMPONENTIZE_JS: &str = "0.23.0";
 
+/// componentize-js imports preview2-shim without declaring it, and 0.26.1 dropped the default preopen its tools rely
+/// on: declare and override this release (as examples/plugins/auto-reply-js does).
+const PREVIEW2_SHIM: &str = "0.26.0";
+
 /// The WASI features componentize-js must leave out so that the component imports only what the host provides
 /// (the default build imports wasi:http, which the host does not link).
 pub(crate) const COMPONENTIZE_JS_DISABLE: &[&str] = &["stdio", "random", "clocks", "http", "fetch-event"];
@@ -362,7 +366,11 @@ fn js_files(name: &str) -> Vec<(PathBuf, String)> {
     "build": "mkdir -p dist && componentize-js plugin.js --wit wit --world-name plugin -d {disable} -o dist/{name}.wasm"
   }},
   "devDependencies": {{
-    "@bytecodealliance/componentize-js": "{COMPONENTIZE_JS}"
+    "@bytecodealliance/componentize-js": "{COMPONENTIZE_JS}",
+    "@bytecodealliance/preview2-shim": "{PREVIEW2_SHIM}"
+  }},
+  "overrides": {{
+    "@bytecodealliance/preview2-shim": "{PREVIEW2_SHIM}"
   }}
 }}
 "#

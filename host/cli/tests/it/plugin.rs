@@ -236,6 +236,28 @@ manifest = {filter_manifest:?}
         );
     }
 
+    // More plugins than the checking host's instance pool (4): each is unloaded after its check.
+    let mut many = String::new();
+    for i in 1..=6 {
+        let manifest = tmp.path().join(format!("filter-{i}.toml"));
+        let text = std::fs::read_to_string(examples.join("filter/plugin.toml")).unwrap();
+        std::fs::write(
+            &manifest,
+            text.replace("name = \"filter\"", &format!("name = \"filter-{i}\"")),
+        )
+        .unwrap();
+        many += &format!(
+            "[plugins.filter-{i}]\npath = {:?}\nmanifest = {:?}\n",
+            p(&guest("filter")),
+            p(&manifest)
+        );
+    }
+    std::fs::write(&config, many).unwrap();
+    let out = plugin(&["list", "--config", p(&config)]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert_eq!(stdout.matches("health        loads").count(), 6, "{stdout}");
+
     // A plugin that cannot load makes the listing fail, with the reason on its line.
     let evil_manifest = tmp.path().join("evil.toml");
     std::fs::write(
