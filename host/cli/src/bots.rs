@@ -160,12 +160,7 @@ pub(crate) fn to_plugin_message(m: &StoredMessage, me: &str) -> Message {
 pub(crate) fn start(relay_url: String, plugins: &BTreeMap<String, PluginConfig>, base_dir: &Path, bots_dir: &Path) {
     for (name, config) in plugins {
         let mut config = config.clone();
-        if config.path.is_relative() {
-            config.path = base_dir.join(&config.path);
-        }
-        if let Some(m) = config.manifest.as_mut().filter(|m| m.is_relative()) {
-            *m = base_dir.join(&*m);
-        }
+        config.resolve_relative(base_dir);
         if !config.enabled {
             continue;
         }

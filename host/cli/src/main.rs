@@ -1,5 +1,6 @@
 //! The `imfree` command: `serve` runs the relay, `client` drives the client engine, `admin` is the operator's
-//! tool. A thin layer over the library crates; its flags are a contract scripts rely on (see README.md).
+//! tool, `plugin` the plugin author's. A thin layer over the library crates; its flags are a contract scripts rely on
+//! (see README.md).
 #![forbid(unsafe_code)]
 
 mod admin;
@@ -9,6 +10,7 @@ mod cards;
 mod client;
 mod client_plugins;
 mod group;
+mod plugin;
 mod serve;
 
 use std::path::PathBuf;
@@ -34,6 +36,8 @@ enum Command {
     Admin(admin::AdminArgs),
     /// Measure the relay: throughput, latency, CPU per message, memory per idle connection.
     Bench(bench::BenchArgs),
+    /// Write, build and check plugins (new, build, check) and list the plugins a server config sets up (list).
+    Plugin(plugin::PluginArgs),
     /// Print shell completions for SHELL (bash, zsh, fish, elvish, powershell).
     Completions {
         /// The shell.
@@ -68,6 +72,7 @@ fn main() -> ExitCode {
             Command::Client(args) => client::run(args).await,
             Command::Admin(args) => admin::run(args).await.map(|_| ExitCode::SUCCESS),
             Command::Bench(args) => bench::run(args).await.map(|_| ExitCode::SUCCESS),
+            Command::Plugin(args) => plugin::run(args).await,
             Command::Completions { shell } => {
                 clap_complete::generate(shell, &mut Cli::command(), "imfree", &mut std::io::stdout());
                 Ok(ExitCode::SUCCESS)

@@ -598,13 +598,18 @@ impl Session<'_> {
             return Ok(());
         };
         let Ok(group) = ulid::Ulid::from_bytes(distribution.group_id).to_string().parse::<GroupId>() else { return Ok(()) };
-        let mut g = match self.group_for(&group).await {
-            Ok(g) => g,
-            Err(e @ (ClientError::Io(_) | ClientError::Store(_))) => return Err(e),
-            Err(e) => {
-                tracing::warn!(%group, error = %e, "sender key for a group that cannot be followed; dropped");
-                return Ok(());
-            }
+        // The log is read from the relay only when this device does not know the sender as a member yet.
+        let known = self.load_group(&group).await?.filter(|g| g.refused().is_none() && g.member_name(&identity).is_some());
+        let mut g = match known {
+            Some(g) => g,
+            None => match self.group_for(&group).await {
+                Ok(g) => g,
+                Err(e @ (ClientError::Io(_) | ClientError::Store(_))) => return Err(e),
+                Err(e) => {
+                    tracing::warn!(%group, error = %e, "sender key for a group that cannot be followed; dropped");
+                    return Ok(());
+                }
+            },
         };
         if g.member_name(&identity).as_deref() != Some(item.from.as_str()) {
             tracing::warn!(%group, from = %item.from, "sender key from someone who is not a member; dropped");

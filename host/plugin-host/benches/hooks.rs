@@ -1,7 +1,8 @@
 //! Per-hook overhead on a reused instance and the cost of a fresh instantiation, through the public `PluginHost`
 //! API (so the figures include dispatch, health accounting, the epoch deadline and the wall-clock timer).
-//! Also an outbound HTTP GET through wasi:http to a server on loopback, and a refused one (policy cost only).
-//! Figures and settings: docs/plugins.md, "Performance".
+//! Also an outbound HTTP GET through wasi:http to a server on loopback, and a refused one (policy cost only); and
+//! the `twins` group compares the Rust and JavaScript auto-reply examples. Figures and settings: docs/plugins.md,
+//! "Performance".
 #![allow(missing_docs)]
 
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -10,6 +11,10 @@ use imfree_plugin_host::host::HookCall;
 #[path = "../tests/it/support.rs"]
 #[allow(dead_code, unreachable_pub, missing_docs)]
 mod support;
+
+#[path = "../tests/it/js_guest.rs"]
+#[allow(dead_code, unreachable_pub, missing_docs)]
+mod js_guest;
 
 fn hooks(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -82,5 +87,56 @@ fn outbound_http(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, hooks, outbound_http);
+/// The auto-reply twins (Rust and JavaScript) side by side: size and compile time (printed, measured once: a
+/// compile takes seconds for the JavaScript one), fresh instantiation + init, and two hook calls on a reused
+/// instance: `command` (one kv host call) and `incoming-message` without the keyword (one config host call).
+fn twins(c: &mut Criterion) {
+    use imfree_plugin_host::{ComponentInspector, HostOptions, PluginManifest};
+    use std::path::Path;
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/plugins");
+    let uncached = ComponentInspector::new(&HostOptions::default()).expect("engine");
+    for (example, wasm) in [
+        ("auto-reply", support::guest("auto-reply")),
+        ("auto-reply-js", js_guest::js_guest("auto-reply-js")),
+    ] {
+        let report = uncached.inspect(&wasm);
+        assert!(report.ok(), "{:?}", report.problems);
+        println!(
+            "{example}: component {} bytes, compiled in {} ms (release host, no cache)",
+            wasm.len(),
+            report.compile_time.as_millis()
+        );
+        let manifest = PluginManifest::from_path(&examples.join(example).join("plugin.toml")).expect("manifest");
+        let mut config = support::admin("grants = { kv = true, messaging = true }");
+        config.limits.memory_mib = 128;
+        let h = support::harness();
+        rt.block_on(h.host.load_bytes(manifest, config, wasm)).expect("loads");
+        let cmd = support::command(example, "");
+        c.bench_function(
+            &format!("{example}: hook call, reused instance (command, 1 kv get)"),
+            |b| {
+                b.to_async(&rt)
+                    .iter(|| h.host.call(example, HookCall::Command(cmd.clone())))
+            },
+        );
+        let msg = support::message("nothing to see");
+        c.bench_function(
+            &format!("{example}: hook call, reused instance (incoming-message, no keyword)"),
+            |b| {
+                b.to_async(&rt)
+                    .iter(|| h.host.call(example, HookCall::IncomingMessage(msg.clone())))
+            },
+        );
+        c.bench_function(&format!("{example}: fresh instantiation + init"), |b| {
+            b.to_async(&rt).iter(|| h.host.recycle(example))
+        });
+    }
+}
+
+criterion_group!(benches, hooks, outbound_http, twins);
 criterion_main!(benches);

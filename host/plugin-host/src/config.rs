@@ -54,6 +54,17 @@ impl PluginConfig {
         }
     }
 
+    /// Take relative `path` and `manifest` as relative to `base` (the folder of the configuration file they come
+    /// from), as the relay, the bot runner and `imfree plugin list` all do.
+    pub fn resolve_relative(&mut self, base: &std::path::Path) {
+        if self.path.is_relative() {
+            self.path = base.join(&self.path);
+        }
+        if let Some(m) = self.manifest.as_mut().filter(|m| m.is_relative()) {
+            *m = base.join(&*m);
+        }
+    }
+
     /// Where the manifest is.
     pub fn manifest_path(&self) -> PathBuf {
         self.manifest.clone().unwrap_or_else(|| {

@@ -3,8 +3,8 @@
 //!
 //! It owns: the `plugin.toml` manifest ([`manifest`]), the administrator's per-plugin configuration and grants
 //! ([`config`]), the capability check ([`capability`]), one module per host capability ([`capabilities`]), the
-//! wasmtime engine with its compile cache ([`engine`]), failure accounting ([`health`], [`incident`]) and hook
-//! dispatch ([`host::PluginHost`]).
+//! wasmtime engine with its compile cache ([`engine`]), failure accounting ([`health`], [`incident`]), hook
+//! dispatch ([`host::PluginHost`]) and checking a component without running it ([`inspect`]).
 //!
 //! It must not know the relay's or client's internals: they hand it what it needs through the small traits in
 //! [`services`] (a message sink, a kv backend, a clock, an incident sink).
@@ -16,6 +16,7 @@ pub mod engine;
 pub mod health;
 pub mod host;
 pub mod incident;
+pub mod inspect;
 pub mod manifest;
 pub mod presence;
 pub mod services;
@@ -28,6 +29,7 @@ pub use host::{
     EnvelopeOutcome, FailureKind, HookFailure, HostOptions, LoadError, OutgoingOutcome, PluginHost, PluginStatus,
 };
 pub use incident::{Incident, IncidentKind, IncidentSink, RecordingIncidents};
+pub use inspect::{ComponentInspector, ComponentProblem, ComponentReport};
 pub use manifest::{Hook, ManifestError, PluginManifest, Scope};
 pub use presence::PresenceTracker;
 pub use services::{

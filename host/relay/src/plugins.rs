@@ -120,14 +120,7 @@ impl RelayPlugins {
         let mut wanted = BTreeMap::new();
         for (name, config) in configs {
             let mut config = config.clone();
-            if config.path.is_relative() {
-                config.path = base_dir.join(&config.path);
-            }
-            if let Some(m) = &config.manifest
-                && m.is_relative()
-            {
-                config.manifest = Some(base_dir.join(m));
-            }
+            config.resolve_relative(base_dir);
             if !config.enabled {
                 continue;
             }

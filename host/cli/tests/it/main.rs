@@ -12,3 +12,4 @@ mod groups;
 mod hostile;
 mod linking;
 mod relay_plugins;
+mod plugin;

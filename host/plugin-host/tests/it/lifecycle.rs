@@ -1,4 +1,5 @@
-//! The example plugins with their real plugin.toml, reload, the compile cache.
+//! The example plugins with their real plugin.toml, reload, the compile cache. (The auto-reply example's behaviour
+//! is in twins.rs, run against its Rust and JavaScript versions.)
 
 use std::path::Path;
 
@@ -13,33 +14,6 @@ fn example(name: &str) -> PluginConfig {
     let mut config = PluginConfig::new(guest_path(name));
     config.manifest = Some(dir.join("plugin.toml"));
     config
-}
-
-#[tokio::test]
-async fn auto_reply_example_replies_to_its_keyword() {
-    let h = harness();
-    let mut config = example("auto-reply");
-    config.grants.kv = true;
-    config.grants.messaging = true;
-    config
-        .settings
-        .insert("reply".into(), toml::Value::String("pong!".into()));
-    h.host.load(config).await.unwrap();
-    h.host.incoming_message(&message("nothing here")).await;
-    h.host.incoming_message(&message("PING?")).await;
-    assert_eq!(h.sink.texts(), vec!["msg-1: pong!".to_string()]);
-    assert_eq!(
-        h.cmd("auto-reply", "auto-reply", "").await,
-        "auto-reply answered 1 times"
-    );
-}
-
-#[tokio::test]
-async fn auto_reply_without_grants_replies_nothing_and_survives() {
-    let h = harness();
-    h.host.load(example("auto-reply")).await.unwrap();
-    assert!(h.host.incoming_message(&message("ping")).await.is_empty());
-    assert!(h.sink.sent().is_empty());
 }
 
 #[tokio::test]
@@ -145,7 +119,7 @@ async fn compiled_components_are_cached_by_content_and_engine() {
 
 #[test]
 fn example_manifests_parse() {
-    for name in ["auto-reply", "filter"] {
+    for name in ["auto-reply", "auto-reply-js", "filter"] {
         let path = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../../examples/plugins")
             .join(name)

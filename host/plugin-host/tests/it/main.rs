@@ -7,6 +7,9 @@
 mod capabilities;
 mod hooks;
 mod http;
+mod inspect;
+mod js_guest;
 mod lifecycle;
 mod malicious;
 mod support;
+mod twins;
