@@ -806,6 +806,10 @@ impl Conn {
                 self.answer(k.id, answer).await
             }
             FrameBody::GroupAppend(g) => {
+                // Each append replays and verifies the group's log: it counts against the envelope rate.
+                if !self.envelope_allowed(g.id.as_deref().unwrap_or("")).await? {
+                    return Ok(());
+                }
                 let store = Arc::clone(&self.state.store);
                 let max = self.state.config.limits.max_group_log_entries;
                 let answer = match crate::groups::append(store.as_ref(), self.user_id, &g.group, &g.entry.0, max).await {

@@ -35,10 +35,11 @@ const TARGETS: [&str; 9] = [
 fn exercise(target: &str, data: &[u8]) {
     match target {
         "noise_first_message" => {
-            if data.len() <= imfree_crypto::noise::MAX_NOISE_MESSAGE + 1 {
-                if let Ok(imfree_crypto::noise::Responder::Ik(ik)) = imfree_crypto::noise::Responder::read_first(&[7u8; 32], data, 1 << 20) {
-                    let _ = ik.accept(&[]);
-                }
+            if data.len() <= imfree_crypto::noise::MAX_NOISE_MESSAGE + 1
+                && let Ok(imfree_crypto::noise::Responder::Ik(ik)) =
+                    imfree_crypto::noise::Responder::read_first(&[7u8; 32], data, 1 << 20)
+            {
+                let _ = ik.accept(&[]);
             }
         }
         "session_message" => {
