@@ -120,6 +120,21 @@ impl MessageSink for ClientSink {
     }
 }
 
+/// A plugin runtime for a client engine (bot or client scope): posts collected by the returned sink, kv in the
+/// client's own store, incidents in the log.
+pub(crate) fn client_host(client: &Client, cache: PathBuf, max_instances: u32) -> anyhow::Result<(PluginHost, Arc<ClientSink>)> {
+    let sink = Arc::new(ClientSink::default());
+    let services = HostServices {
+        messages: Arc::clone(&sink) as Arc<dyn MessageSink>,
+        kv: Arc::new(ClientKv(client.store().clone())),
+        clock: Arc::new(SystemClock),
+        incidents: Arc::new(LoggedIncidents),
+    };
+    let options = HostOptions { cache_dir: Some(cache), max_instances, ..HostOptions::default() };
+    let host = PluginHost::new(options, services).map_err(|e| anyhow::anyhow!("plugin runtime: {e}"))?;
+    Ok((host, sink))
+}
+
 /// Incidents go to the log with plugin, version, hook and reason.
 pub(crate) struct LoggedIncidents;
 
@@ -239,15 +254,8 @@ async fn run(name: &str, config: PluginConfig, url: &str, home: &Path, cache: Pa
             Err(e) => return Err(e),
         }
     };
-    let sink = Arc::new(ClientSink::default());
-    let services = HostServices {
-        messages: Arc::clone(&sink) as Arc<dyn MessageSink>,
-        kv: Arc::new(ClientKv(client.store().clone())),
-        clock: Arc::new(SystemClock),
-        incidents: Arc::new(LoggedIncidents),
-    };
-    let options = HostOptions { cache_dir: Some(cache), max_instances: 4, ..HostOptions::default() };
-    let host = Arc::new(PluginHost::new(options, services).map_err(|e| anyhow::anyhow!("plugin runtime: {e}"))?);
+    let (host, sink) = client_host(&client, cache, 4)?;
+    let host = Arc::new(host);
     host.load(config).await?;
     tracing::info!(bot = %name, "bot running");
     let timers = Arc::clone(&host);

@@ -9,10 +9,9 @@ use std::sync::Arc;
 
 use imfree_client::Client;
 use imfree_client::store::StoredMessage;
-use imfree_plugin_host::host::HostServices;
-use imfree_plugin_host::{Grants, HostOptions, Message, MessageSink, OutgoingOutcome, PluginConfig, PluginHost, SystemClock};
+use imfree_plugin_host::{Grants, Message, OutgoingOutcome, PluginConfig, PluginHost};
 
-use crate::bots::{ClientKv, ClientSink, LoggedIncidents, to_plugin_message};
+use crate::bots::{ClientSink, client_host, to_plugin_message};
 
 /// Plugins loaded into this client for one command.
 pub(crate) struct ClientPlugins {
@@ -43,16 +42,7 @@ impl ClientPlugins {
                 other => anyhow::bail!("unknown grant {other:?}: use kv, messaging or timers"),
             }
         }
-        let sink = Arc::new(ClientSink::default());
-        let services = HostServices {
-            messages: Arc::clone(&sink) as Arc<dyn MessageSink>,
-            kv: Arc::new(ClientKv(client.store().clone())),
-            clock: Arc::new(SystemClock),
-            incidents: Arc::new(LoggedIncidents),
-        };
-        let cache = client.home().dir().join("plugin-cache");
-        let options = HostOptions { cache_dir: Some(cache), max_instances: 8, ..HostOptions::default() };
-        let host = PluginHost::new(options, services).map_err(|e| anyhow::anyhow!("plugin runtime: {e}"))?;
+        let (host, sink) = client_host(client, client.home().dir().join("plugin-cache"), 8)?;
         for file in files {
             let mut config = PluginConfig::new(absolute(file)?);
             config.grants = granted.clone();
