@@ -812,7 +812,8 @@ impl Conn {
                 }
                 let store = Arc::clone(&self.state.store);
                 let max = self.state.config.limits.max_group_log_entries;
-                let answer = match crate::groups::append(store.as_ref(), self.user_id, &g.group, &g.entry.0, max).await {
+                let state = Arc::clone(&self.state);
+                let answer = match crate::groups::append(store.as_ref(), &state.groups, self.user_id, &g.group, &g.entry.0, max).await {
                     Ok(()) => Ok(FrameBody::Ok(Request { id: None, reference: g.id.clone() })),
                     Err(e) => {
                         tracing::info!(user = %self.user, group = %g.group, reason = %e.message, "membership entry refused");

@@ -38,9 +38,41 @@ fn group_bytes(group: &GroupId) -> [u8; 16] {
     group.as_str().parse::<ulid::Ulid>().map(|u| u.to_bytes()).unwrap_or_default()
 }
 
-/// The log as stored, replayed. The relay only ever stores entries it verified, so a failure here means the
-/// database was changed behind its back.
-async fn current_state(store: &dyn RelayStore, group: &str, max_entries: usize) -> Result<Option<GroupState>, ErrorFrame> {
+/// Verified group states by group id, each with the log position it reflects, so that an append verifies only the
+/// new entry. A state is used only while the stored log still ends where it did (another relay on the same
+/// database may have appended); otherwise the log is replayed again.
+#[derive(Default)]
+pub struct GroupCache {
+    states: std::sync::Mutex<std::collections::HashMap<String, (u64, GroupState)>>,
+}
+
+/// Groups whose verified state is kept in memory at most.
+const CACHED_GROUPS: usize = 10_000;
+
+impl GroupCache {
+    fn get(&self, group: &str, head: u64) -> Option<GroupState> {
+        let states = self.states.lock().ok()?;
+        states.get(group).filter(|(at, _)| *at == head).map(|(_, s)| s.clone())
+    }
+
+    fn put(&self, group: &str, state: GroupState) {
+        if let Ok(mut states) = self.states.lock() {
+            if states.len() >= CACHED_GROUPS && !states.contains_key(group) {
+                // Simple and bounded: start over rather than track recency.
+                states.clear();
+            }
+            states.insert(group.to_owned(), (state.head().seq, state));
+        }
+    }
+}
+
+/// The log as stored, verified: from the cache when it is current, else replayed. The relay only ever stores
+/// entries it verified, so a replay failure means the database was changed behind its back.
+async fn current_state(store: &dyn RelayStore, cache: &GroupCache, group: &str, max_entries: usize) -> Result<Option<GroupState>, ErrorFrame> {
+    let Some(head) = store.group_head(group).await.map_err(internal)? else { return Ok(None) };
+    if let Some(state) = cache.get(group, head.max(0) as u64) {
+        return Ok(Some(state));
+    }
     let rows = store.group_entries(group, 0, max_entries as i64 + 1).await.map_err(internal)?;
     if rows.is_empty() {
         return Ok(None);
@@ -50,12 +82,15 @@ async fn current_state(store: &dyn RelayStore, group: &str, max_entries: usize) 
         .map(|(_, bytes)| MembershipEntry::decode(bytes))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| rejected(format!("the stored membership log is damaged: {e}")))?;
-    GroupState::replay(&entries, None).map(Some).map_err(|e| rejected(format!("the stored membership log is damaged: {e}")))
+    let state = GroupState::replay(&entries, None).map_err(|e| rejected(format!("the stored membership log is damaged: {e}")))?;
+    cache.put(group, state.clone());
+    Ok(Some(state))
 }
 
 /// Verify and store `group.append` from `user_id`, whose published identity key must be the entry's actor.
 pub async fn append(
     store: &dyn RelayStore,
+    cache: &GroupCache,
     user_id: UserId,
     group: &GroupId,
     bytes: &[u8],
@@ -72,7 +107,7 @@ pub async fn append(
     if entry.seq as usize >= max_entries {
         return Err(rejected(format!("a membership log holds at most {max_entries} entries")));
     }
-    let state = match (entry.op, current_state(store, group.as_str(), max_entries).await?) {
+    let state = match (entry.op, current_state(store, cache, group.as_str(), max_entries).await?) {
         (MembershipOp::Create, None) => GroupState::genesis(&entry).map_err(|e| rejected(e.to_string()))?,
         (MembershipOp::Create, Some(_)) => {
             return Err(ErrorFrame::new(ErrorCode::GroupConflict, "a group with this id exists already; pick another id"));
@@ -105,6 +140,7 @@ pub async fn append(
     if !store.append_group_entry(group.as_str(), entry.seq as i64, bytes, &members, now_ms()).await.map_err(internal)? {
         return Err(ErrorFrame::new(ErrorCode::GroupConflict, "another entry took this place first: fetch the log and try again"));
     }
+    cache.put(group.as_str(), state);
     tracing::debug!(%group, seq = entry.seq, op = ?entry.op, members = members.len(), "membership log appended");
     Ok(())
 }
@@ -131,5 +167,54 @@ pub async fn members_for_send(store: &dyn RelayStore, user_id: UserId, group: &G
             Err(ErrorFrame::new(ErrorCode::UnknownGroup, format!("no group {group}")))
         }
         None => Err(ErrorFrame::new(ErrorCode::NotAMember, "you are not a member of this group")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use imfree_crypto::identity::UserIdentity;
+    use imfree_crypto::membership::Member;
+    use imfree_store::{NewUser, SqliteStore};
+    use rand_core::OsRng;
+
+    use super::*;
+
+    async fn user(store: &SqliteStore, name: &str) -> (UserId, UserIdentity) {
+        let id = store.create_user(&NewUser { name: name.into(), password_hash: "x".into(), created_at: 0 }).await.unwrap();
+        let identity = UserIdentity::generate(&mut OsRng);
+        store.set_user_identity(id, &identity.public_key(), 0).await.unwrap();
+        (id, identity)
+    }
+
+    #[tokio::test]
+    async fn an_append_after_another_relay_appended_replays_instead_of_trusting_its_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("relay.db")).await.unwrap();
+        let (alice, alice_key) = user(&store, "alice").await;
+        let (bob, bob_key) = user(&store, "bob").await;
+        let (_, carol_key) = user(&store, "carol").await;
+        let group: GroupId = "01JD0000000000000000000000".parse().unwrap();
+        let gid = ulid::Ulid::from_string(group.as_str()).unwrap().to_bytes();
+        let (relay_a, relay_b) = (GroupCache::default(), GroupCache::default());
+
+        let create = MembershipEntry::create(&alice_key, "alice", gid, 1);
+        append(&store, &relay_a, alice, &group, &create.encode(), 100).await.unwrap();
+        let mut state = GroupState::genesis(&create).unwrap();
+        let add_bob = state.next_entry(&alice_key, MembershipOp::Add, Member { user: "bob".into(), identity_key: bob_key.public_key() }, 2);
+        state.apply(&add_bob).unwrap();
+        // Relay B, sharing the database, appends the next entry; relay A's cache still ends at the create.
+        append(&store, &relay_b, alice, &group, &add_bob.encode(), 100).await.unwrap();
+        let add_carol = state.next_entry(&alice_key, MembershipOp::Add, Member { user: "carol".into(), identity_key: carol_key.public_key() }, 3);
+        append(&store, &relay_a, alice, &group, &add_carol.encode(), 100).await.expect("relay A reads the log again");
+        assert_eq!(store.group_head(group.as_str()).await.unwrap(), Some(2));
+
+        // A stale entry (its place is taken) is a conflict, from the cache or not.
+        let late = state.next_entry(&alice_key, MembershipOp::Add, Member { user: "carol".into(), identity_key: carol_key.public_key() }, 4);
+        let err = append(&store, &relay_b, alice, &group, &late.encode(), 100).await.unwrap_err();
+        assert_eq!(err.code, ErrorCode::GroupConflict, "{}", err.message);
+        // And a change its actor may not make is refused with the cache warm, too: bob is no admin.
+        let forged = MembershipEntry::sign(&bob_key, gid, 3, add_carol.hash(), MembershipOp::Remove, Member { user: "alice".into(), identity_key: alice_key.public_key() }, 5);
+        let err = append(&store, &relay_a, bob, &group, &forged.encode(), 100).await.unwrap_err();
+        assert_eq!(err.code, ErrorCode::GroupRejected, "{}", err.message);
     }
 }

@@ -43,6 +43,8 @@ pub struct RelayState {
     pub ip_conns: Arc<ConnectionLimiter<IpAddr>>,
     /// Relay-scope plugins.
     pub plugins: Arc<crate::plugins::RelayPlugins>,
+    /// Verified membership-log states, so that an append verifies only its own entry.
+    pub groups: crate::groups::GroupCache,
     /// Device-linking rendezvous.
     pub links: Arc<crate::link::LinkRendezvous>,
     next_conn: AtomicU64,
@@ -67,6 +69,7 @@ impl RelayState {
             login_rate: KeyedRateLimiter::new(l.logins_per_ip),
             account_conns: Arc::new(ConnectionLimiter::new()),
             ip_conns: Arc::new(ConnectionLimiter::new()),
+            groups: crate::groups::GroupCache::default(),
             plugins: crate::plugins::RelayPlugins::new(Arc::clone(&store), config.plugin_host.clone(), &config.data_dir),
             links: crate::link::LinkRendezvous::new(l.linking.clone()),
             next_conn: AtomicU64::new(1),
