@@ -62,16 +62,7 @@ impl DeviceE2e {
     pub fn create(keys: DeviceKeys) -> DeviceE2e {
         let identity = UserIdentity::generate(&mut OsRng);
         let certificate = identity.certify_device(OsRng.next_u32(), &keys, now_secs());
-        DeviceE2e {
-            keys,
-            identity: Some(identity),
-            certificate,
-            prekeys: LocalPrekeys::new(),
-            replay: HashSet::new(),
-            sequence: 0,
-            signed_at: 0,
-            last_resort_at: 0,
-        }
+        Self::linked(keys, identity, certificate)
     }
 
     /// The state of a device that was just linked: the user identity and this device's certificate from the
@@ -136,11 +127,6 @@ impl DeviceE2e {
             out.push(("identity", id.seed().to_vec()));
         }
         out
-    }
-
-    /// The user identity, on a device that holds it (the account's first device, or one linked from it).
-    pub fn user_identity(&self) -> Option<&UserIdentity> {
-        self.identity.as_ref()
     }
 
     /// The user identity key this device is certified by.

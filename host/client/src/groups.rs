@@ -148,7 +148,7 @@ impl Session<'_> {
         let id: GroupId = new_envelope_id().parse().map_err(|_| ClientError::Protocol("bad id".into()))?;
         let me = self.client.user().to_owned();
         let (entry, my_device) = self.client.with_e2e(|e| {
-            let identity = e.user_identity().ok_or_else(|| e2e("this device has no user identity: link it first"))?;
+            let identity = e.identity().ok_or_else(|| e2e("this device has no user identity: link it first"))?;
             Ok((MembershipEntry::create(identity, &me, group_bytes(&id), now_ms() as u64), e.certificate.device_id))
         })?;
         self.append(&id, &entry).await?;
@@ -221,7 +221,7 @@ impl Session<'_> {
         let (mut g, entry) = loop {
             let g = self.synced_group(group).await?;
             let entry = self.client.with_e2e(|e| {
-                let identity = e.user_identity().ok_or_else(|| e2e("this device has no user identity: link it first"))?;
+                let identity = e.identity().ok_or_else(|| e2e("this device has no user identity: link it first"))?;
                 Ok(g.state.next_entry(identity, op, subject.clone(), now_ms() as u64))
             })?;
             // Check locally first: a change this user may not make gets a clear answer without a round trip.
