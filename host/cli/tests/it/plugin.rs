@@ -6,9 +6,8 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::OnceLock;
 
-use crate::common::{bin, tempdir};
+use crate::common::{bin, guest_wasm, tempdir};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -36,41 +35,6 @@ fn text(o: &Output) -> (String, String) {
         String::from_utf8_lossy(&o.stdout).into_owned(),
         String::from_utf8_lossy(&o.stderr).into_owned(),
     )
-}
-
-/// The guest workspace's components (examples and test guests), built once per test process.
-fn guest(crate_name: &str) -> PathBuf {
-    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    let dir = BUILT.get_or_init(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let output = Command::new(cargo)
-            .args([
-                "build",
-                "--locked",
-                "--target",
-                "wasm32-wasip2",
-                "--profile",
-                "wasm",
-                "--manifest-path",
-            ])
-            .arg(repo().join("examples/plugins/Cargo.toml"))
-            .env("CARGO_TARGET_DIR", guest_target())
-            .env_remove("RUSTFLAGS")
-            .env_remove("CARGO_ENCODED_RUSTFLAGS")
-            .output()
-            .map_err(|e| format!("could not run cargo: {e}"))?;
-        if !output.status.success() {
-            return Err(format!(
-                "building the guest components failed (is `rustup target add wasm32-wasip2` done?):\n{}",
-                String::from_utf8_lossy(&output.stderr)
-            ));
-        }
-        Ok(guest_target().join("wasm32-wasip2/wasm"))
-    });
-    match dir {
-        Ok(d) => d.join(format!("{}.wasm", crate_name.replace('-', "_"))),
-        Err(e) => panic!("{e}"),
-    }
 }
 
 fn p(path: &Path) -> &str {
@@ -126,7 +90,7 @@ fn check_names_an_import_the_host_does_not_provide() {
         "name = \"evil\"\nversion = \"1.0.0\"\napi = \"0.1.0\"\nscopes = [\"bot\"]\n",
     )
     .unwrap();
-    let out = plugin(&["check", p(&guest("guest-bad-import")), "--manifest", p(&manifest)]);
+    let out = plugin(&["check", p(&guest_wasm("guest-bad-import")), "--manifest", p(&manifest)]);
     let (stdout, stderr) = text(&out);
     assert!(!out.status.success(), "{stdout}");
     assert!(stderr.contains("evil 1.0.0 cannot be loaded"), "{stderr}");
@@ -145,7 +109,7 @@ fn check_names_a_manifest_hook_the_component_does_not_export() {
         "name = \"partial\"\nversion = \"1.0.0\"\napi = \"0.1.0\"\nscopes = [\"bot\"]\nhooks = [\"command\", \"timer\"]\n",
     )
     .unwrap();
-    let out = plugin(&["check", p(&guest("guest-partial")), "--manifest", p(&manifest)]);
+    let out = plugin(&["check", p(&guest_wasm("guest-partial")), "--manifest", p(&manifest)]);
     let (stdout, stderr) = text(&out);
     assert!(!out.status.success(), "{stdout}");
     let first = stderr.lines().find(|l| l.starts_with("  - ")).unwrap_or_default();
@@ -188,7 +152,7 @@ fn check_refuses_files_that_are_not_components() {
 fn list_shows_requested_granted_and_effective_capabilities() {
     let tmp = tempdir();
     let config = tmp.path().join("imfree.toml");
-    let auto_reply = guest("auto-reply");
+    let auto_reply = guest_wasm("auto-reply");
     let examples = repo().join("examples/plugins");
     std::fs::write(
         &config,
@@ -211,7 +175,7 @@ manifest = {filter_manifest:?}
 "#,
             wasm = p(&auto_reply),
             manifest = p(&examples.join("auto-reply/plugin.toml")),
-            filter = p(&guest("filter")),
+            filter = p(&guest_wasm("filter")),
             filter_manifest = p(&examples.join("filter/plugin.toml")),
         ),
     )
@@ -248,7 +212,7 @@ manifest = {filter_manifest:?}
         .unwrap();
         many += &format!(
             "[plugins.filter-{i}]\npath = {:?}\nmanifest = {:?}\n",
-            p(&guest("filter")),
+            p(&guest_wasm("filter")),
             p(&manifest)
         );
     }
@@ -269,7 +233,7 @@ manifest = {filter_manifest:?}
         &config,
         format!(
             "[plugins.evil]\npath = {:?}\nmanifest = {:?}\n",
-            p(&guest("guest-bad-import")),
+            p(&guest_wasm("guest-bad-import")),
             p(&evil_manifest)
         ),
     )
