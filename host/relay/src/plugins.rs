@@ -124,6 +124,12 @@ impl RelayPlugins {
             if !config.enabled {
                 continue;
             }
+            // Unchanged since it was loaded (entry, component and manifest): nothing to read again.
+            let print = fingerprint(&config);
+            if loaded.get(name) == Some(&print) {
+                wanted.insert(name.clone(), (print, config));
+                continue;
+            }
             let manifest = match PluginManifest::from_path(&config.manifest_path()) {
                 Ok(m) => m,
                 Err(e) => {
@@ -139,7 +145,7 @@ impl RelayPlugins {
                 tracing::debug!(plugin = %name, "not a relay-scope plugin; the relay does not run it");
                 continue;
             }
-            wanted.insert(name.clone(), (fingerprint(&config), config));
+            wanted.insert(name.clone(), (print, config));
         }
         for name in loaded.keys().cloned().collect::<Vec<_>>() {
             if !wanted.contains_key(&name) {
