@@ -9,9 +9,11 @@ mod bots;
 mod cards;
 mod client;
 mod client_plugins;
+mod conversation;
 mod group;
 mod plugin;
 mod serve;
+mod when;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
