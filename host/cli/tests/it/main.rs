@@ -13,4 +13,5 @@ mod groups;
 mod hostile;
 mod linking;
 mod relay_plugins;
+mod permissions;
 mod plugin;
