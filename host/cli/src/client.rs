@@ -114,6 +114,14 @@ enum ClientCommand {
         #[arg(long)]
         stop: bool,
     },
+    /// Show or change what you share: `settings typing off`, `settings read-receipts on`. Whoever does not send
+    /// typing indicators or read receipts does not see others' either.
+    Settings {
+        /// typing or read-receipts (omit to show both).
+        setting: Option<String>,
+        /// on or off.
+        value: Option<String>,
+    },
     /// Send a read receipt for everything received from a contact.
     Read {
         /// The contact.
@@ -303,6 +311,25 @@ pub(crate) async fn run(args: ClientArgs) -> anyhow::Result<ExitCode> {
             session.typing(&to, !stop).await?;
             session.ping(Duration::from_secs(10)).await?;
             session.close().await;
+        }
+        ClientCommand::Settings { setting, value } => {
+            let client = crate::client::open_client(home).await?;
+            if let Some(setting) = setting {
+                let name = match setting.as_str() {
+                    "typing" => "typing",
+                    "read-receipts" | "read_receipts" | "receipts" => "read_receipts",
+                    other => anyhow::bail!("no setting {other:?}: typing or read-receipts"),
+                };
+                let on = match value.as_deref() {
+                    Some("on") => true,
+                    Some("off") => false,
+                    _ => anyhow::bail!("say on or off"),
+                };
+                client.store().set_preference(name, on).await?;
+            }
+            let p = client.store().preferences().await?;
+            let word = |on: bool| if on { "on" } else { "off" };
+            println!("typing {}\nread-receipts {}", word(p.typing), word(p.read_receipts));
         }
         ClientCommand::Read { from } => {
             let client = crate::client::open_client(home).await?;
@@ -606,6 +633,18 @@ fn print_message(m: &StoredMessage, json: bool) -> std::io::Result<()> {
     }
 }
 
+/// A contact's typing indicator (only delivered while this user shares typing too).
+fn print_typing(from: &str, active: bool, json: bool) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    if json {
+        writeln!(out, "{}", serde_json::json!({ "typing": active, "from": from }))
+    } else if active {
+        writeln!(out, "{from} is typing…")
+    } else {
+        writeln!(out, "{from} stopped typing")
+    }
+}
+
 /// Print what is stored but not shown yet, then mark it shown; returns it.
 async fn show_new(client: &Client, json: bool) -> anyhow::Result<Vec<StoredMessage>> {
     let fresh = client.store().unshown().await?;
@@ -665,6 +704,7 @@ async fn recv(home: Option<&Path>, plugin_files: &[PathBuf], grants: &[String], 
                     match tokio::time::timeout_at(deadline, session.next_event()).await {
                         Err(_) => break,
                         Ok(Ok(Event::Message(_))) => show_and_hand_over(&client, plugins, &mut session, json).await?,
+                        Ok(Ok(Event::Typing { from, active })) => print_typing(&from, active, json)?,
                         Ok(Ok(_)) => {}
                         Ok(Err(ClientError::Io(_))) => break,
                         Ok(Err(e)) => return Err(e.into()),

@@ -647,7 +647,11 @@ impl Session<'_> {
                 }
                 FrameBody::Drained(_) => after.push(Event::Drained),
                 FrameBody::Presence(p) => after.push(Event::Presence(p)),
-                FrameBody::Typing(t) => after.push(Event::Typing { from: t.from.unwrap_or_default(), active: t.active }),
+                // Whoever does not share typing does not see others' either.
+                FrameBody::Typing(t) if store.preferences().await?.typing => {
+                    after.push(Event::Typing { from: t.from.unwrap_or_default(), active: t.active })
+                }
+                FrameBody::Typing(_) => {}
                 FrameBody::TotpSecret(s) => after.push(Event::TotpSecret(s)),
                 FrameBody::Ok(r) => after.push(Event::Ok(r.reference)),
                 FrameBody::Pong(r) => after.push(Event::Pong(r.reference)),
@@ -899,13 +903,19 @@ impl Session<'_> {
         self.conn.send(&Frame::new(FrameBody::PresenceQuery(PresenceQuery { users }))).await
     }
 
-    /// Tell `to` that this user is typing (or stopped).
+    /// Tell `to` that this user is typing (or stopped). Refused while the user has typing indicators off.
     pub async fn typing(&mut self, to: &str, active: bool) -> Result<(), ClientError> {
+        if !self.client.store.preferences().await?.typing {
+            return Err(ClientError::Config("typing indicators are off (imfree client settings typing on)".into()));
+        }
         self.conn.send(&Frame::new(FrameBody::Typing(Typing { to: Some(to.into()), from: None, active }))).await
     }
 
     /// Queue a read receipt for messages from `to` and send it.
     pub async fn send_receipt(&mut self, to: &str, refs: &[String], kind: ReceiptKind) -> Result<(), ClientError> {
+        if kind == ReceiptKind::Read && !self.client.store.preferences().await?.read_receipts {
+            return Err(ClientError::Config("read receipts are off (imfree client settings read-receipts on)".into()));
+        }
         let kind = match kind {
             ReceiptKind::Delivered => "delivered",
             ReceiptKind::Read => "read",

@@ -128,6 +128,15 @@ impl StoredMessage {
     }
 }
 
+/// What the user chose to share, on this device. Both on by default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Preferences {
+    /// Send typing indicators, and show others'.
+    pub typing: bool,
+    /// Send read receipts, and show others'.
+    pub read_receipts: bool,
+}
+
 /// One version of an edited message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MessageVersion {
@@ -324,6 +333,27 @@ impl LocalStore {
         tx.commit().await.map_err(db)
     }
 
+    /// The user's preferences.
+    pub async fn preferences(&self) -> Result<Preferences, ClientError> {
+        let rows = sqlx::query("SELECT name, value FROM preferences").fetch_all(&self.pool).await.map_err(db)?;
+        let on = |name: &str| rows.iter().find(|r| r.get::<String, _>("name") == name).is_none_or(|r| r.get::<String, _>("value") != "off");
+        Ok(Preferences { typing: on("typing"), read_receipts: on("read_receipts") })
+    }
+
+    /// Turn a preference (`typing`, `read_receipts`) on or off.
+    pub async fn set_preference(&self, name: &str, on: bool) -> Result<(), ClientError> {
+        if !matches!(name, "typing" | "read_receipts") {
+            return Err(ClientError::Config(format!("no preference {name:?}: typing, read_receipts")));
+        }
+        sqlx::query("INSERT INTO preferences (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value")
+            .bind(name)
+            .bind(if on { "on" } else { "off" })
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
     /// Every version of a message, oldest (the original) first; empty when it was never edited.
     pub async fn versions(&self, message_id: &str) -> Result<Vec<MessageVersion>, ClientError> {
         let rows = sqlx::query("SELECT envelope_id, ts, mime, body FROM message_versions WHERE message_id = ? ORDER BY ts, envelope_id")
@@ -403,14 +433,16 @@ impl LocalStore {
         tx.commit().await.map_err(db)
     }
 
-    /// Receipts for a message: (from, kind).
+    /// Receipts for a message: (from, kind) — read receipts only while this user shares them.
     pub async fn receipts_of(&self, message_id: &str) -> Result<Vec<(String, String)>, ClientError> {
         let rows = sqlx::query("SELECT from_user, kind FROM receipts WHERE message_id = ? ORDER BY ts")
             .bind(message_id)
             .fetch_all(&self.pool)
             .await
             .map_err(db)?;
-        Ok(rows.iter().map(|r| (r.get("from_user"), r.get("kind"))).collect())
+        // Whoever does not send read receipts does not see others' either.
+        let reads = self.preferences().await?.read_receipts;
+        Ok(rows.iter().map(|r| (r.get::<String, _>("from_user"), r.get::<String, _>("kind"))).filter(|(_, k)| reads || k != "read").collect())
     }
 
     /// Close the pool (flushes the WAL).

@@ -231,3 +231,60 @@ async fn changes_the_sender_may_not_make_are_refused_by_the_relay_and_by_clients
     assert_eq!(still["body"], "bob's second plan");
 }
 
+
+#[test]
+fn typing_indicators_and_read_receipts_can_each_be_turned_off() {
+    let dir = tempdir();
+    let relay = RelayProc::start(&dir.path().join("relay"), None);
+    let (alice, bob) = (dir.path().join("alice"), dir.path().join("bob"));
+    register(&relay, &alice, "alice", "alice-password-1");
+    register(&relay, &bob, "bob", "bob-password-12");
+    assert_eq!(ok(&alice, &["settings"]), "typing on\nread-receipts on\n");
+    // The relay passes typing indicators only between contacts: they talk first.
+    ok(&alice, &["send", "bob", "hello"]);
+    ok(&bob, &["recv"]);
+
+    // Typing: alice sees bob typing while she listens.
+    let typing_seen_by_alice = |bob_args: &[&str]| {
+        let listener = Command::new(bin())
+            .args(["client", "--home"])
+            .arg(&alice)
+            .args(["recv", "--json", "--wait", "4"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("alice listens");
+        std::thread::sleep(Duration::from_millis(1500));
+        let out = client(&bob, bob_args);
+        let lines = parse_json_lines(&String::from_utf8_lossy(&listener.wait_with_output().unwrap().stdout));
+        (out, lines.into_iter().filter(|l| l.get("typing").is_some()).collect::<Vec<_>>())
+    };
+    let (out, seen) = typing_seen_by_alice(&["typing", "alice"]);
+    assert!(out.status.success());
+    assert_eq!(seen, [serde_json::json!({"typing": true, "from": "bob"})]);
+    // Bob turns typing off: he cannot send it.
+    ok(&bob, &["settings", "typing", "off"]);
+    let (out, seen) = typing_seen_by_alice(&["typing", "alice"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("typing indicators are off"), "{out:?}");
+    assert!(seen.is_empty());
+    ok(&bob, &["settings", "typing", "on"]);
+    // Alice turns typing off: she does not see bob's either.
+    ok(&alice, &["settings", "typing", "off"]);
+    let (out, seen) = typing_seen_by_alice(&["typing", "alice"]);
+    assert!(out.status.success());
+    assert!(seen.is_empty(), "{seen:?}");
+
+    // Read receipts: alice sees bob's ✓✓ read while both share them.
+    ok(&bob, &["read", "alice"]);
+    ok(&alice, &["recv"]);
+    let hist = ok(&alice, &["history", "bob"]);
+    assert!(hist.contains("✓✓ read"), "{hist}");
+    // Alice stops sharing: she no longer sees bob's, and cannot send her own.
+    ok(&alice, &["settings", "read-receipts", "off"]);
+    let hist = ok(&alice, &["history", "bob"]);
+    assert!(!hist.contains("read") && hist.contains("✓"), "{hist}");
+    ok(&bob, &["send", "alice", "hi back"]);
+    ok(&alice, &["recv"]);
+    let refused = client(&alice, &["read", "bob"]);
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("read receipts are off"), "{refused:?}");
+    assert!(!client(&alice, &["settings", "colour", "off"]).status.success());
+}
