@@ -37,10 +37,19 @@ pub(crate) fn lossy_utf8(src: &[u8], options: &Options) -> String {
 }
 
 /// Markdown features we parse: CommonMark plus strikethrough, task lists and (when affordable) tables.
+///
+/// GFM pads every table row to the header's width, and pulldown-cmark builds its whole tree before the first event,
+/// so `|a|a|…` over a thousand one-character lines would allocate a million cells before any output limit applies.
+/// Tables are parsed only when no line is wider than Options::max_table_columns and the widest line times the number
+/// of lines (a bound on the cells) is no more than the input limit: never more cells than bytes we accept.
 fn parser_options(src: &str, options: &Options) -> pulldown_cmark::Options {
     let mut md = pulldown_cmark::Options::ENABLE_STRIKETHROUGH | pulldown_cmark::Options::ENABLE_TASKLISTS;
-    let widest = src.lines().map(|line| line.bytes().filter(|b| *b == b'|').count()).max().unwrap_or(0);
-    if widest <= options.max_table_columns {
+    let (mut widest, mut lines) = (0, 0);
+    for line in src.lines() {
+        widest = widest.max(line.bytes().filter(|b| *b == b'|').count());
+        lines += 1;
+    }
+    if widest <= options.max_table_columns && (widest + 1).saturating_mul(lines) <= options.max_input_bytes {
         md |= pulldown_cmark::Options::ENABLE_TABLES;
     }
     md
@@ -177,6 +186,15 @@ mod tests {
         ] {
             assert!(!is_safe_url(bad), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn tables_only_when_their_cells_are_bounded_by_the_input_limit() {
+        let tables = |src: &str| parser_options(src, &Options::default()).contains(pulldown_cmark::Options::ENABLE_TABLES);
+        assert!(tables("| a | b |\n|---|---|\n| 1 | 2 |"));
+        // 30 columns over 3,000 lines: 90,000 padded cells from 6 KiB of input.
+        assert!(!tables(&format!("{}\n{}\n{}", "|a".repeat(30), "|-".repeat(30), "a\n".repeat(3000))));
+        assert!(!tables(&format!("{}\n{}", "|a".repeat(40), "|-".repeat(40))));
     }
 
     #[test]

@@ -77,23 +77,28 @@ fn sanitizer() -> &'static ammonia::Builder<'static> {
     })
 }
 
-/// How many `&` and U+00A0 a text node may hold. html5ever 0.40's serializer (which ammonia uses) rescans the rest of
-/// a text node or attribute value for `<`, `>` or `"` at each of these, so n of them in one node cost O(n²): 64 KiB of
-/// `&` took 0.9 s in release. Our writer ends a text node (with an empty `<span></span>`) after this many, and does
-/// not make a link of a URL or title with more.
+/// How many escaped characters (`& < > " '`, U+00A0) a text node may hold. html5ever 0.40 costs O(n²) in n of them in
+/// one text node or attribute value: its serializer rescans the rest of the node for `<`, `>` or `"` at each `&` and
+/// U+00A0 (64 KiB of `&` took 0.9 s in release), and its tokenizer slows down likewise on character references (64
+/// KiB of `<`: 108 ms, against 26 ms for 32 KiB). Our writer ends a text node (with an empty `<span></span>`) after
+/// this many, and does not make a link of a URL or title with more.
 const MAX_ENTITIES_PER_NODE: usize = 256;
 
-/// How many characters of `text` html5ever writes as an entity without finding `<` or `>` (see above).
+fn is_entity(c: char) -> bool {
+    matches!(c, '&' | '<' | '>' | '"' | '\'' | '\u{a0}')
+}
+
+/// How many characters of `text` become entities (see above).
 fn entity_count(text: &str) -> usize {
-    text.chars().filter(|c| matches!(c, '&' | '\u{a0}')).count()
+    text.chars().filter(|c| is_entity(*c)).count()
 }
 
 /// Append `text`, neutralised and escaped for HTML text or a quoted attribute value, while `out` stays within
 /// `budget` bytes; false if it stopped early (between two characters, never inside an entity). `entities` counts
-/// `&` and U+00A0 in the current text node; with `Some`, a node is ended after MAX_ENTITIES_PER_NODE of them.
+/// escaped characters in the current text node; with `Some`, a node is ended after MAX_ENTITIES_PER_NODE of them.
 fn push_escaped(out: &mut String, text: &str, budget: usize, mut entities: Option<&mut usize>) -> bool {
     for c in neutralised(text).chars() {
-        if matches!(c, '&' | '\u{a0}')
+        if is_entity(c)
             && let Some(count) = entities.as_deref_mut()
         {
             *count += 1;
@@ -145,7 +150,7 @@ struct Writer {
     budget: usize,
     /// A piece of text did not fit in the budget: stop here.
     full: bool,
-    /// `&` and U+00A0 written since the last tag we wrote ourselves (MAX_ENTITIES_PER_NODE).
+    /// Escaped characters written since the last `<span></span>` (MAX_ENTITIES_PER_NODE).
     entities: usize,
 }
 
@@ -273,6 +278,9 @@ impl Writer {
             self.full = true;
             return "";
         }
+        // ammonia replaces these with its own, the same: written here so that the budget counts them.
+        self.out.push_str("\" target=\"_blank\" rel=\"");
+        self.out.push_str(LINK_REL);
         self.out.push_str("\">");
         "</a>"
     }
@@ -401,10 +409,10 @@ fn write(src: &str, input_cut: bool, options: &Options, budget: usize) -> String
 pub(crate) fn render(src: &str, options: &Options) -> String {
     let (src, input_cut) = cut(src, options.max_input_bytes);
     let limit = options.max_output_bytes + TRUNCATION_MARKER.len() + "<p></p>\n".len();
-    // The result may be longer than our writer's budget: closing tags come after it, and ammonia adds rel and target
-    // to every link. Then render again with a budget scaled down by the excess (rarely
-    // more than once; each round's budget is strictly smaller).
-    let mut budget = options.max_output_bytes;
+    // The result may be longer than our writer's budget: the closing tags and the marker come after it. A little
+    // room is kept for them; if the result is still too long, render again with a budget scaled down by the excess
+    // (each round's budget is strictly smaller).
+    let mut budget = options.max_output_bytes - options.max_output_bytes / 64;
     loop {
         let clean = sanitizer().clean(&write(src, input_cut, options, budget)).to_string();
         if clean.len() <= limit {
