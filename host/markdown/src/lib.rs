@@ -56,10 +56,11 @@ pub struct Options {
     /// items as `•` lines). Emphasis, strikethrough and links nested deeper than this lose their extra wrappers.
     pub max_nesting: usize,
     /// Rendering stops once the output reaches about this many bytes, and [`TRUNCATION_MARKER`] is shown. The result
-    /// is never longer than this plus the marker.
+    /// is never longer than this plus a line (or paragraph) holding the marker.
     pub max_output_bytes: usize,
-    /// A message with a line holding more `|` than this is parsed without tables (GFM pads every row of a table to
-    /// the header's width, so a wide header with many short rows would otherwise multiply the output).
+    /// A message with a line holding more `|` than this is parsed without tables, and so is one whose widest line
+    /// times its number of lines exceeds `max_input_bytes` (GFM pads every row of a table to the header's width, so a
+    /// wide header over many short lines would otherwise multiply the work).
     pub max_table_columns: usize,
 }
 

@@ -91,7 +91,8 @@ pub fn check_html(html: &str) -> Result<usize, String> {
             }
             let lower = value.to_ascii_lowercase();
             let ok = match attribute {
-                "href" => ["http://", "https://", "mailto:"].iter().any(|scheme| lower.starts_with(scheme)),
+                // The scheme is what matters: `https:/host` is an https URL too (browsers and the url crate read it so).
+                "href" => ["http:", "https:", "mailto:"].iter().any(|scheme| lower.starts_with(scheme)),
                 "rel" => value == LINK_REL,
                 "target" => value == "_blank",
                 "class" if name == "span" => value == MENTION_CLASS,
