@@ -97,7 +97,8 @@ enum ClientCommand {
         /// Keep receiving for this many seconds (reconnecting if needed).
         #[arg(long)]
         wait: Option<u64>,
-        /// One JSON object per line: id, from, from_device, to, ts, mime, body (and encoding for non-text).
+        /// One JSON object per line: id, from, from_device, to, ts, mime, body (and encoding for non-text). Bodies are
+        /// raw, as sent: sanitise before display (docs/formatting.md).
         #[arg(long)]
         json: bool,
     },
@@ -580,15 +581,16 @@ async fn press(home: Option<&Path>, message: &str, button: &str) -> anyhow::Resu
     Ok(())
 }
 
+/// A message body as shown to a person: everything that came in the message passes crate::render.
 pub(crate) fn body_text(m: &StoredMessage) -> String {
     if let Some(change) = crate::conversation::describe_change(m) {
         change
     } else if m.mime == cards::CARD_MIME {
-        cards::render(&m.id, &m.body)
+        crate::render::plain(&cards::render(&m.id, &m.body))
     } else if m.mime.starts_with("text/") {
-        String::from_utf8_lossy(&m.body).into_owned()
+        crate::render::text_body(&m.mime, &m.body)
     } else {
-        format!("[{} bytes of {}]", m.body.len(), m.mime)
+        crate::render::plain(&format!("[{} bytes of {}]", m.body.len(), m.mime))
     }
 }
 

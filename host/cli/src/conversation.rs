@@ -69,19 +69,21 @@ async fn conversation_of(client: &Client, id: &str) -> anyhow::Result<String> {
     Ok(m.to)
 }
 
-/// What a change row says, for a human (`None` for an ordinary message).
+/// What a change row says, for a human (`None` for an ordinary message). Whatever came in the message is rendered
+/// or neutralised by crate::render.
 pub(crate) fn describe_change(m: &StoredMessage) -> Option<String> {
+    use crate::render::{plain, text_body};
     if m.status == "refused" {
-        return Some(format!("[refused a change of a message: {}]", String::from_utf8_lossy(&m.body)));
+        return Some(plain(&format!("[refused a change of a message: {}]", String::from_utf8_lossy(&m.body))));
     }
     let change = m.change.as_ref()?;
     Some(match change.action {
-        ChangeAction::Edit => format!("✎ edited {}: {}", change.target, String::from_utf8_lossy(&m.body)),
+        ChangeAction::Edit => format!("✎ edited {}: {}", change.target, text_body(&m.mime, &m.body)),
         ChangeAction::Delete if change.by_admin => format!("✗ deleted {} (as a group admin)", change.target),
         ChangeAction::Delete => format!("✗ deleted {}", change.target),
         ChangeAction::React => match imfree_proto::content::Reaction::decode(&m.body) {
-            Ok(r) if r.remove => format!("took back {} on {}", r.emoji, change.target),
-            Ok(r) => format!("reacted {} to {}", r.emoji, change.target),
+            Ok(r) if r.remove => plain(&format!("took back {} on {}", r.emoji, change.target)),
+            Ok(r) => plain(&format!("reacted {} to {}", r.emoji, change.target)),
             Err(_) => "[a reaction that could not be read]".into(),
         },
     })
@@ -127,7 +129,7 @@ pub(crate) async fn history(home: Option<&Path>, conv: &str, limit: i64, version
         if json {
             let mut v = serde_json::json!({
                 "id": m.id, "from": m.from, "to": m.to, "ts": m.ts, "mime": m.mime, "status": m.status,
-                "body": if m.deleted { String::new() } else { crate::client::body_text(&m) },
+                "body": if m.deleted { String::new() } else { String::from_utf8_lossy(&m.body).into_owned() },
                 "edited": m.edited_at.is_some(), "deleted": m.deleted,
                 "reactions": reactions.iter().map(|(emoji, users)| serde_json::json!({"emoji": emoji, "count": users.len(), "users": users})).collect::<Vec<_>>(),
             });
@@ -168,11 +170,11 @@ pub(crate) async fn history(home: Option<&Path>, conv: &str, limit: i64, version
         }
         if !reactions.is_empty() {
             let line: Vec<String> = reactions.iter().map(|(emoji, users)| format!("{emoji} {} ({})", users.len(), users.join(", "))).collect();
-            println!("    {}", line.join("  "));
+            println!("    {}", crate::render::plain(&line.join("  ")));
         }
         if versions && earlier.len() > 1 {
             for e in &earlier[..earlier.len() - 1] {
-                println!("    was [{}]: {}", e.ts, String::from_utf8_lossy(&e.body));
+                println!("    was [{}]: {}", e.ts, crate::render::text_body(&e.mime, &e.body));
             }
         }
     }

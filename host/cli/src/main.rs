@@ -12,6 +12,7 @@ mod client_plugins;
 mod conversation;
 mod group;
 mod plugin;
+mod render;
 mod serve;
 mod when;
 
