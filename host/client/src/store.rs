@@ -97,6 +97,9 @@ impl LocalStore {
             .journal_mode(SqliteJournalMode::Wal)
             // Stored-before-acked must survive a crash.
             .synchronous(SqliteSynchronous::Full)
+            // INSERT OR REPLACE deletes the row it replaces; only with this do the DELETE triggers (the search
+            // index's, migration 0006) see that deletion.
+            .pragma("recursive_triggers", "ON")
             .busy_timeout(std::time::Duration::from_secs(10));
         let pool = SqlitePoolOptions::new().max_connections(1).connect_with(options).await.map_err(db)?;
         sqlx::migrate!("./migrations").run(&pool).await.map_err(|e| ClientError::Store(e.to_string()))?;
@@ -108,6 +111,11 @@ impl LocalStore {
         let mut store = Self::open(path).await?;
         store.vault = vault;
         Ok(store)
+    }
+
+    /// The connection pool, for the store's other modules (search).
+    pub(crate) fn pool(&self) -> &SqlitePool {
+        &self.pool
     }
 
     fn seal(&self, value: &[u8]) -> Vec<u8> {

@@ -1,0 +1,53 @@
+-- Full-text search over this device's decrypted text messages (SQLite FTS5; see src/search.rs and
+-- docs/architecture.md, "Local search").
+--
+-- What is searchable is defined once, by the view `message_text`: text/plain and text/markdown bodies (a MIME
+-- parameter such as "; charset=utf-8" and case are ignored), not empty, and not a local notice or a tombstone
+-- (status 'undecodable', 'event', 'warning' or 'deleted'). An edit that UPDATEs the body re-indexes the row; an
+-- UPDATE that empties the body or sets the status to 'deleted' takes it out of the index.
+--
+-- The index is an external-content FTS5 table over that view: it stores the tokens (the inverted index), not a
+-- second copy of the text; snippets are cut from the view. STX and ETX (char(2), char(3)) are blanked in the view
+-- because the search uses them as the highlight marks of snippets, so a message cannot forge a highlight.
+CREATE VIEW message_text AS
+SELECT seq, replace(replace(CAST(body AS TEXT), char(2), ' '), char(3), ' ') AS body
+FROM messages
+WHERE lower(trim(CASE WHEN instr(mime, ';') > 0 THEN substr(mime, 1, instr(mime, ';') - 1) ELSE mime END))
+          IN ('text/plain', 'text/markdown')
+  AND status NOT IN ('undecodable', 'event', 'warning', 'deleted')
+  AND length(body) > 0;
+
+-- unicode61 with remove_diacritics 2: words split on Unicode letter/number boundaries, case-folded, and "café"
+-- found by "cafe" (2 also folds the diacritics that 1 misses). prefix = '2 3': `wo*` and `wor*` read a prefix index
+-- instead of merging every word that starts so. No trigram tokenizer: it triples the index and gives no word
+-- boundaries for ranking; its one gain (substrings, unsegmented scripts such as Chinese) is noted as a limit.
+CREATE VIRTUAL TABLE message_search USING fts5(
+    body,
+    content = 'message_text',
+    content_rowid = 'seq',
+    tokenize = 'unicode61 remove_diacritics 2',
+    prefix = '2 3'
+);
+
+-- Backfill: stores that already hold messages are indexed now.
+INSERT INTO message_search (message_search) VALUES ('rebuild');
+
+-- Kept in sync by triggers, whoever writes `messages`. An external-content index forgets a row only when it is
+-- given the exact text it indexed, so the old text is read from the view BEFORE the row changes.
+CREATE TRIGGER message_search_insert AFTER INSERT ON messages BEGIN
+    INSERT INTO message_search (rowid, body) SELECT seq, body FROM message_text WHERE seq = new.seq;
+END;
+
+CREATE TRIGGER message_search_update_before BEFORE UPDATE OF body, mime, status ON messages
+WHEN old.body IS NOT new.body OR old.mime IS NOT new.mime OR old.status IS NOT new.status BEGIN
+    INSERT INTO message_search (message_search, rowid, body) SELECT 'delete', seq, body FROM message_text WHERE seq = old.seq;
+END;
+
+CREATE TRIGGER message_search_update_after AFTER UPDATE OF body, mime, status ON messages
+WHEN old.body IS NOT new.body OR old.mime IS NOT new.mime OR old.status IS NOT new.status BEGIN
+    INSERT INTO message_search (rowid, body) SELECT seq, body FROM message_text WHERE seq = new.seq;
+END;
+
+CREATE TRIGGER message_search_delete BEFORE DELETE ON messages BEGIN
+    INSERT INTO message_search (message_search, rowid, body) SELECT 'delete', seq, body FROM message_text WHERE seq = old.seq;
+END;
