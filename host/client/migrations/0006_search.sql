@@ -29,6 +29,10 @@ CREATE VIRTUAL TABLE message_search USING fts5(
     prefix = '2 3'
 );
 
+-- A deleted or edited message's old words are removed from the index's pages at once, instead of being masked by a
+-- delete marker until segments merge: deleting a message for privacy should take its words off the disk too.
+INSERT INTO message_search (message_search, rank) VALUES ('secure-delete', 1);
+
 -- Backfill: stores that already hold messages are indexed now.
 INSERT INTO message_search (message_search) VALUES ('rebuild');
 

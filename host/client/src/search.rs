@@ -536,6 +536,9 @@ mod tests {
         assert_eq!(ids(&store, "plum").await, ["c"]);
         assert!(ids(&store, "apple").await.is_empty());
 
+        // Old words are removed from the index's pages, not masked (FTS5 secure-delete).
+        let secure: i64 = sqlx::query_scalar("SELECT v FROM message_search_config WHERE k = 'secure-delete'").fetch_one(store.pool()).await.expect("config");
+        assert_eq!(secure, 1);
         // The index agrees with its content, row for row.
         exec(&store, "INSERT INTO message_search (message_search, rank) VALUES ('integrity-check', 1)").await;
     }
@@ -564,6 +567,13 @@ mod tests {
         let store = LocalStore::open(&path).await.expect("migrated store");
         assert_eq!(ids(&store, "walrus").await, ["old1"]);
         assert!(store.search_index_bytes().await.expect("size") > 0);
+        #[cfg(unix)]
+        for suffix in ["", "-wal", "-shm"] {
+            use std::os::unix::fs::PermissionsExt;
+            let file = format!("{}{suffix}", path.display());
+            let mode = std::fs::metadata(&file).expect(&file).permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{file}: the decrypted messages and their index are the owner's alone");
+        }
     }
 
     #[tokio::test]
