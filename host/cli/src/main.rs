@@ -11,6 +11,7 @@ mod client;
 mod client_plugins;
 mod group;
 mod plugin;
+mod search;
 mod serve;
 
 use std::path::PathBuf;

@@ -12,4 +12,5 @@ mod groups;
 mod hostile;
 mod linking;
 mod relay_plugins;
+mod search;
 mod plugin;
