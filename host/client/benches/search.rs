@@ -127,7 +127,7 @@ fn message(rng: &mut Rng, words: &[String], cdf: &[f64], i: usize) -> StoredMess
         from_device: "device".into(),
         to,
         ts: START_MS + (i as i64) * (365 * DAY_MS / MESSAGES as i64),
-        mime: if i % 10 == 0 { "text/markdown".into() } else { "text/plain".into() },
+        mime: if i.is_multiple_of(10) { "text/markdown".into() } else { "text/plain".into() },
         body: text.into_bytes(),
         status: "received".into(),
     }
