@@ -33,6 +33,42 @@ enum AdminCommand {
     },
     /// Show per-device offline queues.
     Queues,
+    /// The audit log, newest first: edits, deletions and membership changes — who, when, which message or member;
+    /// never content (the relay has none). This is all an operator can search: message contents are end to end
+    /// encrypted.
+    Audit {
+        /// Only this conversation: `group:<id>` (or the bare group id), or two users as `alice,bob`.
+        #[arg(long)]
+        conv: Option<String>,
+        /// Only what this user did, or membership changes about this user.
+        #[arg(long)]
+        user: Option<String>,
+        /// Only events since this time: RFC 3339, a date (2026-11-27), or an age (24h, 7d).
+        #[arg(long)]
+        since: Option<String>,
+        /// Only events before this time (same forms as --since).
+        #[arg(long)]
+        until: Option<String>,
+        /// At most this many events.
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// How the audit log names the conversation an operator typed.
+fn audit_conversation(conv: &str) -> anyhow::Result<String> {
+    let conv = conv.trim();
+    if let Some((a, b)) = conv.split_once(',') {
+        return Ok(imfree_store::audit_conversation(a.trim(), b.trim()));
+    }
+    let group = conv.strip_prefix("group:").unwrap_or(conv);
+    match group.parse::<imfree_proto::GroupId>() {
+        Ok(g) => Ok(format!("group:{g}")),
+        Err(_) => anyhow::bail!("--conv takes group:<id> or two user names as alice,bob"),
+    }
 }
 
 pub(crate) async fn run(args: AdminArgs) -> anyhow::Result<()> {
@@ -69,6 +105,41 @@ pub(crate) async fn run(args: AdminArgs) -> anyhow::Result<()> {
                 anyhow::bail!("no user named {user:?}");
             }
             println!("enabled {user}");
+        }
+        AdminCommand::Audit { conv, user, since, until, limit, json } => {
+            let now = imfree_relay::state::now_ms();
+            let filter = imfree_store::AuditFilter {
+                conversation: conv.as_deref().map(audit_conversation).transpose()?,
+                user,
+                since: since.as_deref().map(|t| crate::when::parse_time(t, now)).transpose()?,
+                until: until.as_deref().map(|t| crate::when::parse_time(t, now)).transpose()?,
+                limit: limit.clamp(1, 100_000),
+            };
+            let records = store.audit_log(&filter).await?;
+            if !json {
+                println!("{:<20} {:<16} {:<16} {:<34} {:<26} subject", "time", "action", "actor", "conversation", "message");
+            }
+            for r in records {
+                let e = r.event;
+                if json {
+                    let line = serde_json::json!({
+                        "seq": r.seq, "at": e.at, "time": crate::when::format_time(e.at), "action": e.action,
+                        "actor": e.actor, "actor_device": e.actor_device, "conversation": e.conversation,
+                        "message": e.message_id, "subject": e.subject,
+                    });
+                    println!("{line}");
+                } else {
+                    println!(
+                        "{:<20} {:<16} {:<16} {:<34} {:<26} {}",
+                        crate::when::format_time(e.at),
+                        e.action,
+                        e.actor,
+                        e.conversation,
+                        e.message_id.as_deref().unwrap_or("-"),
+                        e.subject.as_deref().unwrap_or("-")
+                    );
+                }
+            }
         }
         AdminCommand::Queues => {
             println!("{:<24} {:<28} {:>8}  oldest", "user", "device", "pending");

@@ -937,6 +937,7 @@ mod load {
                 mime: imfree_proto::mime::E2E.into(),
                 data: Payload(body.clone()),
                 payloads: vec![],
+                refers: None,
             }))
         };
         let grace = deadline + Duration::from_secs(10);

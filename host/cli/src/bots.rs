@@ -111,9 +111,10 @@ impl MessageSink for ClientSink {
         self.push(conversation, text(body, Some(message_id)))
     }
     async fn react(&self, _: &PluginIdentity, conversation: &str, message_id: &str, emoji: &str) -> Result<(), SinkError> {
-        let reaction = serde_json::json!({ "message_id": message_id, "emoji": emoji });
-        let content = Content::new(cards::REACTION_MIME, reaction.to_string().as_bytes(), None);
-        self.push(conversation, content).map(|_| ())
+        let to = message_id.parse().map_err(|_| SinkError::Invalid(format!("{message_id:?} is not a message id")))?;
+        let reaction = imfree_proto::content::Reaction { to, emoji: emoji.to_owned(), remove: false };
+        reaction.check().map_err(|e| SinkError::Invalid(e.to_string()))?;
+        self.push(conversation, Content::new(imfree_proto::mime::REACTION, &reaction.encode(), None)).map(|_| ())
     }
     async fn post_card(&self, _: &PluginIdentity, conversation: &str, card: &Card) -> Result<String, SinkError> {
         self.push(conversation, Content::new(cards::CARD_MIME, cards::card_json(card).to_string().as_bytes(), Some(Compression::Gzip)))

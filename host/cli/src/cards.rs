@@ -8,9 +8,6 @@ use serde_json::{Value, json};
 pub(crate) const CARD_MIME: &str = "application/vnd.imfree.card+json";
 /// Content type of a button press, sent to the card's author: `{"message_id", "button"}`.
 pub(crate) const ACTION_MIME: &str = "application/vnd.imfree.action+json";
-/// Content type of a reaction: `{"message_id", "emoji"}`.
-pub(crate) const REACTION_MIME: &str = "application/vnd.imfree.reaction+json";
-
 /// Longest card JSON or press a client reads.
 const MAX_CARD_BYTES: usize = 64 * 1024;
 
@@ -74,10 +71,3 @@ pub(crate) fn render(message_id: &str, bytes: &[u8]) -> String {
     out
 }
 
-/// A reaction for the terminal.
-pub(crate) fn render_reaction(bytes: &[u8]) -> String {
-    match parse(bytes) {
-        Some(v) => format!("reacted {} to {}", v["emoji"].as_str().unwrap_or("?"), v["message_id"].as_str().unwrap_or("?")),
-        None => "[a reaction that could not be read]".into(),
-    }
-}

@@ -119,13 +119,50 @@ enum ClientCommand {
         /// The contact.
         from: String,
     },
-    /// Show the conversation with a user from the local store.
+    /// Show a conversation from the local store as it stands: edits applied (marked "edited"), deletions as
+    /// tombstones, reaction counts, replies.
     History {
-        /// The other user.
+        /// The other user, or `group:<id>`.
         peer: String,
         /// How many messages.
         #[arg(long, default_value_t = 50)]
         limit: i64,
+        /// Also show the earlier versions of edited messages.
+        #[arg(long)]
+        versions: bool,
+        /// One JSON object per message.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Reply to a message, in its conversation; prints the reply's id.
+    Reply {
+        /// The message's id.
+        id: String,
+        #[command(flatten)]
+        text: crate::conversation::TextArgs,
+    },
+    /// Edit one of your messages: recipients see the new text marked "edited"; every device keeps the versions.
+    Edit {
+        /// The message's id.
+        id: String,
+        #[command(flatten)]
+        text: crate::conversation::TextArgs,
+    },
+    /// Delete a message: your own, or as a group admin anyone's in the group. Recipients see a tombstone; the text
+    /// is removed from every device that honours it.
+    Delete {
+        /// The message's id.
+        id: String,
+    },
+    /// React to a message with an emoji; --remove takes the reaction back.
+    React {
+        /// The message's id.
+        id: String,
+        /// The emoji.
+        emoji: String,
+        /// Take the reaction back.
+        #[arg(long)]
+        remove: bool,
     },
     /// Enable or disable two-factor authentication (TOTP).
     Totp {
@@ -284,26 +321,11 @@ pub(crate) async fn run(args: ClientArgs) -> anyhow::Result<ExitCode> {
             session.close().await;
             println!("read receipt sent to {from} for {} message(s)", ids.len());
         }
-        ClientCommand::History { peer, limit } => {
-            let client = crate::client::open_client(home).await?;
-            for m in client.store().conversation(&peer, limit).await? {
-                let receipts = client.store().receipts_of(&m.id).await?;
-                let mark = if m.outgoing {
-                    if receipts.iter().any(|(_, k)| k == "read") {
-                        " ✓✓ read"
-                    } else if m.status == "pending" {
-                        " (queued)"
-                    } else if m.status == "failed" {
-                        " (failed)"
-                    } else {
-                        " ✓"
-                    }
-                } else {
-                    ""
-                };
-                println!("[{}] {}: {}{}", m.ts, m.from, body_text(&m), mark);
-            }
-        }
+        ClientCommand::History { peer, limit, versions, json } => crate::conversation::history(home, &peer, limit, versions, json).await?,
+        ClientCommand::Reply { id, text } => return crate::conversation::reply(home, &id, &text).await,
+        ClientCommand::Edit { id, text } => return crate::conversation::edit(home, &id, &text).await,
+        ClientCommand::Delete { id } => return crate::conversation::delete(home, &id).await,
+        ClientCommand::React { id, emoji, remove } => return crate::conversation::react(home, &id, &emoji, remove).await,
         ClientCommand::Totp { action, code } => totp(home, action, code).await?,
         ClientCommand::Search(search) => crate::search::run(home, search).await?,
         ClientCommand::Verify { user } => {
@@ -457,6 +479,12 @@ async fn send(home: Option<&Path>, plugin_files: &[PathBuf], grants: &[String], 
         }
         ids.push(client.compose(to, mime, text.as_bytes()).await?);
     }
+    push_out(&client, to, &ids).await
+}
+
+/// Send what was just composed (`ids`, to `to`) and report: prints each id; exits 75 when the relay was unreachable
+/// (queued), fails when the relay refused any of them.
+pub(crate) async fn push_out(client: &Client, to: &str, ids: &[String]) -> anyhow::Result<ExitCode> {
     let group = to.starts_with(imfree_client::groups::GROUP_PREFIX).then(|| imfree_client::groups::parse_group(to)).transpose()?;
     let mut refused_group = None;
     let mut refusals = Vec::new();
@@ -479,8 +507,11 @@ async fn send(home: Option<&Path>, plugin_files: &[PathBuf], grants: &[String], 
     .await;
     match outcome {
         Ok(()) => {
-            let failed = client.store().conversation(to, 1_000_000).await?.into_iter().filter(|m| m.status == "failed" && ids.contains(&m.id)).count();
-            for id in &ids {
+            let mut failed = 0;
+            for id in ids {
+                failed += client.store().message(id).await?.is_some_and(|m| m.status == "failed") as usize;
+            }
+            for id in ids {
                 println!("{id}");
             }
             for r in refusals.iter().filter(|r| r.reference.as_ref().is_some_and(|id| ids.contains(id))) {
@@ -496,7 +527,7 @@ async fn send(home: Option<&Path>, plugin_files: &[PathBuf], grants: &[String], 
         }
         Err(e @ (ClientError::Io(_) | ClientError::Refused { code: imfree_proto::ErrorCode::ShuttingDown, .. })) => {
             eprintln!("imfree: {e}; the messages are queued and go out on the next connection");
-            for id in &ids {
+            for id in ids {
                 println!("{id}");
             }
             Ok(ExitCode::from(EXIT_QUEUED))
@@ -525,11 +556,11 @@ async fn press(home: Option<&Path>, message: &str, button: &str) -> anyhow::Resu
     Ok(())
 }
 
-fn body_text(m: &StoredMessage) -> String {
-    if m.mime == cards::CARD_MIME {
+pub(crate) fn body_text(m: &StoredMessage) -> String {
+    if let Some(change) = crate::conversation::describe_change(m) {
+        change
+    } else if m.mime == cards::CARD_MIME {
         cards::render(&m.id, &m.body)
-    } else if m.mime == cards::REACTION_MIME {
-        cards::render_reaction(&m.body)
     } else if m.mime.starts_with("text/") {
         String::from_utf8_lossy(&m.body).into_owned()
     } else {
@@ -561,6 +592,7 @@ fn print_message(m: &StoredMessage, json: bool) -> std::io::Result<()> {
         if m.status == "event" || m.status == "warning" {
             v[m.status.as_str()] = true.into();
         }
+        crate::conversation::json_fields(m, &mut v);
         writeln!(out, "{v}")
     } else if m.status == "identity-changed" {
         writeln!(

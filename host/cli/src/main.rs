@@ -9,10 +9,12 @@ mod bots;
 mod cards;
 mod client;
 mod client_plugins;
+mod conversation;
 mod group;
 mod plugin;
 mod search;
 mod serve;
+mod when;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

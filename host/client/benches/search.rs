@@ -130,6 +130,11 @@ fn message(rng: &mut Rng, words: &[String], cdf: &[f64], i: usize) -> StoredMess
         mime: if i.is_multiple_of(10) { "text/markdown".into() } else { "text/plain".into() },
         body: text.into_bytes(),
         status: "received".into(),
+        reply_to: None,
+        change: None,
+        edited_at: None,
+        deleted: false,
+        mentions: Vec::new(),
     }
 }
 

@@ -3,8 +3,10 @@
 --
 -- What is searchable is defined once, by the view `message_text`: text/plain and text/markdown bodies (a MIME
 -- parameter such as "; charset=utf-8" and case are ignored), not empty, and not a local notice or a tombstone
--- (status 'undecodable', 'event', 'warning' or 'deleted'). An edit that UPDATEs the body re-indexes the row; an
--- UPDATE that empties the body or sets the status to 'deleted' takes it out of the index.
+-- (status 'undecodable', 'event', 'warning', 'refused' or 'deleted'; `deleted` set). Rows that carry a change of
+-- another message (`ref_action`: an edit's new text, a deletion, a reaction; migration 0005) are not indexed: an
+-- edit is applied by UPDATEing the edited message's body, which re-indexes that row, so the newest text is found
+-- once, under the message it belongs to. A deletion empties the body and sets `deleted`: out of the index.
 --
 -- The index is an external-content FTS5 table over that view: it stores the tokens (the inverted index), not a
 -- second copy of the text; snippets are cut from the view. STX and ETX (char(2), char(3)) are blanked in the view
@@ -19,7 +21,9 @@ SELECT seq,
 FROM messages
 WHERE lower(trim(CASE WHEN instr(mime, ';') > 0 THEN substr(mime, 1, instr(mime, ';') - 1) ELSE mime END))
           IN ('text/plain', 'text/markdown')
-  AND status NOT IN ('undecodable', 'event', 'warning', 'deleted')
+  AND status NOT IN ('undecodable', 'event', 'warning', 'refused', 'deleted')
+  AND deleted = 0
+  AND ref_action IS NULL
   AND length(body) > 0;
 
 -- unicode61 with remove_diacritics 2: words split on Unicode letter/number boundaries, case-folded, and "café"
@@ -50,16 +54,18 @@ CREATE TRIGGER message_search_insert AFTER INSERT ON messages BEGIN
     SELECT seq, body, conversation, sender FROM message_text WHERE seq = new.seq;
 END;
 
-CREATE TRIGGER message_search_update_before BEFORE UPDATE OF body, mime, status, peer, from_user ON messages
+CREATE TRIGGER message_search_update_before BEFORE UPDATE OF body, mime, status, peer, from_user, deleted, ref_action ON messages
 WHEN old.body IS NOT new.body OR old.mime IS NOT new.mime OR old.status IS NOT new.status
-  OR old.peer IS NOT new.peer OR old.from_user IS NOT new.from_user BEGIN
+  OR old.peer IS NOT new.peer OR old.from_user IS NOT new.from_user
+  OR old.deleted IS NOT new.deleted OR old.ref_action IS NOT new.ref_action BEGIN
     INSERT INTO message_search (message_search, rowid, body, conversation, sender)
     SELECT 'delete', seq, body, conversation, sender FROM message_text WHERE seq = old.seq;
 END;
 
-CREATE TRIGGER message_search_update_after AFTER UPDATE OF body, mime, status, peer, from_user ON messages
+CREATE TRIGGER message_search_update_after AFTER UPDATE OF body, mime, status, peer, from_user, deleted, ref_action ON messages
 WHEN old.body IS NOT new.body OR old.mime IS NOT new.mime OR old.status IS NOT new.status
-  OR old.peer IS NOT new.peer OR old.from_user IS NOT new.from_user BEGIN
+  OR old.peer IS NOT new.peer OR old.from_user IS NOT new.from_user
+  OR old.deleted IS NOT new.deleted OR old.ref_action IS NOT new.ref_action BEGIN
     INSERT INTO message_search (rowid, body, conversation, sender)
     SELECT seq, body, conversation, sender FROM message_text WHERE seq = new.seq;
 END;

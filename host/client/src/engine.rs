@@ -344,19 +344,19 @@ impl Client {
             imfree_proto::validate_user_name(to, &Limits::default()).map_err(|r| ClientError::Config(format!("recipient: {r}")))?;
             ("message", to.to_owned())
         };
-        let item = OutboxItem { id: id.to_owned(), kind: kind.into(), to: to.clone(), mime: mime::E2E.into(), payload: content.encode() };
-        let message = StoredMessage {
-            seq: 0,
-            id: id.to_owned(),
-            outgoing: true,
-            from: self.user().into(),
-            from_device: self.device().into(),
+        let item = OutboxItem { id: id.to_owned(), kind: kind.into(), to: to.clone(), mime: mime::E2E.into(), payload: content.encode(), refers: content.refers };
+        let mut message = StoredMessage::new(
+            id.to_owned(),
+            true,
+            self.user().into(),
+            self.device().into(),
             to,
-            ts: now_ms(),
-            mime: content.mime.clone(),
-            body: content.body_bytes(&Limits::default()).unwrap_or_default(),
-            status: "pending".into(),
-        };
+            now_ms(),
+            content.mime.clone(),
+            content.body_bytes(&Limits::default()).unwrap_or_default(),
+            "pending",
+        );
+        crate::conversation::describe(&mut message, content);
         self.store.insert_outgoing(&message, &item).await
     }
 
@@ -448,7 +448,7 @@ impl Session<'_> {
                         continue;
                     }
                 };
-                FrameBody::Send(Send { id, to: Recipient::Group(group), mime: mime::E2E.into(), data: Payload(data), payloads: Vec::new() })
+                FrameBody::Send(Send { id, to: Recipient::Group(group), mime: mime::E2E.into(), data: Payload(data), payloads: Vec::new(), refers: item.refers })
             } else {
                 let payloads = match self.encrypt_for(&item.to, &item.id, &item.payload).await {
                     Ok(p) => p,
@@ -478,7 +478,7 @@ impl Session<'_> {
                     self.client.store.mark_sent(&item.id, now_ms()).await?;
                     continue;
                 }
-                FrameBody::Send(Send { id, to: Recipient::User(item.to.clone()), mime: mime::E2E.into(), data: Payload::default(), payloads })
+                FrameBody::Send(Send { id, to: Recipient::User(item.to.clone()), mime: mime::E2E.into(), data: Payload::default(), payloads, refers: item.refers })
             };
             self.conn.feed(&Frame::new(body)).await?;
         }
@@ -902,7 +902,7 @@ impl Session<'_> {
             ReceiptKind::Delivered => "delivered",
             ReceiptKind::Read => "read",
         };
-        let item = OutboxItem { id: new_envelope_id(), kind: "receipt".into(), to: to.into(), mime: kind.into(), payload: serde_json::to_vec(refs).unwrap_or_default() };
+        let item = OutboxItem { id: new_envelope_id(), kind: "receipt".into(), to: to.into(), mime: kind.into(), payload: serde_json::to_vec(refs).unwrap_or_default(), refers: None };
         self.client.store.queue_outbox(&item).await?;
         self.flush_outbox().await.map(|_| ())
     }
@@ -1005,8 +1005,19 @@ fn decode_delivery(d: &imfree_proto::Deliver, content: &[u8], limits: &Limits, m
     if d.mime != mime::E2E {
         return undecodable(d, me, &format!("unsupported content type {}", d.mime));
     }
-    match Content::decode(content).and_then(|c| Ok((c.mime.clone(), c.body_bytes(limits)?))) {
-        Ok((body_mime, body)) => stored_delivery(d, me, body_mime, body, "received"),
+    let content = match Content::decode(content) {
+        Ok(c) => c,
+        Err(e) => return undecodable(d, me, &e.to_string()),
+    };
+    match content.body_bytes(limits) {
+        Ok(body) => {
+            let mut message = stored_delivery(d, me, content.mime.clone(), body, "received");
+            crate::conversation::describe(&mut message, &content);
+            if let Err(reason) = crate::conversation::check_clear_reference(&content, d.refers) {
+                return undecodable(d, me, reason);
+            }
+            message
+        }
         Err(e) => undecodable(d, me, &e.to_string()),
     }
 }
@@ -1017,17 +1028,5 @@ fn undecodable(d: &imfree_proto::Deliver, me: &str, reason: &str) -> StoredMessa
 }
 
 fn stored_delivery(d: &imfree_proto::Deliver, me: &str, body_mime: String, body: Vec<u8>, status: &str) -> StoredMessage {
-    StoredMessage {
-        seq: 0,
-        id: d.id.to_string(),
-        outgoing: d.from == me,
-        from: d.from.clone(),
-        from_device: d.from_device.clone(),
-        to: d.to.clone(),
-        ts: d.ts as i64,
-        mime: body_mime,
-        body,
-        status: status.into(),
-    }
+    StoredMessage::new(d.id.to_string(), d.from == me, d.from.clone(), d.from_device.clone(), d.to.clone(), d.ts as i64, body_mime, body, status)
 }
-

@@ -217,6 +217,13 @@ impl Session<'_> {
     }
 
     async fn change_membership(&mut self, group: &GroupId, op: MembershipOp, subject: Member) -> Result<(), ClientError> {
+        let held = self.hold_group_inbox();
+        let result = self.change_membership_held(group, op, subject).await;
+        self.release_group_inbox(held).await?;
+        result
+    }
+
+    async fn change_membership_held(&mut self, group: &GroupId, op: MembershipOp, subject: Member) -> Result<(), ClientError> {
         let mut attempt = 0;
         let (mut g, entry) = loop {
             let g = self.synced_group(group).await?;
@@ -245,11 +252,11 @@ impl Session<'_> {
         let update = GroupUpdate { group: group.to_string(), name: g.name.clone(), head: g.state.head() };
         let content = Content::new(UPDATE_MIME, &serde_json::to_vec(&update).unwrap_or_default(), None);
         for user in told {
-            let item = OutboxItem { id: new_envelope_id(), kind: "control".into(), to: user, mime: mime::E2E.into(), payload: content.encode() };
+            let item = OutboxItem { id: new_envelope_id(), kind: "control".into(), to: user, mime: mime::E2E.into(), payload: content.encode(), refers: None };
             self.client.store().queue_outbox(&item).await?;
         }
         // A note to self for this user's other devices, so they follow too.
-        let item = OutboxItem { id: new_envelope_id(), kind: "control".into(), to: self.client.user().to_owned(), mime: mime::E2E.into(), payload: content.encode() };
+        let item = OutboxItem { id: new_envelope_id(), kind: "control".into(), to: self.client.user().to_owned(), mime: mime::E2E.into(), payload: content.encode(), refers: None };
         self.client.store().queue_outbox(&item).await?;
         self.flush_outbox().await?;
         Ok(())
@@ -278,6 +285,13 @@ impl Session<'_> {
     /// verification failure the group is marked refused (sending stops, incoming messages are not shown) and the
     /// reason returned.
     pub(crate) async fn sync_log(&mut self, group: &GroupId) -> Result<LocalGroup, ClientError> {
+        let held = self.hold_group_inbox();
+        let result = self.sync_log_held(group).await;
+        self.release_group_inbox(held).await?;
+        result
+    }
+
+    async fn sync_log_held(&mut self, group: &GroupId) -> Result<LocalGroup, ClientError> {
         let local = self.load_group(group).await?;
         if let Some(g) = &local
             && let Some(reason) = g.refused()
@@ -412,18 +426,17 @@ impl Session<'_> {
     }
 
     async fn system_message(&mut self, g: &LocalGroup, id: &str, from: &str, text: &str, status: &str) -> Result<(), ClientError> {
-        let message = StoredMessage {
-            seq: 0,
-            id: id.to_owned(),
-            outgoing: false,
-            from: from.to_owned(),
-            from_device: String::new(),
-            to: format!("{GROUP_PREFIX}{}", g.id),
-            ts: now_ms(),
-            mime: mime::TEXT.into(),
-            body: text.as_bytes().to_vec(),
-            status: status.into(),
-        };
+        let message = StoredMessage::new(
+            id.to_owned(),
+            false,
+            from.to_owned(),
+            String::new(),
+            format!("{GROUP_PREFIX}{}", g.id),
+            now_ms(),
+            mime::TEXT.into(),
+            text.as_bytes().to_vec(),
+            status,
+        );
         let me = self.client.user().to_owned();
         if self.client.store().insert_incoming(std::slice::from_ref(&message), &me).await?.first() == Some(&true) {
             self.events.push_back(Event::Message(message));
@@ -434,6 +447,13 @@ impl Session<'_> {
     /// Encrypt a group message: sync the log, make sure every member device has this device's current sender key
     /// (sent pairwise first, and accepted by the relay before the message goes), then encrypt once for all.
     pub(crate) async fn encrypt_group(&mut self, group: &GroupId, id: &str, content: &[u8]) -> Result<Vec<u8>, ClientError> {
+        let held = self.hold_group_inbox();
+        let result = self.encrypt_group_held(group, id, content).await;
+        self.release_group_inbox(held).await?;
+        result
+    }
+
+    async fn encrypt_group_held(&mut self, group: &GroupId, id: &str, content: &[u8]) -> Result<Vec<u8>, ClientError> {
         let mut g = self.synced_group(group).await?;
         let me = self.client.user().to_owned();
         let my_device = self.client.device().to_owned();
@@ -501,7 +521,7 @@ impl Session<'_> {
         for _ in 0..3 {
             let id = new_envelope_id();
             let payloads = self.encrypt_for(user, &id, &content.encode()).await?;
-            let send = Send { id: id.parse().map_err(|_| ClientError::Protocol("bad id".into()))?, to: Recipient::User(user.into()), mime: mime::E2E.into(), data: Payload::default(), payloads };
+            let send = Send { id: id.parse().map_err(|_| ClientError::Protocol("bad id".into()))?, to: Recipient::User(user.into()), mime: mime::E2E.into(), data: Payload::default(), payloads, refers: None };
             self.conn.send(&Frame::new(FrameBody::Send(send))).await?;
             let answer = self
                 .wait_for(std::time::Duration::from_secs(30), |e| match e {
@@ -518,6 +538,25 @@ impl Session<'_> {
             }
         }
         Err(ClientError::Protocol(format!("{user}'s device list kept changing; try again")))
+    }
+
+    /// Operations that read a group's row, make round trips to the relay, and write the row back (syncing the log,
+    /// sending to the group, changing its members) hold the group inbox: deliveries that arrive during their round
+    /// trips are stored in the inbox as always but handled only afterwards — otherwise a sender key stored meanwhile
+    /// would be overwritten by the operation's older copy of the row, and that member's messages would be unreadable
+    /// here. Returns whether the inbox was already held (by an outer operation, or by the inbox's own handling).
+    fn hold_group_inbox(&mut self) -> bool {
+        std::mem::replace(&mut self.settling, true)
+    }
+
+    /// End a hold: the outermost one handles what arrived meanwhile.
+    async fn release_group_inbox(&mut self, held: bool) -> Result<(), ClientError> {
+        self.settling = held;
+        if held {
+            return Ok(());
+        }
+        // Boxed: handling the inbox syncs logs, which holds the inbox again.
+        Box::pin(self.settle_groups()).await
     }
 
     /// Handle the group inbox: membership updates, sender keys, group messages, in the order they arrived.
@@ -632,30 +671,66 @@ impl Session<'_> {
         };
         let outcome = self.open_group_message(&group, &item).await?;
         let conversation = format!("{GROUP_PREFIX}{group}");
-        let (mime_type, body, status) = match outcome {
-            Ok(content) => match Content::decode(&content).and_then(|c| Ok((c.mime.clone(), c.body_bytes(&Limits::default())?))) {
-                Ok((m, b)) => (m, b, "received"),
-                Err(e) => (mime::TEXT.to_owned(), format!("[undecodable message: {e}]").into_bytes(), "undecodable"),
-            },
-            Err(reason) => (mime::TEXT.to_owned(), format!("[undecodable message: {reason}]").into_bytes(), "undecodable"),
-        };
         let me = self.client.user().to_owned();
-        let message = StoredMessage {
-            seq: 0,
-            id: item.envelope_id.clone(),
-            outgoing: item.from == me,
-            from: item.from.clone(),
-            from_device: item.from_device.clone(),
-            to: conversation,
-            ts: item.ts,
-            mime: mime_type,
-            body,
-            status: status.into(),
+        let undecodable = |reason: &str| {
+            StoredMessage::new(
+                item.envelope_id.clone(),
+                item.from == me,
+                item.from.clone(),
+                item.from_device.clone(),
+                conversation.clone(),
+                item.ts,
+                mime::TEXT.to_owned(),
+                format!("[undecodable message: {reason}]").into_bytes(),
+                "undecodable",
+            )
+        };
+        let message = match outcome.and_then(|bytes| Content::decode(&bytes).map_err(|e| e.to_string())) {
+            Err(reason) => undecodable(&reason),
+            Ok(content) => match content.body_bytes(&Limits::default()) {
+                Err(e) => undecodable(&e.to_string()),
+                Ok(body) => {
+                    let mut m = StoredMessage::new(
+                        item.envelope_id.clone(),
+                        item.from == me,
+                        item.from.clone(),
+                        item.from_device.clone(),
+                        conversation.clone(),
+                        item.ts,
+                        content.mime.clone(),
+                        body,
+                        "received",
+                    );
+                    crate::conversation::describe(&mut m, &content);
+                    match crate::conversation::check_clear_reference(&content, item.refers) {
+                        Err(reason) => undecodable(reason),
+                        Ok(()) => {
+                            if let Some(change) = m.change.as_mut()
+                                && change.action == crate::store::ChangeAction::Delete
+                            {
+                                // Whether the sender may delete others' messages is read from the verified log here,
+                                // where it is at hand; the store checks the rest.
+                                change.by_admin = self.sender_is_admin(&group, &item.from).await?;
+                            }
+                            m
+                        }
+                    }
+                }
+            },
         };
         if self.client.store().insert_incoming(std::slice::from_ref(&message), &me).await?.first() == Some(&true) {
             self.events.push_back(Event::Message(message));
         }
         Ok(())
+    }
+
+    /// Whether `user` is an admin of the group per the verified membership log this device holds.
+    async fn sender_is_admin(&mut self, group: &GroupId, user: &str) -> Result<bool, ClientError> {
+        let Some(g) = self.load_group(group).await? else { return Ok(false) };
+        if g.refused().is_some() {
+            return Ok(false);
+        }
+        Ok(g.state.members().any(|(m, admin)| admin && m.user == user))
     }
 
     /// Decrypt a group message: `Ok(Err(reason))` when it cannot be shown.
@@ -724,6 +799,7 @@ pub(crate) fn inbox_message(d: &imfree_proto::Deliver, group: &GroupId) -> Inbox
         body: d.data.0.clone(),
         sender_identity: None,
         sender_device: None,
+        refers: d.refers,
     }
 }
 
@@ -745,5 +821,6 @@ pub(crate) fn inbox_control(d: &imfree_proto::Deliver, content_mime: &str, body:
         body,
         sender_identity: Some(peer.user_identity.to_vec()),
         sender_device: Some(i64::from(peer.device_id)),
+        refers: None,
     })
 }

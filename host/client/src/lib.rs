@@ -17,6 +17,7 @@
 #![deny(missing_docs)]
 
 pub mod connection;
+pub mod conversation;
 pub mod devices;
 pub mod e2e;
 pub mod engine;

@@ -488,6 +488,11 @@ mod tests {
             mime: mime.into(),
             body: body.as_bytes().to_vec(),
             status: "received".into(),
+            reply_to: None,
+            change: None,
+            edited_at: None,
+            deleted: false,
+            mentions: Vec::new(),
         }
     }
 
@@ -537,6 +542,14 @@ mod tests {
         assert_eq!(ids(&store, "pear").await, ["a"]);
         // Status changes that keep the text searchable (pending -> sent) keep it in the index.
         exec(&store, "UPDATE messages SET status = 'sent', ts = 9 WHERE id = 'a'").await;
+        assert_eq!(ids(&store, "pear").await, ["a"]);
+        // A change row (an edit's text, carried by its own row) is not indexed; the edited row is.
+        exec(&store, "INSERT INTO messages (id, outgoing, peer, from_user, from_device, to_user, ts, mime, body, status, ref_action, ref_id) SELECT 'edit1', 0, 'bob', 'bob', 'd1', 'me', 8, 'text/plain', CAST('a quince a day' AS BLOB), 'received', 'edit', 'a'").await;
+        assert!(ids(&store, "quince").await.is_empty());
+        // Deleted as the edits code does it (deleted = 1 and an empty body), or by the flag alone.
+        exec(&store, "UPDATE messages SET deleted = 1 WHERE id = 'a'").await;
+        assert!(ids(&store, "pear").await.is_empty());
+        exec(&store, "UPDATE messages SET deleted = 0 WHERE id = 'a'").await;
         assert_eq!(ids(&store, "pear").await, ["a"]);
         // A tombstone (status 'deleted', or an emptied body) leaves the index; a deleted row too.
         exec(&store, "UPDATE messages SET status = 'deleted' WHERE id = 'a'").await;

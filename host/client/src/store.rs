@@ -35,9 +35,110 @@ pub struct StoredMessage {
     /// Body bytes.
     #[serde(skip)]
     pub body: Vec<u8>,
-    /// received, pending, sent, failed, undecodable.
+    /// received, pending, sent, failed, undecodable, identity-changed, refused (a change its sender may not
+    /// make; the body says why), event, warning.
     #[serde(skip)]
     pub status: String,
+    /// The message this one replies to.
+    #[serde(skip)]
+    pub reply_to: Option<String>,
+    /// For an edit, deletion or reaction: what it does to which message.
+    #[serde(skip)]
+    pub change: Option<MessageChange>,
+    /// On a message an edit replaced: when the latest edit was made.
+    #[serde(skip)]
+    pub edited_at: Option<i64>,
+    /// On a deleted message: its body is gone.
+    #[serde(skip)]
+    pub deleted: bool,
+    /// Users mentioned.
+    #[serde(skip)]
+    pub mentions: Vec<String>,
+}
+
+/// What an edit, deletion or reaction does, and to which message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageChange {
+    /// Edit, delete or react.
+    pub action: ChangeAction,
+    /// The message it changes.
+    pub target: String,
+    /// A deletion by a group admin of someone else's message: set only after checking the sender's role in the
+    /// verified membership log.
+    pub by_admin: bool,
+}
+
+/// The kinds of change one message makes to another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeAction {
+    /// New content, by the author.
+    Edit,
+    /// Deleted, by the author or a group admin.
+    Delete,
+    /// A reaction added or taken back (the body is the [`imfree_proto::content::Reaction`]).
+    React,
+}
+
+impl ChangeAction {
+    /// Its name in the store.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChangeAction::Edit => "edit",
+            ChangeAction::Delete => "delete",
+            ChangeAction::React => "react",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "edit" => Some(ChangeAction::Edit),
+            "delete" => Some(ChangeAction::Delete),
+            "react" => Some(ChangeAction::React),
+            _ => None,
+        }
+    }
+}
+
+impl StoredMessage {
+    /// A message with no reply, change, edit or mentions (fill those in after).
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(id: String, outgoing: bool, from: String, from_device: String, to: String, ts: i64, mime: String, body: Vec<u8>, status: &str) -> Self {
+        StoredMessage {
+            seq: 0,
+            id,
+            outgoing,
+            from,
+            from_device,
+            to,
+            ts,
+            mime,
+            body,
+            status: status.into(),
+            reply_to: None,
+            change: None,
+            edited_at: None,
+            deleted: false,
+            mentions: Vec::new(),
+        }
+    }
+
+    /// The conversation this message belongs to, for a user `me`: the other user, or the group.
+    pub fn peer(&self, me: &str) -> &str {
+        if self.from == me || self.to.starts_with(crate::groups::GROUP_PREFIX) { &self.to } else { &self.from }
+    }
+}
+
+/// One version of an edited message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageVersion {
+    /// The envelope that carried it (the message's own id for the original).
+    pub envelope_id: String,
+    /// When it was sent.
+    pub ts: i64,
+    /// Its content type.
+    pub mime: String,
+    /// Its body.
+    pub body: Vec<u8>,
 }
 
 impl std::fmt::Debug for StoredMessage {
@@ -59,6 +160,8 @@ pub struct OutboxItem {
     pub mime: String,
     /// Payload.
     pub payload: Vec<u8>,
+    /// For an edit or deletion: the clear reference the relay checks.
+    pub refers: Option<imfree_proto::MessageRef>,
 }
 
 /// The local SQLite store.
@@ -85,6 +188,13 @@ fn row_to_message(r: &sqlx::sqlite::SqliteRow) -> StoredMessage {
         mime: r.get("mime"),
         body: r.get("body"),
         status: r.get("status"),
+        reply_to: r.get("reply_to"),
+        change: r.get::<Option<String>, _>("ref_action").and_then(|a| ChangeAction::parse(&a)).zip(r.get::<Option<String>, _>("ref_id")).map(
+            |(action, target)| MessageChange { action, target, by_admin: r.get::<i64, _>("by_admin") != 0 },
+        ),
+        edited_at: r.get("edited_at"),
+        deleted: r.get::<i64, _>("deleted") != 0,
+        mentions: r.get::<Option<String>, _>("mentions").and_then(|m| serde_json::from_str(&m).ok()).unwrap_or_default(),
     }
 }
 
@@ -147,66 +257,40 @@ impl LocalStore {
         value.map(|v| crate::vault::open_opt(self.vault.as_ref(), v)).transpose()
     }
 
-    /// Store incoming messages in one transaction; returns, for each, whether it was new (not a duplicate).
+    /// Store incoming messages in one transaction; returns, for each, whether it was new (not a duplicate). An
+    /// edit, deletion or reaction takes effect here too, if its sender may make it (see [`MessageChange`]).
     pub async fn insert_incoming(&self, messages: &[StoredMessage], me: &str) -> Result<Vec<bool>, ClientError> {
         let mut tx = self.pool.begin().await.map_err(db)?;
         let mut fresh = Vec::with_capacity(messages.len());
         for m in messages {
-            // A conversation is the other user, or the group.
-            let peer = if m.from == me || m.to.starts_with(crate::groups::GROUP_PREFIX) { &m.to } else { &m.from };
-            let done = sqlx::query(
-                "INSERT INTO messages (id, outgoing, peer, from_user, from_device, to_user, ts, mime, body, status, shown)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0) ON CONFLICT(id) DO NOTHING",
-            )
-            .bind(&m.id)
-            .bind(m.outgoing as i64)
-            .bind(peer)
-            .bind(&m.from)
-            .bind(&m.from_device)
-            .bind(&m.to)
-            .bind(m.ts)
-            .bind(&m.mime)
-            .bind(&m.body)
-            .bind(&m.status)
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
-            fresh.push(done.rows_affected() == 1);
+            fresh.push(insert_message(&mut tx, m, m.peer(me), false).await?);
         }
         tx.commit().await.map_err(db)?;
         Ok(fresh)
     }
 
-    /// Store an outgoing message and its outbox entry in one transaction.
+    /// Store an outgoing message and its outbox entry in one transaction (an edit, deletion or reaction of this
+    /// user's takes effect locally at once).
     pub async fn insert_outgoing(&self, message: &StoredMessage, item: &OutboxItem) -> Result<(), ClientError> {
         let mut tx = self.pool.begin().await.map_err(db)?;
-        sqlx::query(
-            "INSERT INTO messages (id, outgoing, peer, from_user, from_device, to_user, ts, mime, body, status, shown)
-             VALUES (?, 1, ?, ?, ?, ?, ?, ?, ?, 'pending', 1)",
-        )
-        .bind(&message.id)
-        .bind(&message.to)
-        .bind(&message.from)
-        .bind(&message.from_device)
-        .bind(&message.to)
-        .bind(message.ts)
-        .bind(&message.mime)
-        .bind(&message.body)
-        .execute(&mut *tx)
-        .await
-        .map_err(db)?;
+        let mut pending = message.clone();
+        pending.outgoing = true;
+        pending.status = "pending".into();
+        insert_message(&mut tx, &pending, &message.to, true).await?;
         self.insert_outbox(&mut tx, item).await?;
         tx.commit().await.map_err(db)
     }
 
     async fn insert_outbox(&self, tx: &mut sqlx::SqliteConnection, item: &OutboxItem) -> Result<(), ClientError> {
-        sqlx::query("INSERT INTO outbox (id, kind, to_user, mime, payload, created_at) VALUES (?, ?, ?, ?, ?, ?)")
+        sqlx::query("INSERT INTO outbox (id, kind, to_user, mime, payload, created_at, ref_action, ref_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
             .bind(&item.id)
             .bind(&item.kind)
             .bind(&item.to)
             .bind(&item.mime)
             .bind(&item.payload)
             .bind(crate::now_ms())
+            .bind(item.refers.map(|r| r.action.as_str()))
+            .bind(item.refers.map(|r| r.id.to_string()))
             .execute(&mut *tx)
             .await
             .map_err(db)?;
@@ -221,13 +305,20 @@ impl LocalStore {
 
     /// The outbox, oldest first.
     pub async fn outbox(&self) -> Result<Vec<OutboxItem>, ClientError> {
-        let rows = sqlx::query("SELECT id, kind, to_user, mime, payload FROM outbox ORDER BY seq")
+        let rows = sqlx::query("SELECT id, kind, to_user, mime, payload, ref_action, ref_id FROM outbox ORDER BY seq")
             .fetch_all(&self.pool)
             .await
             .map_err(db)?;
         Ok(rows
             .iter()
-            .map(|r| OutboxItem { id: r.get("id"), kind: r.get("kind"), to: r.get("to_user"), mime: r.get("mime"), payload: r.get("payload") })
+            .map(|r| OutboxItem {
+                id: r.get("id"),
+                kind: r.get("kind"),
+                to: r.get("to_user"),
+                mime: r.get("mime"),
+                payload: r.get("payload"),
+                refers: message_ref(r.get("ref_action"), r.get("ref_id")),
+            })
             .collect())
     }
 
@@ -260,6 +351,52 @@ impl LocalStore {
             sqlx::query("UPDATE messages SET shown = 1 WHERE id = ?").bind(id).execute(&mut *tx).await.map_err(db)?;
         }
         tx.commit().await.map_err(db)
+    }
+
+    /// Every version of a message, oldest (the original) first; empty when it was never edited.
+    pub async fn versions(&self, message_id: &str) -> Result<Vec<MessageVersion>, ClientError> {
+        let rows = sqlx::query("SELECT envelope_id, ts, mime, body FROM message_versions WHERE message_id = ? ORDER BY ts, envelope_id")
+            .bind(message_id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(rows.iter().map(|r| MessageVersion { envelope_id: r.get("envelope_id"), ts: r.get("ts"), mime: r.get("mime"), body: r.get("body") }).collect())
+    }
+
+    /// The reactions on a message, aggregated: each emoji with who reacted, in order of first use.
+    pub async fn reactions(&self, message_id: &str) -> Result<Vec<(String, Vec<String>)>, ClientError> {
+        // Only reactions that came in the message's own conversation count.
+        let rows = sqlx::query(
+            "SELECT r.emoji, r.user FROM reactions r JOIN messages m ON m.id = r.message_id AND m.peer = r.peer \
+             WHERE r.message_id = ? AND r.removed = 0 ORDER BY r.ts, r.user",
+        )
+        .bind(message_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        let mut out: Vec<(String, Vec<String>)> = Vec::new();
+        for r in &rows {
+            let (emoji, user): (String, String) = (r.get("emoji"), r.get("user"));
+            match out.iter_mut().find(|(e, _)| *e == emoji) {
+                Some((_, users)) => users.push(user),
+                None => out.push((emoji, vec![user])),
+            }
+        }
+        Ok(out)
+    }
+
+    /// The messages of a conversation as they stand (edits applied, deletions as tombstones), without the change
+    /// rows themselves; oldest first.
+    pub async fn history(&self, peer: &str, limit: i64) -> Result<Vec<StoredMessage>, ClientError> {
+        let rows = sqlx::query(
+            "SELECT * FROM (SELECT * FROM messages WHERE peer = ? AND ref_action IS NULL ORDER BY seq DESC LIMIT ?) ORDER BY seq",
+        )
+        .bind(peer)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(rows.iter().map(row_to_message).collect())
     }
 
     /// The conversation with `peer`, oldest first.
@@ -454,6 +591,8 @@ pub struct InboxItem {
     pub sender_identity: Option<Vec<u8>>,
     /// Sender's certificate device id (pairwise items).
     pub sender_device: Option<i64>,
+    /// The clear reference the delivery came with (an edit or deletion).
+    pub refers: Option<imfree_proto::MessageRef>,
 }
 
 impl LocalStore {
@@ -516,8 +655,8 @@ impl LocalStore {
         let mut tx = self.pool.begin().await.map_err(db)?;
         for i in items {
             sqlx::query(
-                "INSERT INTO group_inbox (envelope_id, kind, group_id, from_user, from_device, ts, body, sender_identity, sender_device)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (envelope_id) DO NOTHING",
+                "INSERT INTO group_inbox (envelope_id, kind, group_id, from_user, from_device, ts, body, sender_identity, sender_device,
+                 ref_action, ref_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (envelope_id) DO NOTHING",
             )
             .bind(&i.envelope_id)
             .bind(&i.kind)
@@ -528,6 +667,8 @@ impl LocalStore {
             .bind(self.seal(&i.body))
             .bind(&i.sender_identity)
             .bind(i.sender_device)
+            .bind(i.refers.map(|r| r.action.as_str()))
+            .bind(i.refers.map(|r| r.id.to_string()))
             .execute(&mut *tx)
             .await
             .map_err(db)?;
@@ -551,6 +692,7 @@ impl LocalStore {
                     body: self.unseal(Some(r.get("body")))?.unwrap_or_default(),
                     sender_identity: r.get("sender_identity"),
                     sender_device: r.get("sender_device"),
+                    refers: message_ref(r.get("ref_action"), r.get("ref_id")),
                 })
             })
             .collect()
@@ -618,4 +760,176 @@ impl LocalStore {
             .map_err(db)?;
         Ok(n.max(0) as u64)
     }
+}
+
+/// A clear reference from its two stored columns.
+fn message_ref(action: Option<String>, id: Option<String>) -> Option<imfree_proto::MessageRef> {
+    Some(imfree_proto::MessageRef { action: imfree_proto::RefAction::parse(&action?)?, id: id?.parse().ok()? })
+}
+
+/// Insert one message (a duplicate id changes nothing) and apply what it changes; returns whether it was new.
+async fn insert_message(tx: &mut sqlx::SqliteConnection, m: &StoredMessage, peer: &str, shown: bool) -> Result<bool, ClientError> {
+    let mentions = (!m.mentions.is_empty()).then(|| serde_json::to_string(&m.mentions).unwrap_or_default());
+    let done = sqlx::query(
+        "INSERT INTO messages (id, outgoing, peer, from_user, from_device, to_user, ts, mime, body, status, shown, reply_to,
+         ref_action, ref_id, by_admin, mentions) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO NOTHING",
+    )
+    .bind(&m.id)
+    .bind(m.outgoing as i64)
+    .bind(peer)
+    .bind(&m.from)
+    .bind(&m.from_device)
+    .bind(&m.to)
+    .bind(m.ts)
+    .bind(&m.mime)
+    .bind(&m.body)
+    .bind(&m.status)
+    .bind(shown as i64)
+    .bind(&m.reply_to)
+    .bind(m.change.as_ref().map(|c| c.action.as_str()))
+    .bind(m.change.as_ref().map(|c| c.target.as_str()))
+    .bind(m.change.as_ref().is_some_and(|c| c.by_admin) as i64)
+    .bind(mentions)
+    .execute(&mut *tx)
+    .await
+    .map_err(db)?;
+    if done.rows_affected() != 1 {
+        return Ok(false);
+    }
+    if m.change.is_some() {
+        apply_change(tx, m, peer).await?;
+    } else {
+        // Edits and deletions of this message that arrived before it take effect now, in the order they were sent.
+        let rows = sqlx::query("SELECT * FROM messages WHERE ref_id = ? AND ref_action IN ('edit', 'delete') AND status != 'refused' ORDER BY ts, seq")
+            .bind(&m.id)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db)?;
+        for change in rows.iter().map(row_to_message) {
+            let peer = peer_of_row(tx, &change.id).await?;
+            apply_change(tx, &change, &peer).await?;
+        }
+    }
+    Ok(true)
+}
+
+async fn peer_of_row(tx: &mut sqlx::SqliteConnection, id: &str) -> Result<String, ClientError> {
+    sqlx::query_scalar("SELECT peer FROM messages WHERE id = ?").bind(id).fetch_one(&mut *tx).await.map_err(db)
+}
+
+/// The rules of who may change what, checked on every device (the relay checks them too, but is not trusted).
+fn may_change(change: &StoredMessage, target_from: &str, target_peer: &str, target_is_change: bool, peer: &str) -> Result<(), &'static str> {
+    let Some(c) = &change.change else { return Ok(()) };
+    if target_peer != peer {
+        return Err("it names a message of another conversation");
+    }
+    if target_is_change {
+        return Err("it names an edit, deletion or reaction, not a message");
+    }
+    match c.action {
+        ChangeAction::Edit if target_from != change.from => Err("only its author may edit a message"),
+        ChangeAction::Delete if target_from != change.from && !(c.by_admin && peer.starts_with(crate::groups::GROUP_PREFIX)) => {
+            Err("only its author, or a group admin, may delete a message")
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Apply a change row to the message it names. A change whose message is not here yet waits (see
+/// [`insert_message`]); one its sender may not make is marked `refused`, with the reason as its body.
+async fn apply_change(tx: &mut sqlx::SqliteConnection, m: &StoredMessage, peer: &str) -> Result<(), ClientError> {
+    let Some(change) = &m.change else { return Ok(()) };
+    let target = sqlx::query("SELECT from_user, peer, ref_action, deleted, ts, mime, body FROM messages WHERE id = ?")
+        .bind(&change.target)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db)?;
+    if change.action == ChangeAction::React {
+        if let Some(t) = &target
+            && let Err(reason) = may_change(m, t.get("from_user"), t.get("peer"), t.get::<Option<String>, _>("ref_action").is_some(), peer)
+        {
+            return refuse(tx, m, reason).await;
+        }
+        let Ok(reaction) = imfree_proto::content::Reaction::decode(&m.body) else {
+            return refuse(tx, m, "the reaction cannot be read").await;
+        };
+        sqlx::query(
+            "INSERT INTO reactions (message_id, user, emoji, peer, ts, removed) VALUES (?, ?, ?, ?, ?, ?)
+             ON CONFLICT (message_id, user, emoji) DO UPDATE SET removed = excluded.removed, ts = excluded.ts, peer = excluded.peer
+             WHERE excluded.ts >= reactions.ts",
+        )
+        .bind(&change.target)
+        .bind(&m.from)
+        .bind(&reaction.emoji)
+        .bind(peer)
+        .bind(m.ts)
+        .bind(reaction.remove as i64)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        return Ok(());
+    }
+    let Some(t) = target else { return Ok(()) };
+    if let Err(reason) = may_change(m, t.get("from_user"), t.get("peer"), t.get::<Option<String>, _>("ref_action").is_some(), peer) {
+        return refuse(tx, m, reason).await;
+    }
+    if t.get::<i64, _>("deleted") != 0 {
+        return Ok(()); // deleted stays deleted
+    }
+    match change.action {
+        ChangeAction::Edit => {
+            // The original is the first version; then each edit; the newest (by send time) is what is shown.
+            sqlx::query("INSERT INTO message_versions (message_id, envelope_id, ts, mime, body) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING")
+                .bind(&change.target)
+                .bind(&change.target)
+                .bind(t.get::<i64, _>("ts"))
+                .bind(t.get::<String, _>("mime"))
+                .bind(t.get::<Vec<u8>, _>("body"))
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+            sqlx::query("INSERT INTO message_versions (message_id, envelope_id, ts, mime, body) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING")
+                .bind(&change.target)
+                .bind(&m.id)
+                .bind(m.ts)
+                .bind(&m.mime)
+                .bind(&m.body)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+            sqlx::query(
+                "UPDATE messages SET (mime, body, edited_at) = (SELECT mime, body, ts FROM message_versions v
+                 WHERE v.message_id = messages.id AND v.envelope_id != v.message_id ORDER BY ts DESC, envelope_id DESC LIMIT 1)
+                 WHERE id = ?",
+            )
+            .bind(&change.target)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        }
+        ChangeAction::Delete => {
+            // Nothing of a deleted message stays: not its body, its versions, nor the text its edits carried.
+            sqlx::query("UPDATE messages SET body = x'', deleted = 1 WHERE id = ?").bind(&change.target).execute(&mut *tx).await.map_err(db)?;
+            sqlx::query("DELETE FROM message_versions WHERE message_id = ?").bind(&change.target).execute(&mut *tx).await.map_err(db)?;
+            sqlx::query("UPDATE messages SET body = x'' WHERE ref_id = ? AND ref_action = 'edit'")
+                .bind(&change.target)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+        }
+        ChangeAction::React => {}
+    }
+    Ok(())
+}
+
+/// Mark a change its sender may not make: it does nothing, and shows why.
+async fn refuse(tx: &mut sqlx::SqliteConnection, m: &StoredMessage, reason: &str) -> Result<(), ClientError> {
+    tracing::warn!(id = %m.id, from = %m.from, reason, "refused a change of a message");
+    sqlx::query("UPDATE messages SET status = 'refused', mime = 'text/plain', body = ? WHERE id = ?")
+        .bind(reason.as_bytes())
+        .bind(&m.id)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+    Ok(())
 }

@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::compress::{self, Compression, DecompressError};
-use crate::{EnvelopeId, Limits, Payload};
+use crate::{EnvelopeId, Limits, MessageRef, Payload};
 
 /// A message's content.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -21,6 +21,55 @@ pub struct Content {
     /// The message this one replies to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reply_to: Option<EnvelopeId>,
+    /// For an edit or a deletion: the message it changes. It must equal the envelope's clear `refers`, which the
+    /// relay checked; the recipient's client checks again who may change what.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refers: Option<MessageRef>,
+    /// Users mentioned in the body (`@name`), as the sender's client found them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mentions: Vec<String>,
+}
+
+/// The body of a reaction ([`crate::mime::REACTION`]): an emoji added to, or taken back from, a message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Reaction {
+    /// The message reacted to.
+    pub to: EnvelopeId,
+    /// The emoji (one grapheme cluster or a short sequence; at most [`Reaction::MAX_EMOJI_BYTES`] bytes, no
+    /// control characters).
+    pub emoji: String,
+    /// True when the reaction is taken back.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub remove: bool,
+}
+
+impl Reaction {
+    /// Longest reaction, in bytes (family and flag sequences fit).
+    pub const MAX_EMOJI_BYTES: usize = 64;
+
+    /// Parse and check a reaction from untrusted bytes.
+    pub fn decode(bytes: &[u8]) -> Result<Self, ContentError> {
+        let reaction: Reaction = serde_json::from_slice(bytes).map_err(|e| ContentError::Malformed(e.to_string()))?;
+        reaction.check()?;
+        Ok(reaction)
+    }
+
+    /// Check the emoji: not empty, not too long, no control or format-breaking characters.
+    pub fn check(&self) -> Result<(), ContentError> {
+        if self.emoji.is_empty() || self.emoji.len() > Self::MAX_EMOJI_BYTES {
+            return Err(ContentError::Malformed(format!("a reaction is 1 to {} bytes", Self::MAX_EMOJI_BYTES)));
+        }
+        if self.emoji.chars().any(|c| c.is_control() || c.is_whitespace() || ('\u{202a}'..='\u{202e}').contains(&c) || ('\u{2066}'..='\u{2069}').contains(&c)) {
+            return Err(ContentError::Malformed("a reaction may not hold control, space or bidi characters".into()));
+        }
+        Ok(())
+    }
+
+    /// Serialise.
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
 }
 
 /// Why a content document could not be read.
@@ -44,7 +93,7 @@ impl Content {
             }
             _ => (body.to_vec(), None),
         };
-        Content { mime: mime.into(), body: Payload(body), compress, reply_to: None }
+        Content { mime: mime.into(), body: Payload(body), compress, reply_to: None, refers: None, mentions: Vec::new() }
     }
 
     /// Parse a content document from untrusted bytes.
@@ -79,5 +128,20 @@ mod tests {
         assert_eq!(big.compress, Some(Compression::Br));
         let back = Content::decode(&big.encode()).unwrap();
         assert_eq!(back.body_bytes(&Limits::default()).unwrap(), text.as_bytes());
+    }
+
+    #[test]
+    fn reactions_are_checked() {
+        let to: EnvelopeId = "01HZY3J5Q8M4W2K7N6P9R0S1T2".parse().unwrap();
+        let ok = Reaction { to, emoji: "🎉".into(), remove: false };
+        assert_eq!(Reaction::decode(&ok.encode()).unwrap(), ok);
+        let family = Reaction { to, emoji: "👨\u{200d}👩\u{200d}👧\u{200d}👦".into(), remove: true };
+        assert_eq!(Reaction::decode(&family.encode()).unwrap(), family);
+        for bad in ["", "\u{1b}[2J", "a b", "\u{202e}x", &"x".repeat(65)] {
+            let r = Reaction { to, emoji: bad.into(), remove: false };
+            assert!(Reaction::decode(&r.encode()).is_err(), "{bad:?} accepted");
+        }
+        assert!(Reaction::decode(br#"{"to":"01HZY3J5Q8M4W2K7N6P9R0S1T2","emoji":"x","extra":1}"#).is_err());
+        assert!(Reaction::decode(b"{").is_err());
     }
 }

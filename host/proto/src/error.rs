@@ -88,6 +88,11 @@ pub enum ErrorCode {
     LinkUnknown,
     /// A linking message is too large, or a rendezvous carried too many: start linking again.
     LinkLimit,
+    /// An edit or deletion names a message the relay does not know in this conversation (never sent there, or
+    /// older than the relay keeps message references).
+    UnknownMessage,
+    /// An edit of someone else's message, or a deletion the sender's role does not allow.
+    NotAllowed,
 }
 
 impl ErrorCode {
@@ -133,6 +138,8 @@ impl ErrorCode {
             ErrorCode::LinkBusy => "link_busy",
             ErrorCode::LinkUnknown => "link_unknown",
             ErrorCode::LinkLimit => "link_limit",
+            ErrorCode::UnknownMessage => "unknown_message",
+            ErrorCode::NotAllowed => "not_allowed",
         }
     }
 }
@@ -204,7 +211,7 @@ mod tests {
 
     #[test]
     fn wire_names_match_serde() {
-        for code in [ErrorCode::MalformedFrame, ErrorCode::HandshakeReplayed, ErrorCode::TotpInvalid, ErrorCode::ShuttingDown, ErrorCode::GroupConflict, ErrorCode::DeviceRevoked, ErrorCode::LinkLimit] {
+        for code in [ErrorCode::MalformedFrame, ErrorCode::HandshakeReplayed, ErrorCode::TotpInvalid, ErrorCode::ShuttingDown, ErrorCode::GroupConflict, ErrorCode::DeviceRevoked, ErrorCode::LinkLimit, ErrorCode::UnknownMessage, ErrorCode::NotAllowed] {
             assert_eq!(serde_json::to_value(code).unwrap(), serde_json::Value::String(code.as_str().into()));
         }
     }

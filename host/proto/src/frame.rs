@@ -195,6 +195,49 @@ pub struct Send {
     /// `stale_devices`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub payloads: Vec<DevicePayload>,
+    /// For an edit or a deletion: which earlier message it changes, in clear so that the relay can check that the
+    /// sender may change it and record the change in its audit log. The new content stays encrypted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refers: Option<MessageRef>,
+}
+
+/// An edit or deletion of an earlier message, as envelope metadata (and, identically, inside the encrypted content,
+/// where the recipients' clients check it again).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct MessageRef {
+    /// What is done to the message.
+    pub action: RefAction,
+    /// The envelope id of the message edited or deleted.
+    pub id: EnvelopeId,
+}
+
+/// What an envelope does to the message it refers to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RefAction {
+    /// Replaces its content (by its author only).
+    Edit,
+    /// Deletes it (by its author, or in a group by a member whose role allows deleting others' messages).
+    Delete,
+}
+
+impl RefAction {
+    /// The action's name on the wire and in stores.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RefAction::Edit => "edit",
+            RefAction::Delete => "delete",
+        }
+    }
+
+    /// The action of a stored name.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "edit" => Some(RefAction::Edit),
+            "delete" => Some(RefAction::Delete),
+            _ => None,
+        }
+    }
 }
 
 /// A payload for one device.
@@ -403,6 +446,9 @@ pub struct Deliver {
     pub mime: String,
     /// The opaque payload.
     pub data: Payload,
+    /// For an edit or deletion: the message it changes, as the sender declared it and the relay checked it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refers: Option<MessageRef>,
 }
 
 /// `ack`: deliveries this device has stored.
@@ -912,8 +958,8 @@ mod tests {
     #[test]
     fn every_type_round_trips() {
         let bodies = vec![
-            FrameBody::Send(Send { id: id(), to: Recipient::User("bob".into()), mime: "text/plain".into(), data: b"hi".to_vec().into(), payloads: vec![] }),
-            FrameBody::Send(Send { id: id(), to: Recipient::User("bob".into()), mime: "application/vnd.imfree.e2e".into(), data: Payload::default(), payloads: vec![DevicePayload { device: "d1".into(), data: b"x".to_vec().into() }] }),
+            FrameBody::Send(Send { id: id(), to: Recipient::User("bob".into()), mime: "text/plain".into(), data: b"hi".to_vec().into(), payloads: vec![], refers: None }),
+            FrameBody::Send(Send { id: id(), to: Recipient::User("bob".into()), mime: "application/vnd.imfree.e2e".into(), data: Payload::default(), payloads: vec![DevicePayload { device: "d1".into(), data: b"x".to_vec().into() }], refers: None }),
             FrameBody::Ack(Ack { ids: vec![id()] }),
             FrameBody::PresenceQuery(PresenceQuery { users: vec!["bob".into()] }),
             FrameBody::TotpSetup(Request::default()),
@@ -925,7 +971,7 @@ mod tests {
             FrameBody::Typing(Typing { to: Some("bob".into()), from: None, active: true }),
             FrameBody::Receipt(Receipt { id: id(), to: Some("a".into()), from: None, refs: vec![id()], kind: ReceiptKind::Read, ts: None }),
             FrameBody::Welcome(Welcome { user: "a".into(), device: "d".into(), token: None, token_expires: None, queued: 3, server_time: 9, key_challenge: Payload(vec![1, 2]), prekeys_left: Some((3, 4)) }),
-            FrameBody::Deliver(Deliver { id: id(), from: "a".into(), from_device: "d".into(), to: "b".into(), group: None, ts: 1, mime: "x/y".into(), data: vec![0, 255].into() }),
+            FrameBody::Deliver(Deliver { id: id(), from: "a".into(), from_device: "d".into(), to: "b".into(), group: None, ts: 1, mime: "x/y".into(), data: vec![0, 255].into(), refers: None }),
             FrameBody::Accepted(Accepted { id: id(), duplicate: true, ts: 3 }),
             FrameBody::Drained(Request::default()),
             FrameBody::TotpSecret(TotpSecret { secret: "ABC".into(), uri: "otpauth://x".into() }),
@@ -942,8 +988,8 @@ mod tests {
             FrameBody::LinkData(LinkData { rendezvous: "0123456789abcdef0123456789abcdef".into(), data: Payload(vec![9; 48]) }),
             FrameBody::LinkClose(LinkClose { rendezvous: "0123456789abcdef0123456789abcdef".into(), reason: Some("linked".into()) }),
             FrameBody::KeysBundles(KeysBundles { reference: Some("q".into()), user: "bob".into(), bundles: vec![] }),
-            FrameBody::Send(Send { id: id(), to: Recipient::Group(id()), mime: "application/vnd.imfree.e2e".into(), data: b"g".to_vec().into(), payloads: vec![] }),
-            FrameBody::Deliver(Deliver { id: id(), from: "a".into(), from_device: "d".into(), to: "b".into(), group: Some(id()), ts: 1, mime: "x/y".into(), data: vec![1].into() }),
+            FrameBody::Send(Send { id: id(), to: Recipient::Group(id()), mime: "application/vnd.imfree.e2e".into(), data: b"g".to_vec().into(), payloads: vec![], refers: None }),
+            FrameBody::Deliver(Deliver { id: id(), from: "a".into(), from_device: "d".into(), to: "b".into(), group: Some(id()), ts: 1, mime: "x/y".into(), data: vec![1].into(), refers: None }),
             FrameBody::GroupAppend(GroupAppend { id: Some("g".into()), group: id(), entry: vec![1, 2].into() }),
             FrameBody::GroupLog(GroupLog { id: None, group: id(), from: 3 }),
             FrameBody::GroupEntries(GroupEntries { reference: Some("g".into()), group: id(), head: 4, entries: vec![vec![1].into()] }),

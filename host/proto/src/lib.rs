@@ -12,6 +12,7 @@
 //!     mime: imfree_proto::mime::PLAIN_CONTENT.into(),
 //!     data: b"opaque".to_vec().into(),
 //!     payloads: vec![],
+//!     refers: None,
 //! }));
 //! let json = frame.encode();
 //! let back = Frame::decode(json.as_bytes(), &Limits::default()).unwrap();
@@ -46,4 +47,8 @@ pub mod mime {
     pub const TEXT: &str = "text/plain";
     /// CommonMark.
     pub const MARKDOWN: &str = "text/markdown";
+    /// A reaction ([`crate::content::Reaction`]) to an earlier message.
+    pub const REACTION: &str = "application/vnd.imfree.reaction+json";
+    /// A deletion of an earlier message (the content's `refers` names it; the body is empty).
+    pub const DELETION: &str = "application/vnd.imfree.deletion";
 }

@@ -145,6 +145,11 @@ pub struct LimitsConfig {
     pub commit_batch: usize,
     /// Envelope ids are remembered for de-duplication this long after all devices acked (seconds).
     pub dedupe_retention_secs: u64,
+    /// How long after sending a message may still be edited or deleted (seconds). Envelope ids are kept at least
+    /// this long, since the relay checks who sent the message from them. Default 7 days.
+    pub edit_window_secs: u64,
+    /// Audit-log events (edits, deletions, membership changes) are kept this long (seconds). Default 365 days.
+    pub audit_retention_secs: u64,
     /// Unclaimed one-time prekeys (of each kind) the relay keeps per device; an upload beyond it is refused.
     pub max_prekeys_per_device: usize,
     /// Entries a group's membership log may hold; an append beyond it is refused (`group_rejected`).
@@ -190,6 +195,8 @@ impl Default for LimitsConfig {
             delivery_window: 512,
             commit_batch: 4096,
             dedupe_retention_secs: 7 * 24 * 3600,
+            edit_window_secs: 7 * 24 * 3600,
+            audit_retention_secs: 365 * 24 * 3600,
             max_prekeys_per_device: 500,
             max_group_log_entries: 10_000,
             linking: LinkingLimits::default(),

@@ -19,7 +19,7 @@ use axum::extract::ws::{Message, WebSocket};
 use futures_util::SinkExt;
 use imfree_crypto::noise::{Responder, Transport};
 use imfree_proto::{
-    Accepted, Deliver, ErrorCode, ErrorFrame, Frame, FrameBody, Payload, Receipt, ReceiptKind, Recipient, Request, TotpSecret,
+    Accepted, Deliver, ErrorCode, ErrorFrame, Frame, FrameBody, MessageRef, RefAction, Payload, Receipt, ReceiptKind, Recipient, Request, TotpSecret,
     Typing,
 };
 use imfree_store::{EnqueueOutcome, EnvelopeKind, NewEnvelope, QueuedEnvelope};
@@ -423,6 +423,7 @@ impl Conn {
                 ts,
                 mime: env.mime.clone(),
                 data: Payload(env.payload.clone()),
+                refers: env.refers.as_ref().and_then(|r| Some(MessageRef { action: RefAction::parse(&r.action)?, id: r.id.parse().ok()? })),
             }),
             EnvelopeKind::Receipt => FrameBody::Receipt(Receipt {
                 id,
@@ -572,7 +573,7 @@ impl Conn {
     }
 
     /// A group message: one sender-key ciphertext for every E2E device of every current member but this one.
-    async fn send_to_group(&mut self, reference: String, group: imfree_proto::GroupId, mime: String, data: Vec<u8>) -> Result<(), ()> {
+    async fn send_to_group(&mut self, reference: String, group: imfree_proto::GroupId, mime: String, data: Vec<u8>, refers: Option<MessageRef>) -> Result<(), ()> {
         let store = Arc::clone(&self.state.store);
         let members = match crate::groups::members_for_send(store.as_ref(), self.user_id, &group).await {
             Ok(m) => m,
@@ -604,6 +605,11 @@ impl Conn {
             }
         }
         let conversation = crate::groups::envelope_recipient(&group);
+        let refers = match self.check_change(&reference, &conversation, refers).await? {
+            Checked::Plain => None,
+            Checked::Change(r) => Some(r),
+            Checked::Refused => return Ok(()),
+        };
         if !self.envelope_passes(&reference, conversation, names, &mime, data.len()).await? {
             return Ok(());
         }
@@ -618,8 +624,30 @@ impl Conn {
             created_at: now_ms(),
             recipient_devices: devices,
             device_payloads: Vec::new(),
+            refers,
         })
         .await
+    }
+
+    /// Check an edit's or deletion's clear reference (see [`crate::edits`]); a refusal has been answered.
+    async fn check_change(&mut self, reference: &str, conversation: &str, refers: Option<MessageRef>) -> Result<Checked, ()> {
+        let Some(refers) = refers else { return Ok(Checked::Plain) };
+        let rules = crate::edits::EditRules {
+            window_ms: (self.state.config.limits.edit_window_secs as i64).saturating_mul(1000),
+            max_group_entries: self.state.config.limits.max_group_log_entries,
+        };
+        let change = crate::edits::Change { user_id: self.user_id, user: &self.user, conversation, refers };
+        let store = Arc::clone(&self.state.store);
+        match crate::edits::check(store.as_ref(), &self.state.groups, &rules, &change, now_ms()).await {
+            Ok(r) => Ok(Checked::Change(r)),
+            Err(mut e) => {
+                tracing::info!(user = %self.user, action = refers.action.as_str(), code = %e.code, "change of a message refused");
+                e.reference = Some(reference.to_owned());
+                self.count_error(e.code);
+                self.feed(&Frame::new(FrameBody::Error(e))).await?;
+                Ok(Checked::Refused)
+            }
+        }
     }
 
     async fn submit(&mut self, envelope: NewEnvelope) -> Result<(), ()> {
@@ -638,9 +666,14 @@ impl Conn {
                 }
                 let to = match send.to {
                     Recipient::User(to) => to,
-                    Recipient::Group(group) => return self.send_to_group(reference, group, send.mime, send.data.0).await,
+                    Recipient::Group(group) => return self.send_to_group(reference, group, send.mime, send.data.0, send.refers).await,
                 };
                 let Some((_, devices, e2e)) = self.recipients(&to, &reference).await? else { return Ok(()) };
+                let refers = match self.check_change(&reference, &to, send.refers).await? {
+                    Checked::Plain => None,
+                    Checked::Change(r) => Some(r),
+                    Checked::Refused => return Ok(()),
+                };
                 let size = send.data.0.len() + send.payloads.iter().map(|p| p.data.0.len()).sum::<usize>();
                 if !self.envelope_passes(&reference, to.clone(), vec![to.clone()], &send.mime, size).await? {
                     return Ok(());
@@ -670,6 +703,7 @@ impl Conn {
                     created_at: now_ms(),
                     recipient_devices,
                     device_payloads,
+                    refers,
                 })
                 .await
             }
@@ -697,6 +731,7 @@ impl Conn {
                     created_at: now_ms(),
                     recipient_devices: devices,
                     device_payloads: Vec::new(),
+                    refers: None,
                 })
                 .await
             }
@@ -813,7 +848,7 @@ impl Conn {
                 let store = Arc::clone(&self.state.store);
                 let max = self.state.config.limits.max_group_log_entries;
                 let state = Arc::clone(&self.state);
-                let answer = match crate::groups::append(store.as_ref(), &state.groups, self.user_id, &g.group, &g.entry.0, max).await {
+                let answer = match crate::groups::append(store.as_ref(), &state.groups, crate::groups::Appender { user_id: self.user_id, user: &self.user, device: &self.device }, &g.group, &g.entry.0, max).await {
                     Ok(()) => Ok(FrameBody::Ok(Request { id: None, reference: g.id.clone() })),
                     Err(e) => {
                         tracing::info!(user = %self.user, group = %g.group, reason = %e.message, "membership entry refused");
@@ -977,4 +1012,14 @@ impl Conn {
         self.feed(frame).await?;
         self.ws.flush().await.map_err(|_| ())
     }
+}
+
+/// What the check of an envelope's clear reference decided.
+enum Checked {
+    /// Not an edit or deletion.
+    Plain,
+    /// An allowed change, to store with the envelope.
+    Change(imfree_store::EnvelopeRef),
+    /// Refused; the sender has been told.
+    Refused,
 }

@@ -8,7 +8,7 @@
 
 use imfree_crypto::membership::{GroupState, MembershipEntry, MembershipOp};
 use imfree_proto::{ErrorCode, ErrorFrame, GroupId, Payload};
-use imfree_store::{RelayStore, StoreError, UserId};
+use imfree_store::{AuditEvent, RelayStore, StoreError, UserId};
 
 use crate::state::now_ms;
 
@@ -32,6 +32,18 @@ fn rejected(message: impl Into<String>) -> ErrorFrame {
 fn internal(e: StoreError) -> ErrorFrame {
     tracing::error!(error = %e, "store failure in the group service");
     ErrorFrame::new(ErrorCode::Internal, "the relay could not complete the group operation; try again")
+}
+
+/// A membership operation's name in the audit log (`group.<name>`).
+fn op_name(op: MembershipOp) -> &'static str {
+    match op {
+        MembershipOp::Create => "create",
+        MembershipOp::Add => "add",
+        MembershipOp::Remove => "remove",
+        MembershipOp::Leave => "leave",
+        MembershipOp::Promote => "promote",
+        MembershipOp::Demote => "demote",
+    }
 }
 
 fn group_bytes(group: &GroupId) -> [u8; 16] {
@@ -68,7 +80,7 @@ impl GroupCache {
 
 /// The log as stored, verified: from the cache when it is current, else replayed. The relay only ever stores
 /// entries it verified, so a replay failure means the database was changed behind its back.
-async fn current_state(store: &dyn RelayStore, cache: &GroupCache, group: &str, max_entries: usize) -> Result<Option<GroupState>, ErrorFrame> {
+pub(crate) async fn current_state(store: &dyn RelayStore, cache: &GroupCache, group: &str, max_entries: usize) -> Result<Option<GroupState>, ErrorFrame> {
     let Some(head) = store.group_head(group).await.map_err(internal)? else { return Ok(None) };
     if let Some(state) = cache.get(group, head.max(0) as u64) {
         return Ok(Some(state));
@@ -87,11 +99,21 @@ async fn current_state(store: &dyn RelayStore, cache: &GroupCache, group: &str, 
     Ok(Some(state))
 }
 
+/// Who appends: the account, its name and the device (for the audit log).
+pub struct Appender<'a> {
+    /// The account.
+    pub user_id: UserId,
+    /// Its name.
+    pub user: &'a str,
+    /// The device.
+    pub device: &'a str,
+}
+
 /// Verify and store `group.append` from `user_id`, whose published identity key must be the entry's actor.
 pub async fn append(
     store: &dyn RelayStore,
     cache: &GroupCache,
-    user_id: UserId,
+    by: Appender<'_>,
     group: &GroupId,
     bytes: &[u8],
     max_entries: usize,
@@ -100,7 +122,7 @@ pub async fn append(
     if entry.group_id != group_bytes(group) {
         return Err(rejected("the entry names another group"));
     }
-    let identity = store.user_identity(user_id).await.map_err(internal)?;
+    let identity = store.user_identity(by.user_id).await.map_err(internal)?;
     if identity != Some(entry.actor) {
         return Err(rejected("the entry's actor is not your identity key: publish your keys first, and sign with your own"));
     }
@@ -137,7 +159,17 @@ pub async fn append(
         }
         members.push(record.id);
     }
-    if !store.append_group_entry(group.as_str(), entry.seq as i64, bytes, &members, now_ms()).await.map_err(internal)? {
+    let now = now_ms();
+    let audit = AuditEvent {
+        at: now,
+        actor: by.user.to_owned(),
+        actor_device: by.device.to_owned(),
+        action: format!("group.{}", op_name(entry.op)),
+        conversation: envelope_recipient(group),
+        message_id: None,
+        subject: Some(entry.subject.user.clone()),
+    };
+    if !store.append_group_entry(group.as_str(), entry.seq as i64, bytes, &members, now, &[audit]).await.map_err(internal)? {
         return Err(ErrorFrame::new(ErrorCode::GroupConflict, "another entry took this place first: fetch the log and try again"));
     }
     cache.put(group.as_str(), state);
@@ -186,6 +218,10 @@ mod tests {
         (id, identity)
     }
 
+    fn by(user_id: UserId) -> Appender<'static> {
+        Appender { user_id, user: "alice", device: "alice-device" }
+    }
+
     #[tokio::test]
     async fn an_append_after_another_relay_appended_replays_instead_of_trusting_its_cache() {
         let dir = tempfile::tempdir().unwrap();
@@ -198,23 +234,23 @@ mod tests {
         let (relay_a, relay_b) = (GroupCache::default(), GroupCache::default());
 
         let create = MembershipEntry::create(&alice_key, "alice", gid, 1);
-        append(&store, &relay_a, alice, &group, &create.encode(), 100).await.unwrap();
+        append(&store, &relay_a, by(alice), &group, &create.encode(), 100).await.unwrap();
         let mut state = GroupState::genesis(&create).unwrap();
         let add_bob = state.next_entry(&alice_key, MembershipOp::Add, Member { user: "bob".into(), identity_key: bob_key.public_key() }, 2);
         state.apply(&add_bob).unwrap();
         // Relay B, sharing the database, appends the next entry; relay A's cache still ends at the create.
-        append(&store, &relay_b, alice, &group, &add_bob.encode(), 100).await.unwrap();
+        append(&store, &relay_b, by(alice), &group, &add_bob.encode(), 100).await.unwrap();
         let add_carol = state.next_entry(&alice_key, MembershipOp::Add, Member { user: "carol".into(), identity_key: carol_key.public_key() }, 3);
-        append(&store, &relay_a, alice, &group, &add_carol.encode(), 100).await.expect("relay A reads the log again");
+        append(&store, &relay_a, by(alice), &group, &add_carol.encode(), 100).await.expect("relay A reads the log again");
         assert_eq!(store.group_head(group.as_str()).await.unwrap(), Some(2));
 
         // A stale entry (its place is taken) is a conflict, from the cache or not.
         let late = state.next_entry(&alice_key, MembershipOp::Add, Member { user: "carol".into(), identity_key: carol_key.public_key() }, 4);
-        let err = append(&store, &relay_b, alice, &group, &late.encode(), 100).await.unwrap_err();
+        let err = append(&store, &relay_b, by(alice), &group, &late.encode(), 100).await.unwrap_err();
         assert_eq!(err.code, ErrorCode::GroupConflict, "{}", err.message);
         // And a change its actor may not make is refused with the cache warm, too: bob is no admin.
         let forged = MembershipEntry::sign(&bob_key, gid, 3, add_carol.hash(), MembershipOp::Remove, Member { user: "alice".into(), identity_key: alice_key.public_key() }, 5);
-        let err = append(&store, &relay_a, bob, &group, &forged.encode(), 100).await.unwrap_err();
+        let err = append(&store, &relay_a, Appender { user_id: bob, user: "bob", device: "bob-device" }, &group, &forged.encode(), 100).await.unwrap_err();
         assert_eq!(err.code, ErrorCode::GroupRejected, "{}", err.message);
     }
 }

@@ -99,18 +99,24 @@ impl Hub {
         hub
     }
 
-    /// Forget envelope ids kept for de-duplication once every device acked them and `retention` has passed.
-    pub fn start_pruning(self: &Arc<Self>, retention: std::time::Duration) {
+    /// Forget envelope ids kept for de-duplication (and edit checks) once every device acked them and `retention`
+    /// has passed, and audit events older than `audit_retention`.
+    pub fn start_pruning(self: &Arc<Self>, retention: std::time::Duration, audit_retention: std::time::Duration) {
         let hub = Arc::clone(self);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(std::time::Duration::from_secs(3600));
             loop {
                 tick.tick().await;
-                let before = crate::state::now_ms() - retention.as_millis() as i64;
-                match hub.store.prune_envelopes(before).await {
+                let now = crate::state::now_ms();
+                match hub.store.prune_envelopes(now - retention.as_millis() as i64).await {
                     Ok(n) if n > 0 => tracing::info!(pruned = n, "forgot acknowledged envelope ids past their retention"),
                     Ok(_) => {}
                     Err(e) => tracing::warn!(error = %e, "pruning envelope ids failed"),
+                }
+                match hub.store.prune_audit(now - audit_retention.as_millis() as i64).await {
+                    Ok(n) if n > 0 => tracing::info!(pruned = n, "forgot audit events past their retention"),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "pruning the audit log failed"),
                 }
             }
         });
@@ -212,6 +218,7 @@ impl Hub {
                         mime: env.mime.clone(),
                         payload,
                         created_at: env.created_at,
+                        refers: env.refers.clone(),
                     })
                 };
                 let device_payloads = std::mem::take(&mut env.device_payloads);

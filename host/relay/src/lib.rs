@@ -10,6 +10,7 @@ pub mod auth;
 pub mod config;
 mod conn;
 pub mod e2e;
+mod edits;
 pub mod groups;
 pub mod hub;
 pub mod keys;

@@ -60,7 +60,9 @@ impl RelayState {
     ) -> Arc<Self> {
         let static_public = imfree_crypto::noise::public_of(&static_secret);
         let hub = Hub::start(Arc::clone(&store), Arc::clone(&metrics), config.limits.commit_batch);
-        hub.start_pruning(Duration::from_secs(config.limits.dedupe_retention_secs));
+        // The author of a message is read from its kept envelope id, so ids live at least as long as edits may come.
+        let id_retention = config.limits.dedupe_retention_secs.max(config.limits.edit_window_secs);
+        hub.start_pruning(Duration::from_secs(id_retention), Duration::from_secs(config.limits.audit_retention_secs));
         let l = &config.limits;
         Arc::new(RelayState {
             replay: ReplayCache::new(Duration::from_secs(l.handshake_window_secs)),

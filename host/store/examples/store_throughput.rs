@@ -40,6 +40,7 @@ fn envelopes(p: &Params, run: &str) -> Vec<NewEnvelope> {
             created_at: 1_700_000_000_000 + i as i64,
             recipient_devices: (0..p.devices).map(|d| format!("bob-device-{d}")).collect(),
             device_payloads: Vec::new(),
+            refers: None,
         })
         .collect()
 }

@@ -36,8 +36,8 @@ pub(crate) fn kind(v: i64) -> Result<EnvelopeKind, StoreError> {
 /// Status reported for a user who never chose one.
 pub(crate) const DEFAULT_STATUS: &str = "online";
 
-/// The largest number of rows one multi-row statement carries. 256 rows of the widest statement (8 columns) bind
-/// 2048 parameters: far below SQLite's limit (32766) and PostgreSQL's (65535).
+/// The largest number of rows one multi-row statement carries. 256 rows of the widest statement (10 columns) bind
+/// 2560 parameters: far below SQLite's limit (32766) and PostgreSQL's (65535).
 pub(crate) const MAX_CHUNK: usize = 256;
 
 /// Split `n` rows into chunks whose sizes are powers of two no larger than [`MAX_CHUNK`], largest first.

@@ -203,6 +203,107 @@ pub struct NewEnvelope {
     /// Per-device payloads (end-to-end: each encrypted for its device): empty, or exactly one per
     /// `recipient_devices` entry in the same order, in which case `payload` is unused.
     pub device_payloads: Vec<Vec<u8>>,
+    /// For an edit or deletion: the message it changes. Stored with the envelope (and delivered with it), and
+    /// recorded in the audit log in the same transaction.
+    pub refers: Option<EnvelopeRef>,
+}
+
+/// An edit or deletion of an earlier message, in the envelope's clear metadata.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvelopeRef {
+    /// `edit` or `delete`.
+    pub action: String,
+    /// The envelope id of the message changed.
+    pub id: String,
+}
+
+/// What the relay remembers of an accepted envelope after delivery (for as long as it keeps the id): enough to
+/// decide who may edit or delete it, never its content.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvelopeRecord {
+    /// Envelope id.
+    pub id: String,
+    /// Message or receipt.
+    pub kind: EnvelopeKind,
+    /// Sending user.
+    pub sender: String,
+    /// Recipient user, or the group's recipient name.
+    pub recipient: String,
+    /// What the envelope itself changes, if it is an edit or deletion.
+    pub refers: Option<EnvelopeRef>,
+    /// Accepted time.
+    pub created_at: UnixMs,
+}
+
+/// One event of the audit log: metadata only (who, when, which message or member), never content.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEvent {
+    /// When it happened.
+    pub at: UnixMs,
+    /// The user who did it.
+    pub actor: String,
+    /// The device it was done from.
+    pub actor_device: String,
+    /// What was done: `message.edit`, `message.delete`, `group.create`, `group.add`, `group.remove`, `group.leave`,
+    /// `group.promote`, `group.demote`.
+    pub action: String,
+    /// The conversation: see [`audit_conversation`].
+    pub conversation: String,
+    /// The message edited or deleted.
+    pub message_id: Option<String>,
+    /// The user a membership change is about.
+    pub subject: Option<String>,
+}
+
+/// An audit-log event as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditRecord {
+    /// Position in the log.
+    pub seq: i64,
+    /// The event.
+    pub event: AuditEvent,
+}
+
+/// Which audit-log events to read (every filter given must match), newest first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditFilter {
+    /// Only this conversation.
+    pub conversation: Option<String>,
+    /// Only events this user did, or membership changes about this user.
+    pub user: Option<String>,
+    /// Only events at or after this time.
+    pub since: Option<UnixMs>,
+    /// Only events before this time.
+    pub until: Option<UnixMs>,
+    /// At most this many.
+    pub limit: i64,
+}
+
+/// How the audit log names a conversation: a group by its recipient name (`group:<id>`), two users by both names in
+/// order (`dm:alice,bob`), whoever sent.
+pub fn audit_conversation(sender: &str, recipient: &str) -> String {
+    if recipient.starts_with("group:") {
+        recipient.to_owned()
+    } else {
+        let (a, b) = if sender <= recipient { (sender, recipient) } else { (recipient, sender) };
+        format!("dm:{a},{b}")
+    }
+}
+
+impl AuditEvent {
+    /// The audit event an edit or deletion envelope makes, if it is one.
+    pub fn of_envelope(e: &NewEnvelope) -> Option<AuditEvent> {
+        let r = e.refers.as_ref()?;
+        Some(AuditEvent {
+            at: e.created_at,
+            actor: e.sender.clone(),
+            actor_device: e.sender_device.clone(),
+            action: format!("message.{}", r.action),
+            conversation: audit_conversation(&e.sender, &e.recipient),
+            message_id: Some(r.id.clone()),
+            subject: None,
+        })
+    }
 }
 
 /// What happened to one envelope of an [`RelayStore::enqueue`] batch.
@@ -238,6 +339,8 @@ pub struct QueuedEnvelope {
     pub payload: Vec<u8>,
     /// Accepted time.
     pub created_at: UnixMs,
+    /// For an edit or deletion: the message it changes.
+    pub refers: Option<EnvelopeRef>,
 }
 
 /// A row of `imfree admin queues`.
@@ -402,11 +505,23 @@ pub trait RelayStore: Send + Sync + 'static {
     /// Unclaimed one-time prekeys of a device: (X25519, ML-KEM).
     async fn prekey_counts(&self, device: &str) -> Result<(i64, i64)>;
 
+    /// What the relay still remembers of an accepted envelope (until its id is pruned), without its payload.
+    async fn envelope_record(&self, id: &str) -> Result<Option<EnvelopeRecord>>;
+
+    // ----- audit log -----
+    /// Record audit events (outside envelopes and group entries, which record theirs in their own transaction).
+    async fn append_audit(&self, events: &[AuditEvent]) -> Result<()>;
+    /// Read the audit log, newest first.
+    async fn audit_log(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>>;
+    /// Forget audit events older than `before`; returns how many.
+    async fn prune_audit(&self, before: UnixMs) -> Result<u64>;
+
     // ----- groups -----
     /// Append entry `seq` to a group's membership log and make `members` the group's current members (everyone
     /// else the log named stays on as a former member), in one transaction. `Ok(false)`: the log already has an
     /// entry `seq` (another client appended first); nothing changed. The caller has verified the entry.
-    async fn append_group_entry(&self, group: &str, seq: i64, entry: &[u8], members: &[UserId], at: UnixMs) -> Result<bool>;
+    /// `audit` is recorded in the same transaction when the entry is appended.
+    async fn append_group_entry(&self, group: &str, seq: i64, entry: &[u8], members: &[UserId], at: UnixMs, audit: &[AuditEvent]) -> Result<bool>;
     /// Entries `from` on, oldest first, at most `limit`.
     async fn group_entries(&self, group: &str, from: i64, limit: i64) -> Result<Vec<(i64, Vec<u8>)>>;
     /// The sequence number of the log's last entry; `None` when the group does not exist.

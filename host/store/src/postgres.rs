@@ -12,10 +12,11 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
 use crate::common::{EnqueuePlan, conflict_or, stored_payload};
 use crate::rows::{
-    DeviceRow, PresenceRow, QueueStatsRow, QueuedRow, SessionRow, UserRow, UserSummaryRow, user_columns,
+    AuditRow, DeviceRow, PresenceRow, QueueStatsRow, QueuedRow, SessionRow, UserRow, UserSummaryRow, envelope_ref, user_columns,
 };
+use crate::common::kind;
 use crate::{
-    ClaimedBundle, DeviceKeysUpload, DeviceRecord, EnqueueOutcome, NewDevice, NewEnvelope, NewUser, PresenceRecord, QueueStats, QueuedEnvelope,
+    AuditEvent, AuditFilter, AuditRecord, EnvelopeRecord, ClaimedBundle, DeviceKeysUpload, DeviceRecord, EnqueueOutcome, NewDevice, NewEnvelope, NewUser, PresenceRecord, QueueStats, QueuedEnvelope,
     RelayStore, Result, SessionRecord, StoreError, UnixMs, UserId, UserRecord, UserSummary,
 };
 
@@ -348,7 +349,7 @@ impl RelayStore for PgStore {
              ORDER BY seq LIMIT $3) \
              SELECT p.seq, e.id, e.kind::BIGINT AS kind, e.sender, e.sender_device, e.recipient, e.mime, \
              COALESCE(p.payload, e.payload) AS payload, \
-             e.created_at FROM page p JOIN envelopes e ON e.id = p.envelope_id ORDER BY p.seq",
+             e.created_at, e.ref_action, e.ref_id FROM page p JOIN envelopes e ON e.id = p.envelope_id ORDER BY p.seq",
         )
         .bind(device)
         .bind(after)
@@ -630,7 +631,7 @@ impl RelayStore for PgStore {
         Ok(true)
     }
 
-    async fn append_group_entry(&self, group: &str, seq: i64, entry: &[u8], members: &[UserId], at: UnixMs) -> Result<bool> {
+    async fn append_group_entry(&self, group: &str, seq: i64, entry: &[u8], members: &[UserId], at: UnixMs, audit: &[AuditEvent]) -> Result<bool> {
         let mut tx = self.pool.begin().await?;
         let inserted = sqlx::query(
             "INSERT INTO group_log (group_id, seq, entry, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
@@ -656,8 +657,56 @@ impl RelayStore for PgStore {
             .execute(&mut *tx)
             .await?;
         }
+        for event in audit {
+            insert_audit(&mut tx, event).await?;
+        }
         tx.commit().await?;
         Ok(true)
+    }
+
+    async fn envelope_record(&self, id: &str) -> Result<Option<EnvelopeRecord>> {
+        let row: Option<(String, i16, String, String, Option<String>, Option<String>, i64)> = sqlx::query_as(
+            "SELECT id, kind, sender, recipient, ref_action, ref_id, created_at FROM envelopes WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|(id, k, sender, recipient, action, ref_id, created_at)| {
+            Ok(EnvelopeRecord { id, kind: kind(i64::from(k))?, sender, recipient, refers: envelope_ref(action, ref_id), created_at })
+        })
+        .transpose()
+    }
+
+    async fn append_audit(&self, events: &[AuditEvent]) -> Result<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        for event in events {
+            insert_audit(&mut tx, event).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn audit_log(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>> {
+        let rows: Vec<AuditRow> = sqlx::query_as(
+            "SELECT seq, at, actor, actor_device, action, conversation, message_id, subject FROM audit_log \
+             WHERE ($1::TEXT IS NULL OR conversation = $1) AND ($2::TEXT IS NULL OR actor = $2 OR subject = $2) \
+             AND ($3::BIGINT IS NULL OR at >= $3) AND ($4::BIGINT IS NULL OR at < $4) ORDER BY seq DESC LIMIT $5",
+        )
+        .bind(filter.conversation.as_deref())
+        .bind(filter.user.as_deref())
+        .bind(filter.since)
+        .bind(filter.until)
+        .bind(filter.limit.max(0))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(Into::into).collect())
+    }
+
+    async fn prune_audit(&self, before: UnixMs) -> Result<u64> {
+        Ok(sqlx::query("DELETE FROM audit_log WHERE at < $1").bind(before).execute(&self.pool).await?.rows_affected())
     }
 
     async fn group_entries(&self, group: &str, from: i64, limit: i64) -> Result<Vec<(i64, Vec<u8>)>> {
@@ -745,6 +794,7 @@ async fn enqueue_in(conn: &mut PgConnection, batch: &[NewEnvelope]) -> Result<Ve
         (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
     let (mut recipients, mut mimes, mut payloads, mut times) =
         (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+    let (mut ref_actions, mut ref_ids): (Vec<Option<&str>>, Vec<Option<&str>>) = (Vec::with_capacity(n), Vec::with_capacity(n));
     let mut index_of: HashMap<&str, usize> = HashMap::with_capacity(n);
     for &i in &plan.candidates {
         let e = &batch[i];
@@ -757,11 +807,13 @@ async fn enqueue_in(conn: &mut PgConnection, batch: &[NewEnvelope]) -> Result<Ve
         mimes.push(e.mime.as_str());
         payloads.push(stored_payload(e));
         times.push(e.created_at);
+        ref_actions.push(e.refers.as_ref().map(|r| r.action.as_str()));
+        ref_ids.push(e.refers.as_ref().map(|r| r.id.as_str()));
     }
     let inserted: Vec<String> = sqlx::query_scalar(
-        "INSERT INTO envelopes (id, kind, sender, sender_device, recipient, mime, payload, created_at) \
+        "INSERT INTO envelopes (id, kind, sender, sender_device, recipient, mime, payload, created_at, ref_action, ref_id) \
              SELECT * FROM UNNEST($1::TEXT[], $2::SMALLINT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], $6::TEXT[], \
-             $7::BYTEA[], $8::BIGINT[]) ON CONFLICT (id) DO NOTHING RETURNING id",
+             $7::BYTEA[], $8::BIGINT[], $9::TEXT[], $10::TEXT[]) ON CONFLICT (id) DO NOTHING RETURNING id",
     )
     .bind(&ids)
     .bind(&kinds)
@@ -771,6 +823,8 @@ async fn enqueue_in(conn: &mut PgConnection, batch: &[NewEnvelope]) -> Result<Ve
     .bind(&mimes)
     .bind(&payloads)
     .bind(&times)
+    .bind(&ref_actions)
+    .bind(&ref_ids)
     .fetch_all(&mut *conn)
     .await?;
     let mut stored = vec![false; batch.len()];
@@ -778,6 +832,10 @@ async fn enqueue_in(conn: &mut PgConnection, batch: &[NewEnvelope]) -> Result<Ve
         if let Some(&i) = index_of.get(id.as_str()) {
             stored[i] = true;
         }
+    }
+    // Edits and deletions are rare: their audit events go in one by one, in the same transaction.
+    for event in plan.candidates.iter().filter(|&&i| stored[i]).filter_map(|&i| AuditEvent::of_envelope(&batch[i])) {
+        insert_audit(&mut *conn, &event).await?;
     }
 
     // Duplicates of earlier batches: fetch their original acceptance time.
@@ -816,6 +874,23 @@ async fn enqueue_in(conn: &mut PgConnection, batch: &[NewEnvelope]) -> Result<Ve
     }
 
     plan.outcomes(batch, &stored, &existing)
+}
+
+async fn insert_audit(conn: &mut PgConnection, e: &AuditEvent) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO audit_log (at, actor, actor_device, action, conversation, message_id, subject) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(e.at)
+    .bind(&e.actor)
+    .bind(&e.actor_device)
+    .bind(&e.action)
+    .bind(&e.conversation)
+    .bind(e.message_id.as_deref())
+    .bind(e.subject.as_deref())
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }
 
 /// The body of [`RelayStore::ack`] inside a transaction the caller opened and commits.

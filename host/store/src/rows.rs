@@ -119,6 +119,13 @@ pub(crate) struct QueuedRow {
     mime: String,
     payload: Vec<u8>,
     created_at: i64,
+    ref_action: Option<String>,
+    ref_id: Option<String>,
+}
+
+/// The clear reference of an envelope from its two nullable columns.
+pub(crate) fn envelope_ref(action: Option<String>, id: Option<String>) -> Option<crate::EnvelopeRef> {
+    Some(crate::EnvelopeRef { action: action?, id: id? })
 }
 
 impl TryFrom<QueuedRow> for QueuedEnvelope {
@@ -134,6 +141,7 @@ impl TryFrom<QueuedRow> for QueuedEnvelope {
             mime: r.mime,
             payload: r.payload,
             created_at: r.created_at,
+            refers: envelope_ref(r.ref_action, r.ref_id),
         })
     }
 }
@@ -167,6 +175,36 @@ impl From<PresenceRow> for PresenceRecord {
             user: r.name,
             status: r.status.unwrap_or_else(|| DEFAULT_STATUS.to_owned()),
             last_seen: r.last_seen,
+        }
+    }
+}
+
+/// A row of the audit log.
+#[derive(sqlx::FromRow)]
+pub(crate) struct AuditRow {
+    seq: i64,
+    at: i64,
+    actor: String,
+    actor_device: String,
+    action: String,
+    conversation: String,
+    message_id: Option<String>,
+    subject: Option<String>,
+}
+
+impl From<AuditRow> for crate::AuditRecord {
+    fn from(r: AuditRow) -> Self {
+        crate::AuditRecord {
+            seq: r.seq,
+            event: crate::AuditEvent {
+                at: r.at,
+                actor: r.actor,
+                actor_device: r.actor_device,
+                action: r.action,
+                conversation: r.conversation,
+                message_id: r.message_id,
+                subject: r.subject,
+            },
         }
     }
 }

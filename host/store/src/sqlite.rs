@@ -15,10 +15,11 @@ use sqlx::{Row, Sqlite, SqliteConnection, Transaction};
 
 use crate::common::{EnqueuePlan, MultiRowSql, chunk_sizes, conflict_or, stored_payload};
 use crate::rows::{
-    DeviceRow, PresenceRow, QueueStatsRow, QueuedRow, SessionRow, UserRow, UserSummaryRow, user_columns,
+    AuditRow, DeviceRow, PresenceRow, QueueStatsRow, QueuedRow, SessionRow, UserRow, UserSummaryRow, envelope_ref, user_columns,
 };
+use crate::common::kind;
 use crate::{
-    ClaimedBundle, DeviceKeysUpload, DeviceRecord, EnqueueOutcome, NewDevice, NewEnvelope, NewUser, PresenceRecord, QueueStats, QueuedEnvelope,
+    AuditEvent, AuditFilter, AuditRecord, EnvelopeRecord, ClaimedBundle, DeviceKeysUpload, DeviceRecord, EnqueueOutcome, NewDevice, NewEnvelope, NewUser, PresenceRecord, QueueStats, QueuedEnvelope,
     RelayStore, Result, SessionRecord, StoreError, UnixMs, UserId, UserRecord, UserSummary,
 };
 
@@ -42,11 +43,12 @@ const STATEMENT_CACHE: usize = 256;
 
 static INSERT_ENVELOPES: LazyLock<MultiRowSql> = LazyLock::new(|| {
     MultiRowSql::new(
-        "INSERT INTO envelopes (id, kind, sender, sender_device, recipient, mime, payload, created_at) VALUES ",
+        "INSERT INTO envelopes (id, kind, sender, sender_device, recipient, mime, payload, created_at, ref_action, ref_id) \
+         VALUES ",
         // No ON CONFLICT: enqueue has filtered known ids under the write lock, so a conflict here is a bug to surface.
         "",
-        |_| "(?,?,?,?,?,?,?,?)".to_owned(),
-        8,
+        |_| "(?,?,?,?,?,?,?,?,?,?)".to_owned(),
+        10,
     )
 });
 
@@ -387,7 +389,7 @@ impl RelayStore for SqliteStore {
     async fn fetch_queue(&self, device: &str, after: i64, limit: i64) -> Result<Vec<QueuedEnvelope>> {
         let rows: Vec<QueuedRow> = sqlx::query_as(
             "SELECT q.seq, e.id, e.kind, e.sender, e.sender_device, e.recipient, e.mime, \
-             COALESCE(q.payload, e.payload) AS payload, e.created_at \
+             COALESCE(q.payload, e.payload) AS payload, e.created_at, e.ref_action, e.ref_id \
              FROM queue q JOIN envelopes e ON e.id = q.envelope_id \
              WHERE q.device_id = ?1 AND q.seq > ?2 ORDER BY q.seq LIMIT ?3",
         )
@@ -673,7 +675,7 @@ impl RelayStore for SqliteStore {
         Ok(true)
     }
 
-    async fn append_group_entry(&self, group: &str, seq: i64, entry: &[u8], members: &[UserId], at: UnixMs) -> Result<bool> {
+    async fn append_group_entry(&self, group: &str, seq: i64, entry: &[u8], members: &[UserId], at: UnixMs, audit: &[AuditEvent]) -> Result<bool> {
         let mut tx = self.begin_write().await?;
         let inserted = sqlx::query(
             "INSERT INTO group_log (group_id, seq, entry, created_at) VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
@@ -699,8 +701,56 @@ impl RelayStore for SqliteStore {
             .execute(&mut *tx)
             .await?;
         }
+        for event in audit {
+            insert_audit(&mut tx, event).await?;
+        }
         tx.commit().await?;
         Ok(true)
+    }
+
+    async fn envelope_record(&self, id: &str) -> Result<Option<EnvelopeRecord>> {
+        let row: Option<(String, i64, String, String, Option<String>, Option<String>, i64)> = sqlx::query_as(
+            "SELECT id, kind, sender, recipient, ref_action, ref_id, created_at FROM envelopes WHERE id = ?1",
+        )
+        .bind(id)
+        .fetch_optional(&self.reader)
+        .await?;
+        row.map(|(id, k, sender, recipient, action, ref_id, created_at)| {
+            Ok(EnvelopeRecord { id, kind: kind(k)?, sender, recipient, refers: envelope_ref(action, ref_id), created_at })
+        })
+        .transpose()
+    }
+
+    async fn append_audit(&self, events: &[AuditEvent]) -> Result<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.begin_write().await?;
+        for event in events {
+            insert_audit(&mut tx, event).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn audit_log(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>> {
+        let rows: Vec<AuditRow> = sqlx::query_as(
+            "SELECT seq, at, actor, actor_device, action, conversation, message_id, subject FROM audit_log \
+             WHERE (?1 IS NULL OR conversation = ?1) AND (?2 IS NULL OR actor = ?2 OR subject = ?2) \
+             AND (?3 IS NULL OR at >= ?3) AND (?4 IS NULL OR at < ?4) ORDER BY seq DESC LIMIT ?5",
+        )
+        .bind(filter.conversation.as_deref())
+        .bind(filter.user.as_deref())
+        .bind(filter.since)
+        .bind(filter.until)
+        .bind(filter.limit.max(0))
+        .fetch_all(&self.reader)
+        .await?;
+        Ok(rows.into_iter().map(Into::into).collect())
+    }
+
+    async fn prune_audit(&self, before: UnixMs) -> Result<u64> {
+        Ok(sqlx::query("DELETE FROM audit_log WHERE at < ?1").bind(before).execute(&self.writer).await?.rows_affected())
     }
 
     async fn group_entries(&self, group: &str, from: i64, limit: i64) -> Result<Vec<(i64, Vec<u8>)>> {
@@ -781,6 +831,23 @@ impl RelayStore for SqliteStore {
 }
 
 /// The body of [`RelayStore::enqueue`] inside a write transaction the caller opened (IMMEDIATE) and commits.
+async fn insert_audit(conn: &mut SqliteConnection, e: &AuditEvent) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO audit_log (at, actor, actor_device, action, conversation, message_id, subject) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )
+    .bind(e.at)
+    .bind(&e.actor)
+    .bind(&e.actor_device)
+    .bind(&e.action)
+    .bind(&e.conversation)
+    .bind(e.message_id.as_deref())
+    .bind(e.subject.as_deref())
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
 async fn enqueue_in(conn: &mut SqliteConnection, batch: &[NewEnvelope]) -> Result<Vec<EnqueueOutcome>> {
     let plan = EnqueuePlan::new(batch);
 
@@ -820,9 +887,15 @@ async fn enqueue_in(conn: &mut SqliteConnection, batch: &[NewEnvelope]) -> Resul
                 .bind(e.recipient.as_str())
                 .bind(e.mime.as_str())
                 .bind(stored_payload(e))
-                .bind(e.created_at);
+                .bind(e.created_at)
+                .bind(e.refers.as_ref().map(|r| r.action.as_str()))
+                .bind(e.refers.as_ref().map(|r| r.id.as_str()));
         }
         q.execute(&mut *conn).await?;
+    }
+    // Edits and deletions are rare: their audit events go in one by one, in the same transaction.
+    for event in new.iter().filter_map(|e| AuditEvent::of_envelope(e)) {
+        insert_audit(&mut *conn, &event).await?;
     }
 
     // Queue rows in batch order, so that the autoincrement seq follows it for every device.

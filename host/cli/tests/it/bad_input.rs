@@ -182,7 +182,7 @@ async fn compression_bombs_are_refused_by_the_recipient_and_harm_nobody() {
         for alg in [Compression::Gzip, Compression::Br] {
             let bomb = compress(alg, &zeros);
             assert!(bomb.len() < 600 << 10, "{alg:?} bomb fits a payload: {}", bomb.len());
-            let content = Content { mime: "text/plain".into(), body: Payload(bomb), compress: Some(alg), reply_to: None };
+            let content = Content { mime: "text/plain".into(), body: Payload(bomb), compress: Some(alg), reply_to: None, refers: None, mentions: Vec::new() };
             client.compose_document("bob", &content).await.unwrap();
         }
         let mut session = client.connect().await.unwrap();
@@ -214,6 +214,7 @@ async fn unencrypted_messages_are_refused_by_the_recipient() {
         mime: imfree_proto::mime::PLAIN_CONTENT.into(),
         data: Payload(content.encode()),
         payloads: vec![],
+        refers: None,
     }));
     raw.send_bytes(frame.encode().as_bytes()).await;
     loop {

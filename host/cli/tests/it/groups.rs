@@ -278,3 +278,30 @@ async fn a_revoked_device_loses_the_group_sender_keys() {
     }
     assert_eq!(readable(&recv(&a), &g), ["before the revocation", "after the revocation"]);
 }
+
+/// Regression: a member who sends to the group while a sender key from another member is still queued for it used to
+/// take that key in during the send's round trips and then overwrite it with the send's older copy of the group —
+/// and could never read that member again.
+#[test]
+fn a_sender_key_that_arrives_while_sending_is_kept() {
+    let dir = tempdir();
+    let relay = RelayProc::start(&dir.path().join("relay"), None);
+    let home = |u: &str| dir.path().join(u);
+    for user in ["alice", "bob", "carol"] {
+        register(&relay, &home(user), user, &format!("{user}-password"));
+    }
+    let (alice, bob, carol) = (home("alice"), home("bob"), home("carol"));
+    let to = ok(&alice, &["group", "create", "race"]).trim().to_owned();
+    let g = group_id(&to);
+    ok(&alice, &["group", "add", &to, "bob"]);
+    ok(&alice, &["group", "add", &to, "carol"]);
+    ok(&bob, &["send", &to, "bob first"]);
+    recv(&carol);
+    // Carol's first message: her sender key and the message wait in bob's queue while bob sends.
+    ok(&carol, &["send", &to, "carol first"]);
+    ok(&bob, &["send", &to, "bob again"]);
+    ok(&carol, &["send", &to, "carol again"]);
+    let at_bob = recv(&bob);
+    assert_eq!(readable(&at_bob, &g), ["carol first", "carol again"], "{at_bob:?}");
+    assert_eq!(readable(&recv(&alice), &g), ["bob first", "carol first", "bob again", "carol again"]);
+}

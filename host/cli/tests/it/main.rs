@@ -6,6 +6,7 @@ mod bad_input;
 mod bots;
 mod client_plugins;
 mod common;
+mod conversations;
 mod delivery;
 mod e2e;
 mod groups;

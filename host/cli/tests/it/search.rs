@@ -1,7 +1,8 @@
 //! `imfree client search` through a real relay and real clients: users exchange 1:1 and group messages, then each
 //! device finds, in its own local index, exactly the messages that match — by keyword, phrase, prefix, sender,
 //! conversation and date — and nothing else; a second device of a user finds what reached it; non-text messages are
-//! not indexed; what a user types never breaks the query, and message text never reaches the terminal raw.
+//! not indexed; edits and deletions follow; what a user types never breaks the query, and message text never reaches
+//! the terminal raw.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -134,7 +135,7 @@ fn search_finds_exactly_what_matches_on_every_device_that_has_it() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn only_text_is_indexed_and_no_input_breaks_the_search() {
+async fn only_text_is_indexed_edits_and_deletions_follow_and_no_input_breaks_the_search() {
     let dir = tempdir();
     let relay = RelayProc::start(&dir.path().join("relay"), None);
     let (alice, bob) = (dir.path().join("alice"), dir.path().join("bob"));
@@ -183,6 +184,17 @@ async fn only_text_is_indexed_and_no_input_breaks_the_search() {
     }
     assert_eq!(found(&bob, &["gazebo OR walrus"]), BTreeSet::new(), "OR is a word to find, not an operator");
     assert_eq!(found(&bob, &["(gazebo)"]), set(&[&text, &hostile]));
+
+    // An edit replaces what is found, under the original message (once, not also under the edit's own row); a
+    // deletion removes the message from every index that held it.
+    ok(&alice, &["edit", &text, "the pergola plans, version three"]);
+    ok(&alice, &["delete", &hostile]);
+    ok(&bob, &["recv"]);
+    for device in [&alice, &bob] {
+        assert_eq!(found(device, &["pergola"]), set(&[&text]), "{}", device.display());
+        assert_eq!(found(device, &["gazebo"]), BTreeSet::new(), "{}", device.display());
+        assert_eq!(found(device, &["alert"]), BTreeSet::new(), "{}", device.display());
+    }
 
     // Unusable input is refused with a reason.
     for (args, reason) in [

@@ -41,6 +41,7 @@ pub(crate) fn envelope(id: &str, devices: &[&str], created_at: i64) -> NewEnvelo
         created_at,
         recipient_devices: devices.iter().map(|d| (*d).to_owned()).collect(),
         device_payloads: Vec::new(),
+        refers: None,
     }
 }
 
