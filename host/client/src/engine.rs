@@ -357,6 +357,14 @@ impl Client {
             "pending",
         );
         crate::conversation::describe(&mut message, content);
+        if let Some(change) = message.change.as_mut()
+            && change.action == crate::store::ChangeAction::Delete
+            && let Ok(group) = crate::groups::parse_group(&message.to)
+            && self.store.message(&change.target).await?.is_some_and(|t| t.from != self.user())
+        {
+            // Someone else's message: this user deletes it by role, as the group's log says.
+            change.by_admin = crate::groups::may_delete_others(&self.store, &group, self.user()).await?;
+        }
         self.store.insert_outgoing(&message, &item).await
     }
 

@@ -19,7 +19,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use imfree_crypto::envelope::InnerMessage;
 use imfree_crypto::group::{GroupError, GroupMessage, GroupSession, SenderKeyDistribution};
 use imfree_crypto::identity::DeviceCertificate;
-use imfree_crypto::membership::{GroupState, KnownHead, Member, MembershipEntry, MembershipError, MembershipOp};
+use base64::Engine as _;
+use imfree_crypto::membership::{
+    GroupState, InfoKind, KnownHead, Member, MembershipEntry, MembershipError, MembershipOp, Permissions, Role, info_commitment,
+};
 use imfree_proto::content::Content;
 use imfree_proto::{ErrorCode, Frame, FrameBody, GroupAppend, GroupId, GroupLog, Limits, Payload, Recipient, Send, mime};
 use rand_core::OsRng;
@@ -50,6 +53,50 @@ pub struct GroupUpdate {
     pub name: String,
     /// The log's head after the change.
     pub head: KnownHead,
+    /// The name and topic with their salts, for checking against the log's commitments (see docs/crypto.md).
+    #[serde(default, skip_serializing_if = "GroupTexts::is_empty")]
+    pub info: GroupTexts,
+}
+
+/// A group's name and topic as set through its log: each text with the salt of its commitment.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupTexts {
+    /// The name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<SaltedText>,
+    /// The topic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic: Option<SaltedText>,
+}
+
+impl GroupTexts {
+    fn is_empty(&self) -> bool {
+        self.name.is_none() && self.topic.is_none()
+    }
+}
+
+/// A text and the salt of its commitment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SaltedText {
+    /// The text.
+    pub text: String,
+    /// 16 random bytes, base64.
+    pub salt: String,
+}
+
+impl SaltedText {
+    fn new(text: &str) -> (Self, [u8; 16]) {
+        let mut salt = [0u8; 16];
+        rand_core::RngCore::fill_bytes(&mut OsRng, &mut salt);
+        (SaltedText { text: text.to_owned(), salt: base64::engine::general_purpose::STANDARD.encode(salt) }, salt)
+    }
+
+    /// Whether it is what `commitment` commits to.
+    fn matches(&self, group_id: [u8; 16], kind: InfoKind, commitment: Option<[u8; 32]>) -> bool {
+        let Ok(salt) = base64::engine::general_purpose::STANDARD.decode(&self.salt) else { return false };
+        let Ok(salt) = <[u8; 16]>::try_from(salt.as_slice()) else { return false };
+        commitment == Some(info_commitment(group_id, kind, &salt, &self.text))
+    }
 }
 
 /// What `imfree client group info` shows.
@@ -59,10 +106,16 @@ pub struct GroupInfo {
     pub id: String,
     /// Label.
     pub name: String,
+    /// The topic, if one was set (and matches the log).
+    pub topic: Option<String>,
     /// active, left, or "refused: …".
     pub status: String,
-    /// Members and whether each is an admin.
+    /// Members and whether each is an admin (or owner).
     pub members: Vec<(String, bool)>,
+    /// Members and their roles.
+    pub roles: Vec<(String, Role)>,
+    /// Who may do what.
+    pub permissions: Permissions,
     /// The verified log's last entry.
     pub head_seq: u64,
 }
@@ -76,6 +129,8 @@ pub(crate) struct LocalGroup {
     /// "user/device/chain" for every device the current chain went to.
     pub(crate) distributed: BTreeSet<String>,
     pub(crate) status: String,
+    /// Name and topic as verified against the log.
+    pub(crate) info: GroupTexts,
 }
 
 impl LocalGroup {
@@ -90,6 +145,7 @@ impl LocalGroup {
                 None => None,
             },
             distributed: serde_json::from_slice(&row.distributed).map_err(|e| bad("distribution list", e))?,
+            info: row.info.as_deref().map(serde_json::from_str).transpose().map_err(|e| bad("information", e))?.unwrap_or_default(),
             status: row.status,
         })
     }
@@ -102,6 +158,7 @@ impl LocalGroup {
             session: self.session.as_ref().map(|s| serde_json::to_vec(s).unwrap_or_default()),
             distributed: serde_json::to_vec(&self.distributed).unwrap_or_default(),
             status: self.status.clone(),
+            info: (!self.info.is_empty()).then(|| serde_json::to_string(&self.info).unwrap_or_default()),
         }
     }
 
@@ -139,6 +196,13 @@ fn describe(entry: &MembershipEntry, actor: &str) -> String {
         MembershipOp::Leave => format!("{who} left"),
         MembershipOp::Promote => format!("{actor} made {who} an admin"),
         MembershipOp::Demote => format!("{actor} made {who} a member"),
+        MembershipOp::SetRole => {
+            let role = entry.data.first().and_then(|c| Role::from_code(*c)).map_or("?", |r| r.as_str());
+            format!("{actor} made {who} {}", role.replace('_', "-"))
+        }
+        MembershipOp::SetPermissions => format!("{actor} changed the group's permissions"),
+        MembershipOp::SetName => format!("{actor} renamed the group"),
+        MembershipOp::SetTopic => format!("{actor} changed the group's topic"),
     }
 }
 
@@ -161,6 +225,7 @@ impl Session<'_> {
             session: Some(session),
             distributed: BTreeSet::new(),
             status: ACTIVE.into(),
+            info: GroupTexts::default(),
         };
         self.client.store().put_group(&group.to_row()).await?;
         self.note_event(&group, &entry, &me, 0).await?;
@@ -197,6 +262,45 @@ impl Session<'_> {
         self.change_membership(group, MembershipOp::Leave, Member { user: me, identity_key: key }).await
     }
 
+    /// Give `user` a role (this user must be an admin or owner ranking at least as high as both roles).
+    pub async fn group_set_role(&mut self, group: &GroupId, user: &str, role: Role) -> Result<(), ClientError> {
+        let subject = self.member_named(group, user).await?;
+        self.change_membership_with(group, MembershipOp::SetRole, subject, vec![role.code()], None).await
+    }
+
+    /// Replace the group's permissions (owners only).
+    pub async fn group_set_permissions(&mut self, group: &GroupId, permissions: Permissions) -> Result<(), ClientError> {
+        let me = self.own_member()?;
+        self.change_membership_with(group, MembershipOp::SetPermissions, me, permissions.encode(), None).await
+    }
+
+    /// Rename the group, or set its topic: the log gets a commitment, the members the text, end to end.
+    pub async fn group_set_info(&mut self, group: &GroupId, kind: InfoKind, text: &str) -> Result<(), ClientError> {
+        let limit = if kind == InfoKind::Name { 128 } else { 1024 };
+        if text.chars().count() > limit || text.chars().any(char::is_control) {
+            return Err(ClientError::Config(format!("at most {limit} characters, without control characters")));
+        }
+        let (salted, salt) = SaltedText::new(text);
+        let commitment = info_commitment(group_bytes(group), kind, &salt, text);
+        let op = if kind == InfoKind::Name { MembershipOp::SetName } else { MembershipOp::SetTopic };
+        let me = self.own_member()?;
+        self.change_membership_with(group, op, me, commitment.to_vec(), Some((kind, salted))).await
+    }
+
+    async fn member_named(&mut self, group: &GroupId, user: &str) -> Result<Member, ClientError> {
+        let g = self.synced_group(group).await?;
+        g.state
+            .members()
+            .find(|(m, _)| m.user == user)
+            .map(|(m, _)| m.clone())
+            .ok_or_else(|| ClientError::Config(format!("{user} is not a member of this group")))
+    }
+
+    fn own_member(&self) -> Result<Member, ClientError> {
+        let key = self.client.with_e2e(|e| Ok(e.identity_key()))?;
+        Ok(Member { user: self.client.user().to_owned(), identity_key: key })
+    }
+
     /// The group as verified here, after reading any new log entries from the relay.
     pub async fn group_info(&mut self, group: &GroupId) -> Result<GroupInfo, ClientError> {
         let g = match self.sync_log(group).await {
@@ -207,34 +311,60 @@ impl Session<'_> {
                 _ => return Err(e),
             },
         };
+        // Updates that arrived while the log was read were handled after it: read the group as they left it.
+        let g = self.load_group(group).await?.unwrap_or(g);
+        let gid = group_bytes(&g.id);
         Ok(GroupInfo {
             id: g.id.to_string(),
             name: g.name.clone(),
+            topic: g.info.topic.as_ref().filter(|t| t.matches(gid, InfoKind::Topic, g.state.info(InfoKind::Topic))).map(|t| t.text.clone()),
             status: g.status.clone(),
-            members: g.state.members().map(|(m, admin)| (m.user.clone(), admin)).collect(),
+            members: sorted(g.state.members().map(|(m, admin)| (m.user.clone(), admin)).collect()),
+            roles: sorted(g.state.roles().map(|(m, role)| (m.user.clone(), role)).collect()),
+            permissions: g.state.permissions(),
             head_seq: g.state.head().seq,
         })
     }
 
     async fn change_membership(&mut self, group: &GroupId, op: MembershipOp, subject: Member) -> Result<(), ClientError> {
+        self.change_membership_with(group, op, subject, Vec::new(), None).await
+    }
+
+    /// Append a change (with its data) to the log and tell everyone concerned; `text` is the name or topic a
+    /// set-name or set-topic entry commits to.
+    async fn change_membership_with(
+        &mut self,
+        group: &GroupId,
+        op: MembershipOp,
+        subject: Member,
+        data: Vec<u8>,
+        text: Option<(InfoKind, SaltedText)>,
+    ) -> Result<(), ClientError> {
         let held = self.hold_group_inbox();
-        let result = self.change_membership_held(group, op, subject).await;
+        let result = self.change_membership_held(group, op, subject, data, text).await;
         self.release_group_inbox(held).await?;
         result
     }
 
-    async fn change_membership_held(&mut self, group: &GroupId, op: MembershipOp, subject: Member) -> Result<(), ClientError> {
+    async fn change_membership_held(
+        &mut self,
+        group: &GroupId,
+        op: MembershipOp,
+        subject: Member,
+        data: Vec<u8>,
+        text: Option<(InfoKind, SaltedText)>,
+    ) -> Result<(), ClientError> {
         let mut attempt = 0;
         let (mut g, entry) = loop {
             let g = self.synced_group(group).await?;
             let entry = self.client.with_e2e(|e| {
                 let identity = e.identity().ok_or_else(|| e2e("this device has no user identity: link it first"))?;
-                Ok(g.state.next_entry(identity, op, subject.clone(), now_ms() as u64))
+                Ok(g.state.next_entry_with(identity, op, subject.clone(), now_ms() as u64, data.clone()))
             })?;
             // Check locally first: a change this user may not make gets a clear answer without a round trip.
             let mut next = g.state.clone();
             next.apply(&entry).map_err(|e| match e {
-                MembershipError::NotAllowed { .. } => ClientError::Config("only an admin of the group may do that".into()),
+                MembershipError::NotAllowed { .. } => ClientError::Config("your role in this group does not allow that".into()),
                 other => e2e(other),
             })?;
             match self.append(group, &entry).await {
@@ -245,11 +375,20 @@ impl Session<'_> {
         };
         let before: Vec<Member> = g.state.members().map(|(m, _)| m.clone()).collect();
         self.apply_verified(&mut g, std::slice::from_ref(&entry)).await?;
+        match text {
+            Some((InfoKind::Name, t)) => {
+                g.name = t.text.clone();
+                g.info.name = Some(t);
+            }
+            Some((InfoKind::Topic, t)) => g.info.topic = Some(t),
+            None => {}
+        }
+        self.client.store().put_group(&g.to_row()).await?;
         // Everyone concerned learns the new head: the members now, and whoever just left or was removed.
         let mut told: BTreeSet<String> = g.state.members().map(|(m, _)| m.user.clone()).collect();
         told.extend(before.into_iter().map(|m| m.user));
         told.remove(self.client.user());
-        let update = GroupUpdate { group: group.to_string(), name: g.name.clone(), head: g.state.head() };
+        let update = GroupUpdate { group: group.to_string(), name: g.name.clone(), head: g.state.head(), info: g.info.clone() };
         let content = Content::new(UPDATE_MIME, &serde_json::to_vec(&update).unwrap_or_default(), None);
         for user in told {
             let item = OutboxItem { id: new_envelope_id(), kind: "control".into(), to: user, mime: mime::E2E.into(), payload: content.encode(), refers: None };
@@ -323,7 +462,15 @@ impl Session<'_> {
                 if state.group_id() != group_bytes(group) {
                     return Err(e2e(format!("group {group}: the relay served another group's log")));
                 }
-                let mut g = LocalGroup { id: *group, name: String::new(), state, session: None, distributed: BTreeSet::new(), status: ACTIVE.into() };
+                let mut g = LocalGroup {
+                    id: *group,
+                    name: String::new(),
+                    state,
+                    session: None,
+                    distributed: BTreeSet::new(),
+                    status: ACTIVE.into(),
+                    info: GroupTexts::default(),
+                };
                 let creator = genesis.subject.user.clone();
                 self.note_event(&g, genesis, &creator, 0).await?;
                 self.apply_verified(&mut g, rest).await?;
@@ -608,8 +755,23 @@ impl Session<'_> {
                 return Ok(());
             }
         };
-        if g.name.is_empty() && !update.name.is_empty() {
+        // A name or topic counts only when it is what the verified log commits to; before any rename, the name in
+        // the update is a label.
+        let gid = group_bytes(&group);
+        let mut changed = false;
+        if let Some(name) = update.info.name.filter(|t| t.matches(gid, InfoKind::Name, g.state.info(InfoKind::Name))) {
+            g.name = name.text.clone();
+            g.info.name = Some(name);
+            changed = true;
+        } else if g.state.info(InfoKind::Name).is_none() && g.name.is_empty() && !update.name.is_empty() {
             g.name = update.name.chars().take(128).collect();
+            changed = true;
+        }
+        if let Some(topic) = update.info.topic.filter(|t| t.matches(gid, InfoKind::Topic, g.state.info(InfoKind::Topic))) {
+            g.info.topic = Some(topic);
+            changed = true;
+        }
+        if changed {
             self.client.store().put_group(&g.to_row()).await?;
         }
         // The sender saw this head; the log from the relay must contain exactly it.
@@ -710,7 +872,7 @@ impl Session<'_> {
                             {
                                 // Whether the sender may delete others' messages is read from the verified log here,
                                 // where it is at hand; the store checks the rest.
-                                change.by_admin = self.sender_is_admin(&group, &item.from).await?;
+                                change.by_admin = self.may_delete_others(&group, &item.from).await?;
                             }
                             m
                         }
@@ -724,13 +886,10 @@ impl Session<'_> {
         Ok(())
     }
 
-    /// Whether `user` is an admin of the group per the verified membership log this device holds.
-    async fn sender_is_admin(&mut self, group: &GroupId, user: &str) -> Result<bool, ClientError> {
-        let Some(g) = self.load_group(group).await? else { return Ok(false) };
-        if g.refused().is_some() {
-            return Ok(false);
-        }
-        Ok(g.state.members().any(|(m, admin)| admin && m.user == user))
+    /// Whether `user`'s role in the group, per the verified membership log this device holds, allows deleting
+    /// other members' messages.
+    pub(crate) async fn may_delete_others(&mut self, group: &GroupId, user: &str) -> Result<bool, ClientError> {
+        may_delete_others(self.client.store(), group, user).await
     }
 
     /// Decrypt a group message: `Ok(Err(reason))` when it cannot be shown.
@@ -765,6 +924,9 @@ impl Session<'_> {
         if g.member_name(&msg.sender).as_deref() != Some(item.from.as_str()) {
             return Ok(Err(format!("the relay labels this as from {}, but its sender is not that member", item.from)));
         }
+        if !g.state.may_post(&msg.sender) {
+            return Ok(Err(format!("{} may not post in this group (read-only); the message was refused", item.from)));
+        }
         let Some(session) = g.session.as_mut() else {
             return Ok(Err("this device is not a member of the group".into()));
         };
@@ -779,6 +941,22 @@ impl Session<'_> {
         }
         Ok(Ok(inner.body))
     }
+}
+
+/// Whether `user`'s role in the group, per the verified membership log in `store`, allows deleting other members'
+/// messages.
+pub(crate) async fn may_delete_others(store: &crate::store::LocalStore, group: &GroupId, user: &str) -> Result<bool, ClientError> {
+    let Some(g) = store.group(group.as_str()).await?.map(LocalGroup::from_row).transpose()? else { return Ok(false) };
+    if g.refused().is_some() {
+        return Ok(false);
+    }
+    Ok(g.state.roles().any(|(m, _)| m.user == user && g.state.may_delete_others(&m.identity_key)))
+}
+
+/// By user name.
+fn sorted<T: Ord>(mut v: Vec<(String, T)>) -> Vec<(String, T)> {
+    v.sort();
+    v
 }
 
 /// Whether a content type is a group control message (never shown as a message).

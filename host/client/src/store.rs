@@ -567,6 +567,8 @@ pub struct GroupRow {
     pub distributed: Vec<u8>,
     /// active, left, or "refused: …".
     pub status: String,
+    /// Verified name and topic with their salts (JSON), if ever set through the log.
+    pub info: Option<String>,
 }
 
 /// Group work waiting in the inbox.
@@ -598,7 +600,7 @@ pub struct InboxItem {
 impl LocalStore {
     /// A group, if this device knows it.
     pub async fn group(&self, id: &str) -> Result<Option<GroupRow>, ClientError> {
-        let row = sqlx::query("SELECT group_id, name, state, session, distributed, status FROM e2e_groups WHERE group_id = ?")
+        let row = sqlx::query("SELECT group_id, name, state, session, distributed, status, info FROM e2e_groups WHERE group_id = ?")
             .bind(id)
             .fetch_optional(&self.pool)
             .await
@@ -611,6 +613,7 @@ impl LocalStore {
             session: self.unseal(r.get("session"))?,
             distributed: r.get("distributed"),
             status: r.get("status"),
+            info: r.get("info"),
         }))
     }
 
@@ -623,9 +626,9 @@ impl LocalStore {
     /// Store a group (insert or replace).
     pub async fn put_group(&self, g: &GroupRow) -> Result<(), ClientError> {
         sqlx::query(
-            "INSERT INTO e2e_groups (group_id, name, state, session, distributed, status, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)
+            "INSERT INTO e2e_groups (group_id, name, state, session, distributed, status, updated_at, info) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
              ON CONFLICT (group_id) DO UPDATE SET name = excluded.name, state = excluded.state, session = excluded.session,
-             distributed = excluded.distributed, status = excluded.status, updated_at = excluded.updated_at",
+             distributed = excluded.distributed, status = excluded.status, updated_at = excluded.updated_at, info = excluded.info",
         )
         .bind(&g.id)
         .bind(&g.name)
@@ -634,6 +637,7 @@ impl LocalStore {
         .bind(&g.distributed)
         .bind(&g.status)
         .bind(crate::now_ms())
+        .bind(&g.info)
         .execute(&self.pool)
         .await
         .map_err(db)?;

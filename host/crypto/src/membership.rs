@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use ed25519_dalek::{Signer, SigningKey};
 use serde::{Deserialize, Serialize};
 
-use crate::encoding::{Canonical, Reader, b64};
+use crate::encoding::{Canonical, Reader, b64, b64_vec};
 use crate::error::E2eError;
 use crate::identity::{UserIdentity, verify_ed25519};
 use crate::kdf::sha256;
@@ -20,8 +20,12 @@ use crate::kdf::sha256;
 pub const ENTRY_LABEL: &str = "imfree/v1/membership-entry";
 /// Label of an entry's hash.
 pub const HASH_LABEL: &str = "imfree/v1/membership-hash";
-/// Version byte of an entry's binary encoding.
+/// Version byte of an entry's binary encoding (the original ops, no data).
 pub const ENTRY_VERSION: u8 = 1;
+/// Version byte of entries whose op carries data.
+pub const ENTRY_VERSION_DATA: u8 = 2;
+/// Longest `data` of an entry, in bytes.
+pub const MAX_DATA_LEN: usize = 64;
 /// Longest user name in an entry, in bytes.
 pub const MAX_USER_LEN: usize = 256;
 /// Most members of a group.
@@ -97,6 +101,15 @@ pub enum MembershipOp {
     Promote,
     /// An admin makes an admin a plain member (at least one admin must remain).
     Demote,
+    /// Give a member a role (`data`: one byte, [`Role::code`]). The actor must be an admin or owner and rank at
+    /// least as high as both the member's current role and the new one; the last owner stays an owner.
+    SetRole,
+    /// Replace the group's permissions (`data`: [`Permissions::encode`]). Owners only.
+    SetPermissions,
+    /// Rename the group (`data`: the 32-byte [`info_commitment`] of the new name, which members receive end to end).
+    SetName,
+    /// Set the group's topic (`data`: the 32-byte [`info_commitment`] of the topic).
+    SetTopic,
 }
 
 impl MembershipOp {
@@ -109,6 +122,10 @@ impl MembershipOp {
             MembershipOp::Leave => 4,
             MembershipOp::Promote => 5,
             MembershipOp::Demote => 6,
+            MembershipOp::SetRole => 7,
+            MembershipOp::SetPermissions => 8,
+            MembershipOp::SetName => 9,
+            MembershipOp::SetTopic => 10,
         }
     }
 
@@ -121,9 +138,160 @@ impl MembershipOp {
             4 => MembershipOp::Leave,
             5 => MembershipOp::Promote,
             6 => MembershipOp::Demote,
+            7 => MembershipOp::SetRole,
+            8 => MembershipOp::SetPermissions,
+            9 => MembershipOp::SetName,
+            10 => MembershipOp::SetTopic,
             other => return Err(MembershipError::UnknownOp(other)),
         })
     }
+}
+
+impl MembershipOp {
+    /// Whether entries of this op carry `data` (and so use the version 2 encoding).
+    pub fn has_data(self) -> bool {
+        matches!(self, MembershipOp::SetRole | MembershipOp::SetPermissions | MembershipOp::SetName | MembershipOp::SetTopic)
+    }
+}
+
+/// A member's role, lowest first. What each may do beyond posting is set by the group's [`Permissions`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Reads, never posts.
+    ReadOnly,
+    /// An ordinary member.
+    Member,
+    /// Manages members (by default).
+    Admin,
+    /// Also sets roles of admins and the group's permissions. The creator is the first owner.
+    Owner,
+}
+
+impl Role {
+    /// Its byte in entries.
+    pub fn code(self) -> u8 {
+        match self {
+            Role::ReadOnly => 0,
+            Role::Member => 1,
+            Role::Admin => 2,
+            Role::Owner => 3,
+        }
+    }
+
+    /// The role of a byte.
+    pub fn from_code(code: u8) -> Option<Role> {
+        Some(match code {
+            0 => Role::ReadOnly,
+            1 => Role::Member,
+            2 => Role::Admin,
+            3 => Role::Owner,
+            _ => return None,
+        })
+    }
+
+    /// Its name (`read_only`, `member`, `admin`, `owner`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::ReadOnly => "read_only",
+            Role::Member => "member",
+            Role::Admin => "admin",
+            Role::Owner => "owner",
+        }
+    }
+
+    /// The role of a name (also `read-only`).
+    pub fn parse(name: &str) -> Option<Role> {
+        Some(match name {
+            "read_only" | "read-only" | "readonly" => Role::ReadOnly,
+            "member" => Role::Member,
+            "admin" => Role::Admin,
+            "owner" => Role::Owner,
+            _ => return None,
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for Role {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // States stored before roles existed hold `true` (admin) or `false` (member).
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Repr {
+            Legacy(bool),
+            Named(String),
+        }
+        match Repr::deserialize(d)? {
+            Repr::Legacy(true) => Ok(Role::Admin),
+            Repr::Legacy(false) => Ok(Role::Member),
+            Repr::Named(name) => Role::parse(&name).ok_or_else(|| serde::de::Error::custom(format!("unknown role {name:?}"))),
+        }
+    }
+}
+
+/// What each role may do in a group: the lowest role allowed for each action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Permissions {
+    /// Add members.
+    pub add_members: Role,
+    /// Remove members (never anyone of a higher role).
+    pub remove_members: Role,
+    /// Post messages.
+    pub post: Role,
+    /// Rename the group and set its topic.
+    pub edit_info: Role,
+    /// Delete other members' messages.
+    pub delete_others: Role,
+}
+
+impl Default for Permissions {
+    fn default() -> Self {
+        Permissions { add_members: Role::Admin, remove_members: Role::Admin, post: Role::Member, edit_info: Role::Admin, delete_others: Role::Admin }
+    }
+}
+
+impl Permissions {
+    /// Five role bytes, in field order.
+    pub fn encode(&self) -> Vec<u8> {
+        [self.add_members, self.remove_members, self.post, self.edit_info, self.delete_others].iter().map(|r| r.code()).collect()
+    }
+
+    /// Strict decoding.
+    pub fn decode(bytes: &[u8]) -> Option<Self> {
+        let [a, r, p, e, d] = bytes else { return None };
+        Some(Permissions {
+            add_members: Role::from_code(*a)?,
+            remove_members: Role::from_code(*r)?,
+            post: Role::from_code(*p)?,
+            edit_info: Role::from_code(*e)?,
+            delete_others: Role::from_code(*d)?,
+        })
+    }
+}
+
+/// Label of a group-info commitment.
+pub const INFO_LABEL: &str = "imfree/v1/group-info";
+
+/// Which piece of group information a commitment is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InfoKind {
+    /// The group's name.
+    Name,
+    /// Its topic.
+    Topic,
+}
+
+/// `SHA-256("imfree/v1/group-info" 0x00 || group_id 16 || kind u8 (1 name, 2 topic) || salt 16 || u32 len || text)`:
+/// what a `SetName`/`SetTopic` entry carries. The text itself goes to members end to end with the salt, so the relay
+/// sees that the group was renamed, by whom, and can enforce who may — never the name.
+pub fn info_commitment(group_id: [u8; 16], kind: InfoKind, salt: &[u8; 16], text: &str) -> [u8; 32] {
+    let mut c = Canonical::labelled(INFO_LABEL);
+    c.bytes(&group_id).u8(match kind {
+        InfoKind::Name => 1,
+        InfoKind::Topic => 2,
+    });
+    c.bytes(salt).var(text.as_bytes());
+    sha256(&c.0)
 }
 
 /// A user as the log names them: the user name and the pinned user identity key.
@@ -156,6 +324,9 @@ pub struct MembershipEntry {
     pub actor: [u8; 32],
     /// Unix seconds, as the actor's clock says (informative: not checked for order).
     pub timestamp: u64,
+    /// What the op needs beyond the subject (a role, permissions, a commitment); empty for the ops of version 1.
+    #[serde(default, with = "b64_vec")]
+    pub data: Vec<u8>,
     /// Ed25519 signature by `actor` over [`MembershipEntry::signed_bytes`].
     #[serde(with = "b64")]
     pub signature: [u8; 64],
@@ -171,10 +342,18 @@ impl MembershipEntry {
             .bytes(&self.subject.identity_key)
             .bytes(&self.actor)
             .u64(self.timestamp);
+        if self.version() == ENTRY_VERSION_DATA {
+            c.var(&self.data);
+        }
+    }
+
+    /// Version 1 for the original ops (so that their bytes and hashes never change), 2 for ops that carry data.
+    fn version(&self) -> u8 {
+        if self.op.has_data() || !self.data.is_empty() { ENTRY_VERSION_DATA } else { ENTRY_VERSION }
     }
 
     /// `"imfree/v1/membership-entry" 0x00 || group_id 16 || seq u64 || prev 32 || op u8 || u32 len || user ||
-    /// subject identity key 32 || actor 32 || timestamp u64`.
+    /// subject identity key 32 || actor 32 || timestamp u64` — and, for version 2 entries, `|| u32 len || data`.
     pub fn signed_bytes(&self) -> Vec<u8> {
         let mut c = Canonical::labelled(ENTRY_LABEL);
         self.body(&mut c);
@@ -182,6 +361,7 @@ impl MembershipEntry {
     }
 
     /// Make and sign an entry with the actor's identity key.
+    #[allow(clippy::too_many_arguments)]
     pub fn sign(
         actor: &UserIdentity,
         group_id: [u8; 16],
@@ -190,6 +370,7 @@ impl MembershipEntry {
         op: MembershipOp,
         subject: Member,
         timestamp: u64,
+        data: Vec<u8>,
     ) -> Self {
         let mut entry = MembershipEntry {
             group_id,
@@ -199,6 +380,7 @@ impl MembershipEntry {
             subject,
             actor: actor.public_key(),
             timestamp,
+            data,
             signature: [0; 64],
         };
         let key = SigningKey::from_bytes(&actor.seed());
@@ -209,14 +391,14 @@ impl MembershipEntry {
     /// The genesis entry of a new group: `creator` (named `user`) becomes its first member and admin.
     pub fn create(creator: &UserIdentity, user: &str, group_id: [u8; 16], timestamp: u64) -> Self {
         let subject = Member { user: user.to_owned(), identity_key: creator.public_key() };
-        Self::sign(creator, group_id, 0, [0; 32], MembershipOp::Create, subject, timestamp)
+        Self::sign(creator, group_id, 0, [0; 32], MembershipOp::Create, subject, timestamp, Vec::new())
     }
 
-    /// Binary encoding (what the relay stores): `0x01 || group_id 16 || seq u64 || prev 32 || op u8 || u32 len ||
-    /// user || subject identity key 32 || actor 32 || timestamp u64 || signature 64`.
+    /// Binary encoding (what the relay stores): `version u8 || group_id 16 || seq u64 || prev 32 || op u8 || u32 len ||
+    /// user || subject identity key 32 || actor 32 || timestamp u64 || [version 2: u32 len || data] || signature 64`.
     pub fn encode(&self) -> Vec<u8> {
         let mut c = Canonical::default();
-        c.u8(ENTRY_VERSION);
+        c.u8(self.version());
         self.body(&mut c);
         c.bytes(&self.signature);
         c.0
@@ -230,7 +412,8 @@ impl MembershipEntry {
             _ => MembershipError::Malformed("entry"),
         };
         let mut r = Reader::new(bytes);
-        if r.u8("entry version").map_err(bad)? != ENTRY_VERSION {
+        let version = r.u8("entry version").map_err(bad)?;
+        if version != ENTRY_VERSION && version != ENTRY_VERSION_DATA {
             return Err(MembershipError::Malformed("entry version"));
         }
         let group_id = r.array("group id").map_err(bad)?;
@@ -247,11 +430,23 @@ impl MembershipEntry {
         let identity_key = r.array("subject identity key").map_err(bad)?;
         let actor = r.array("actor").map_err(bad)?;
         let timestamp = r.u64("timestamp").map_err(bad)?;
+        let data = if version == ENTRY_VERSION_DATA {
+            let len = r.u32("data length").map_err(bad)? as usize;
+            if len > MAX_DATA_LEN {
+                return Err(MembershipError::Malformed("entry data too long"));
+            }
+            r.take(len, "data").map_err(bad)?.to_vec()
+        } else {
+            Vec::new()
+        };
+        if op.has_data() != (version == ENTRY_VERSION_DATA) {
+            return Err(MembershipError::Malformed("entry version does not fit its op"));
+        }
         let signature = r.array("signature").map_err(bad)?;
         if !r.rest().is_empty() {
             return Err(MembershipError::Malformed("trailing bytes"));
         }
-        Ok(MembershipEntry { group_id, seq, prev, op, subject: Member { user, identity_key }, actor, timestamp, signature })
+        Ok(MembershipEntry { group_id, seq, prev, op, subject: Member { user, identity_key }, actor, timestamp, data, signature })
     }
 
     /// `SHA-256("imfree/v1/membership-hash" 0x00 || encode())`: what the next entry's `prev` and group messages name.
@@ -295,10 +490,19 @@ pub struct KnownHead {
 pub struct GroupState {
     #[serde(with = "b64")]
     group_id: [u8; 16],
-    /// Members by user identity key.
-    members: BTreeMap<String, (Member, bool)>,
+    /// Members by user identity key, with their roles.
+    members: BTreeMap<String, (Member, Role)>,
     /// Hash of every entry so far, by seq (the last is the head).
     heads: Vec<KnownHeadHash>,
+    /// Who may do what.
+    #[serde(default)]
+    permissions: Permissions,
+    /// Commitment to the current name, if it was ever set by a `SetName` entry.
+    #[serde(default, with = "crate::encoding::b64_opt")]
+    name: Option<[u8; 32]>,
+    /// Commitment to the current topic.
+    #[serde(default, with = "crate::encoding::b64_opt")]
+    topic: Option<[u8; 32]>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -323,8 +527,15 @@ impl GroupState {
             return Err(MembershipError::NotAllowed { seq: 0 });
         }
         let mut members = BTreeMap::new();
-        members.insert(member_key(&entry.actor), (entry.subject.clone(), true));
-        Ok(GroupState { group_id: entry.group_id, members, heads: vec![KnownHeadHash(entry.hash())] })
+        members.insert(member_key(&entry.actor), (entry.subject.clone(), Role::Owner));
+        Ok(GroupState {
+            group_id: entry.group_id,
+            members,
+            heads: vec![KnownHeadHash(entry.hash())],
+            permissions: Permissions::default(),
+            name: None,
+            topic: None,
+        })
     }
 
     /// Replay a whole log from its genesis entry; with `known`, also refuse a log that ends before that head
@@ -364,74 +575,116 @@ impl GroupState {
             return Err(MembershipError::BrokenChain { seq });
         }
         entry.verify_signature()?;
-        let actor = self.members.get(&member_key(&entry.actor));
-        let actor_is_admin = actor.is_some_and(|(_, admin)| *admin);
+        let actor_role = self.members.get(&member_key(&entry.actor)).map(|(_, role)| *role);
         let subject_key = member_key(&entry.subject.identity_key);
-        let subject = self.members.get(&subject_key);
-        if let Some((m, _)) = subject
+        let subject_role = self.members.get(&subject_key).map(|(m, role)| (m, *role));
+        if let Some((m, _)) = subject_role
             && m.user != entry.subject.user
         {
             return Err(MembershipError::InvalidChange { seq, reason: "the member's name does not match the log" });
         }
+        let subject_role = subject_role.map(|(_, role)| role);
         let invalid = |reason| Err(MembershipError::InvalidChange { seq, reason });
         let not_allowed = Err(MembershipError::NotAllowed { seq });
+        // Every op but a leave needs a member who holds at least `role`.
+        let may = |role: Role| actor_role.is_some_and(|a| a >= role);
+        let owners = self.members.values().filter(|(_, r)| *r == Role::Owner).count();
+        let to_self = entry.actor == entry.subject.identity_key;
         match entry.op {
             MembershipOp::Create => return invalid("create after the genesis entry"),
             MembershipOp::Add => {
-                if !actor_is_admin {
+                if !may(self.permissions.add_members) {
                     return not_allowed;
                 }
-                if subject.is_some() {
+                if subject_role.is_some() {
                     return invalid("already a member");
                 }
                 if self.members.len() >= MAX_MEMBERS {
                     return invalid("the group is full");
                 }
-                self.members.insert(subject_key, (entry.subject.clone(), false));
+                self.members.insert(subject_key, (entry.subject.clone(), Role::Member));
             }
             MembershipOp::Remove => {
-                if !actor_is_admin {
+                let Some(subject_role) = subject_role else { return invalid("not a member") };
+                // Nobody removes someone of a higher role.
+                if !may(self.permissions.remove_members) || !may(subject_role) {
                     return not_allowed;
                 }
-                if subject.is_none() {
-                    return invalid("not a member");
-                }
-                if entry.actor == entry.subject.identity_key {
-                    return invalid("an admin leaves with leave, not remove");
+                if to_self {
+                    return invalid("a member leaves with leave, not remove");
                 }
                 self.members.remove(&subject_key);
             }
             MembershipOp::Leave => {
-                if entry.actor != entry.subject.identity_key {
+                if !to_self {
                     return not_allowed;
                 }
-                if subject.is_none() {
-                    return invalid("not a member");
+                let Some(subject_role) = subject_role else { return invalid("not a member") };
+                if subject_role == Role::Owner && owners == 1 && self.members.len() > 1 {
+                    return invalid("the last owner must make someone else an owner before leaving");
                 }
                 self.members.remove(&subject_key);
             }
             MembershipOp::Promote => {
-                if !actor_is_admin {
+                if !may(Role::Admin) {
                     return not_allowed;
                 }
-                match subject {
+                match subject_role {
                     None => return invalid("not a member"),
-                    Some((_, true)) => return invalid("already an admin"),
+                    Some(r) if r >= Role::Admin => return invalid("already an admin"),
                     Some(_) => {}
                 }
-                self.members.entry(subject_key).and_modify(|(_, admin)| *admin = true);
+                self.members.entry(subject_key).and_modify(|(_, role)| *role = Role::Admin);
             }
             MembershipOp::Demote => {
-                if !actor_is_admin {
+                if !may(Role::Admin) {
                     return not_allowed;
                 }
-                if !matches!(subject, Some((_, true))) {
+                if subject_role != Some(Role::Admin) {
                     return invalid("not an admin");
                 }
-                if self.members.values().filter(|(_, admin)| *admin).count() < 2 {
+                if self.members.values().filter(|(_, r)| *r >= Role::Admin).count() < 2 {
                     return invalid("the last admin cannot be demoted");
                 }
-                self.members.entry(subject_key).and_modify(|(_, admin)| *admin = false);
+                self.members.entry(subject_key).and_modify(|(_, role)| *role = Role::Member);
+            }
+            MembershipOp::SetRole => {
+                let ([code], Some(subject_role)) = (entry.data.as_slice(), subject_role) else {
+                    return invalid("a role change names a member and one role");
+                };
+                let Some(role) = Role::from_code(*code) else { return invalid("unknown role") };
+                // Admins and owners set roles up to their own, of members not above them.
+                if !may(Role::Admin) || !may(subject_role) || !may(role) {
+                    return not_allowed;
+                }
+                if subject_role == Role::Owner && role != Role::Owner && owners == 1 {
+                    return invalid("the last owner must make someone else an owner first");
+                }
+                self.members.entry(subject_key).and_modify(|(_, r)| *r = role);
+            }
+            MembershipOp::SetPermissions => {
+                if !may(Role::Owner) {
+                    return not_allowed;
+                }
+                if !to_self {
+                    return invalid("a permissions change names its actor");
+                }
+                let Some(permissions) = Permissions::decode(&entry.data) else { return invalid("malformed permissions") };
+                self.permissions = permissions;
+            }
+            MembershipOp::SetName | MembershipOp::SetTopic => {
+                if !may(self.permissions.edit_info) {
+                    return not_allowed;
+                }
+                if !to_self {
+                    return invalid("a group information change names its actor");
+                }
+                let Ok(commitment) = <[u8; 32]>::try_from(entry.data.as_slice()) else { return invalid("malformed commitment") };
+                if entry.op == MembershipOp::SetName {
+                    self.name = Some(commitment);
+                } else {
+                    self.topic = Some(commitment);
+                }
             }
         }
         self.heads.push(KnownHeadHash(entry.hash()));
@@ -440,8 +693,46 @@ impl GroupState {
 
     /// Make and sign the next entry (`actor` must be allowed to make it; [`GroupState::apply`] checks).
     pub fn next_entry(&self, actor: &UserIdentity, op: MembershipOp, subject: Member, timestamp: u64) -> MembershipEntry {
+        self.next_entry_with(actor, op, subject, timestamp, Vec::new())
+    }
+
+    /// [`GroupState::next_entry`] for ops that carry data.
+    pub fn next_entry_with(&self, actor: &UserIdentity, op: MembershipOp, subject: Member, timestamp: u64, data: Vec<u8>) -> MembershipEntry {
         let head = self.head();
-        MembershipEntry::sign(actor, self.group_id, head.seq + 1, head.head, op, subject, timestamp)
+        MembershipEntry::sign(actor, self.group_id, head.seq + 1, head.head, op, subject, timestamp, data)
+    }
+
+    /// The current members with their roles.
+    pub fn roles(&self) -> impl Iterator<Item = (&Member, Role)> {
+        self.members.values().map(|(m, role)| (m, *role))
+    }
+
+    /// A member's role (`None` for someone who is not a member).
+    pub fn role_of(&self, identity_key: &[u8; 32]) -> Option<Role> {
+        self.members.get(&member_key(identity_key)).map(|(_, role)| *role)
+    }
+
+    /// The group's permissions.
+    pub fn permissions(&self) -> Permissions {
+        self.permissions
+    }
+
+    /// Whether a member may post (read-only members may not).
+    pub fn may_post(&self, identity_key: &[u8; 32]) -> bool {
+        self.role_of(identity_key).is_some_and(|r| r >= self.permissions.post)
+    }
+
+    /// Whether a member may delete other members' messages.
+    pub fn may_delete_others(&self, identity_key: &[u8; 32]) -> bool {
+        self.role_of(identity_key).is_some_and(|r| r >= self.permissions.delete_others)
+    }
+
+    /// The commitment to the current name or topic, if one was ever set.
+    pub fn info(&self, kind: InfoKind) -> Option<[u8; 32]> {
+        match kind {
+            InfoKind::Name => self.name,
+            InfoKind::Topic => self.topic,
+        }
     }
 
     /// The group id.
@@ -465,9 +756,9 @@ impl GroupState {
         self.heads.iter().position(|h| &h.0 == head).map(|i| i as u64)
     }
 
-    /// The current members with their identity keys and whether each is an admin.
+    /// The current members with their identity keys and whether each is an admin (or owner).
     pub fn members(&self) -> impl Iterator<Item = (&Member, bool)> {
-        self.members.values().map(|(m, admin)| (m, *admin))
+        self.members.values().map(|(m, role)| (m, *role >= Role::Admin))
     }
 
     /// Whether a user identity key is a current member.
@@ -475,8 +766,8 @@ impl GroupState {
         self.members.contains_key(&member_key(identity_key))
     }
 
-    /// Whether a user identity key is a current admin.
+    /// Whether a user identity key is a current admin (or owner).
     pub fn is_admin(&self, identity_key: &[u8; 32]) -> bool {
-        self.members.get(&member_key(identity_key)).is_some_and(|(_, admin)| *admin)
+        self.role_of(identity_key).is_some_and(|r| r >= Role::Admin)
     }
 }

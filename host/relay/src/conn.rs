@@ -575,7 +575,8 @@ impl Conn {
     /// A group message: one sender-key ciphertext for every E2E device of every current member but this one.
     async fn send_to_group(&mut self, reference: String, group: imfree_proto::GroupId, mime: String, data: Vec<u8>, refers: Option<MessageRef>) -> Result<(), ()> {
         let store = Arc::clone(&self.state.store);
-        let members = match crate::groups::members_for_send(store.as_ref(), self.user_id, &group).await {
+        let max = self.state.config.limits.max_group_log_entries;
+        let members = match crate::groups::members_for_send(store.as_ref(), &self.state.groups, self.user_id, &group, max).await {
             Ok(m) => m,
             Err(mut e) => {
                 e.reference = Some(reference);

@@ -68,7 +68,7 @@ pub(crate) async fn check(
     }
     let what = match change.refers.action {
         RefAction::Edit => "only its author may edit a message",
-        RefAction::Delete => "only its author, or a group admin, may delete a message",
+        RefAction::Delete => "only its author, or a group member whose role allows deleting others' messages, may delete a message",
     };
     Err(ErrorFrame::new(ErrorCode::NotAllowed, what))
 }
@@ -78,5 +78,5 @@ async fn may_delete_others(store: &dyn RelayStore, groups: &GroupCache, rules: &
     let Some(group) = group_of_recipient(change.conversation) else { return Ok(false) };
     let Some(state) = crate::groups::current_state(store, groups, group.as_str(), rules.max_group_entries).await? else { return Ok(false) };
     let Some(identity) = store.user_identity(change.user_id).await.map_err(internal)? else { return Ok(false) };
-    Ok(state.is_member(&identity) && state.is_admin(&identity))
+    Ok(state.may_delete_others(&identity))
 }

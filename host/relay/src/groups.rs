@@ -6,7 +6,7 @@
 //! do not rely on that: they verify the log themselves, so a relay that stores or serves something else is caught
 //! (see docs/crypto.md, "What a hostile relay can do").
 
-use imfree_crypto::membership::{GroupState, MembershipEntry, MembershipOp};
+use imfree_crypto::membership::{GroupState, MembershipEntry, MembershipOp, Role};
 use imfree_proto::{ErrorCode, ErrorFrame, GroupId, Payload};
 use imfree_store::{AuditEvent, RelayStore, StoreError, UserId};
 
@@ -34,16 +34,24 @@ fn internal(e: StoreError) -> ErrorFrame {
     ErrorFrame::new(ErrorCode::Internal, "the relay could not complete the group operation; try again")
 }
 
-/// A membership operation's name in the audit log (`group.<name>`).
-fn op_name(op: MembershipOp) -> &'static str {
-    match op {
+/// A membership entry's action in the audit log: `group.<op>`, with the new role for a role change.
+fn audit_action(entry: &MembershipEntry) -> String {
+    let op = match entry.op {
         MembershipOp::Create => "create",
         MembershipOp::Add => "add",
         MembershipOp::Remove => "remove",
         MembershipOp::Leave => "leave",
         MembershipOp::Promote => "promote",
         MembershipOp::Demote => "demote",
-    }
+        MembershipOp::SetRole => {
+            let role = entry.data.first().and_then(|c| Role::from_code(*c)).map_or("?", Role::as_str);
+            return format!("group.set_role.{role}");
+        }
+        MembershipOp::SetPermissions => "set_permissions",
+        MembershipOp::SetName => "rename",
+        MembershipOp::SetTopic => "set_topic",
+    };
+    format!("group.{op}")
 }
 
 fn group_bytes(group: &GroupId) -> [u8; 16] {
@@ -164,7 +172,7 @@ pub async fn append(
         at: now,
         actor: by.user.to_owned(),
         actor_device: by.device.to_owned(),
-        action: format!("group.{}", op_name(entry.op)),
+        action: audit_action(&entry),
         conversation: envelope_recipient(group),
         message_id: None,
         subject: Some(entry.subject.user.clone()),
@@ -190,16 +198,29 @@ pub async fn log(store: &dyn RelayStore, user_id: UserId, group: &GroupId, from:
     Ok((head.max(0) as u64, rows.into_iter().map(|(_, e)| Payload(e)).collect()))
 }
 
-/// The current members of a group that `user_id` may send to: `Err` unless the sender is a current member.
-pub async fn members_for_send(store: &dyn RelayStore, user_id: UserId, group: &GroupId) -> Result<Vec<UserId>, ErrorFrame> {
+/// The current members of a group that `user_id` may send to: `Err` unless the sender is a current member whose
+/// role may post (a read-only member may not).
+pub async fn members_for_send(
+    store: &dyn RelayStore,
+    cache: &GroupCache,
+    user_id: UserId,
+    group: &GroupId,
+    max_entries: usize,
+) -> Result<Vec<UserId>, ErrorFrame> {
     match store.group_membership(group.as_str(), user_id).await.map_err(internal)? {
-        Some(true) => store.group_members(group.as_str()).await.map_err(internal),
-        Some(false) => Err(ErrorFrame::new(ErrorCode::NotAMember, "you are no longer a member of this group")),
+        Some(true) => {}
+        Some(false) => return Err(ErrorFrame::new(ErrorCode::NotAMember, "you are no longer a member of this group")),
         None if store.group_head(group.as_str()).await.map_err(internal)?.is_none() => {
-            Err(ErrorFrame::new(ErrorCode::UnknownGroup, format!("no group {group}")))
+            return Err(ErrorFrame::new(ErrorCode::UnknownGroup, format!("no group {group}")));
         }
-        None => Err(ErrorFrame::new(ErrorCode::NotAMember, "you are not a member of this group")),
+        None => return Err(ErrorFrame::new(ErrorCode::NotAMember, "you are not a member of this group")),
     }
+    let identity = store.user_identity(user_id).await.map_err(internal)?;
+    let state = current_state(store, cache, group.as_str(), max_entries).await?;
+    if !matches!((&state, identity), (Some(state), Some(key)) if state.may_post(&key)) {
+        return Err(ErrorFrame::new(ErrorCode::NotAllowed, "your role in this group does not allow posting (read-only)"));
+    }
+    store.group_members(group.as_str()).await.map_err(internal)
 }
 
 #[cfg(test)]
@@ -249,7 +270,7 @@ mod tests {
         let err = append(&store, &relay_b, by(alice), &group, &late.encode(), 100).await.unwrap_err();
         assert_eq!(err.code, ErrorCode::GroupConflict, "{}", err.message);
         // And a change its actor may not make is refused with the cache warm, too: bob is no admin.
-        let forged = MembershipEntry::sign(&bob_key, gid, 3, add_carol.hash(), MembershipOp::Remove, Member { user: "alice".into(), identity_key: alice_key.public_key() }, 5);
+        let forged = MembershipEntry::sign(&bob_key, gid, 3, add_carol.hash(), MembershipOp::Remove, Member { user: "alice".into(), identity_key: alice_key.public_key() }, 5, Vec::new());
         let err = append(&store, &relay_a, Appender { user_id: bob, user: "bob", device: "bob-device" }, &group, &forged.encode(), 100).await.unwrap_err();
         assert_eq!(err.code, ErrorCode::GroupRejected, "{}", err.message);
     }

@@ -82,7 +82,7 @@ async fn group_messages_follow_the_membership_log() {
     ok(&alice, &["group", "add", &to, "bob"]);
     ok(&alice, &["group", "add", &to, "carol"]);
     let info = ok(&bob, &["group", "info", &to]);
-    assert!(info.contains("alice (admin)") && info.contains("bob") && info.contains("carol"), "{info}");
+    assert!(info.contains("alice (owner)") && info.contains("bob (member)") && info.contains("carol (member)"), "{info}");
 
     let canary = "CANARY-group-4b1d-the-owl-flies-at-noon";
     ok(&alice, &["send", &to, canary]);
@@ -190,6 +190,7 @@ async fn a_hostile_relay_cannot_add_a_ghost_fork_or_roll_back_the_log() {
         MembershipOp::Add,
         Member { user: "mallory".into(), identity_key: mallory_identity.public_key() },
         1,
+        Vec::new(),
     );
     sqlx::query("INSERT INTO group_log (group_id, seq, entry, created_at) VALUES (?, ?, ?, 0)")
         .bind(&g)
@@ -232,6 +233,7 @@ async fn a_hostile_relay_cannot_add_a_ghost_fork_or_roll_back_the_log() {
         MembershipOp::Add,
         Member { user: "mallory".into(), identity_key: mallory_key.try_into().unwrap() },
         2,
+        Vec::new(),
     );
     sqlx::query("UPDATE group_log SET entry = ? WHERE group_id = ? AND seq = ?").bind(other.encode()).bind(&g).bind(second.seq as i64).execute(&mut c).await.unwrap();
     let info = ok(&bob, &["group", "info", &to]);

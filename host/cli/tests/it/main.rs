@@ -13,5 +13,6 @@ mod groups;
 mod hostile;
 mod linking;
 mod relay_plugins;
+mod permissions;
 mod search;
 mod plugin;

@@ -135,7 +135,7 @@ fn broken_chain_fork_and_rollback_are_refused() {
     let state3 = GroupState::replay(&log[..3], None).unwrap();
     let mut e = state3.next_entry(&a.identity, MembershipOp::Promote, b.member(), 1);
     e.prev = [9; 32];
-    let e = MembershipEntry::sign(&a.identity, e.group_id, e.seq, e.prev, e.op, e.subject, e.timestamp);
+    let e = MembershipEntry::sign(&a.identity, e.group_id, e.seq, e.prev, e.op, e.subject, e.timestamp, e.data);
     assert_eq!(state3.clone().apply(&e), Err(MembershipError::BrokenChain { seq: 3 }));
     let mut dropped = log.clone();
     dropped.remove(3);
@@ -214,4 +214,98 @@ fn membership_log_vectors_match() {
             }
         }),
     );
+}
+
+fn with(state: &GroupState, actor: &User, op: MembershipOp, subject: &User, data: Vec<u8>) -> MembershipEntry {
+    state.next_entry_with(&actor.identity, op, subject.member(), 1, data)
+}
+
+#[test]
+fn roles_and_permissions_decide_who_may_do_what() {
+    use imfree_crypto::membership::{InfoKind, Permissions, Role, info_commitment};
+    let (a, b, c, d) = users();
+    // alice (owner) adds bob, carol, dave; bob becomes an admin; dave read-only.
+    let mut state = GroupState::genesis(&MembershipEntry::create(&a.identity, a.name, [0x47; 16], 1)).unwrap();
+    for (op, subject, data) in [
+        (MembershipOp::Add, &b, vec![]),
+        (MembershipOp::Add, &c, vec![]),
+        (MembershipOp::Add, &d, vec![]),
+        (MembershipOp::SetRole, &b, vec![Role::Admin.code()]),
+        (MembershipOp::SetRole, &d, vec![Role::ReadOnly.code()]),
+    ] {
+        state.apply(&with(&state, &a, op, subject, data)).unwrap();
+    }
+    let role = |s: &GroupState, u: &User| s.role_of(&u.identity.public_key());
+    assert_eq!((role(&state, &a), role(&state, &b), role(&state, &c), role(&state, &d)), (Some(Role::Owner), Some(Role::Admin), Some(Role::Member), Some(Role::ReadOnly)));
+    assert!(state.may_post(&c.identity.public_key()) && !state.may_post(&d.identity.public_key()), "read-only members do not post");
+    assert!(state.may_delete_others(&b.identity.public_key()) && !state.may_delete_others(&c.identity.public_key()));
+
+    let refused = |s: &GroupState, e: MembershipEntry| matches!(s.clone().apply(&e), Err(MembershipError::NotAllowed { .. }));
+    // A plain member may not add, remove, rename, set roles or permissions.
+    let name = info_commitment([0x47; 16], InfoKind::Name, &[7; 16], "launch");
+    assert!(refused(&state, with(&state, &c, MembershipOp::Add, &User::new("eve@example.org", 5), vec![])));
+    assert!(refused(&state, with(&state, &c, MembershipOp::Remove, &d, vec![])));
+    assert!(refused(&state, with(&state, &c, MembershipOp::SetName, &c, name.to_vec())));
+    assert!(refused(&state, with(&state, &c, MembershipOp::SetRole, &d, vec![Role::Member.code()])));
+    assert!(refused(&state, with(&state, &c, MembershipOp::SetPermissions, &c, Permissions::default().encode())));
+    // An admin may not touch the owner, make an owner, or change permissions; may rename and manage members.
+    assert!(refused(&state, with(&state, &b, MembershipOp::Remove, &a, vec![])));
+    assert!(refused(&state, with(&state, &b, MembershipOp::SetRole, &a, vec![Role::Member.code()])));
+    assert!(refused(&state, with(&state, &b, MembershipOp::SetRole, &c, vec![Role::Owner.code()])));
+    assert!(refused(&state, with(&state, &b, MembershipOp::SetPermissions, &b, Permissions::default().encode())));
+    let mut renamed = state.clone();
+    renamed.apply(&with(&state, &b, MembershipOp::SetName, &b, name.to_vec())).unwrap();
+    assert_eq!(renamed.info(InfoKind::Name), Some(name));
+    assert_eq!(renamed.info(InfoKind::Topic), None);
+
+    // The owner lets members edit the group's information; then carol may rename.
+    let open = Permissions { edit_info: Role::Member, ..Permissions::default() };
+    let mut s = state.clone();
+    s.apply(&with(&state, &a, MembershipOp::SetPermissions, &a, open.encode())).unwrap();
+    assert_eq!(s.permissions(), open);
+    let topic = info_commitment([0x47; 16], InfoKind::Topic, &[8; 16], "ship it");
+    s.apply(&with(&s, &c, MembershipOp::SetTopic, &c, topic.to_vec())).unwrap();
+    assert_eq!(s.info(InfoKind::Topic), Some(topic));
+
+    // The last owner stays: not demoted, and may not leave while others remain; after handing over, may.
+    let e = with(&state, &a, MembershipOp::SetRole, &a, vec![Role::Admin.code()]);
+    assert!(matches!(state.clone().apply(&e), Err(MembershipError::InvalidChange { .. })));
+    let e = with(&state, &a, MembershipOp::Leave, &a, vec![]);
+    assert!(matches!(state.clone().apply(&e), Err(MembershipError::InvalidChange { .. })));
+    let mut s = state.clone();
+    s.apply(&with(&s, &a, MembershipOp::SetRole, &b, vec![Role::Owner.code()])).unwrap();
+    s.apply(&with(&s, &a, MembershipOp::Leave, &a, vec![])).unwrap();
+    assert_eq!(role(&s, &b), Some(Role::Owner));
+
+    // Malformed data is refused, and data on a version 1 op does not decode.
+    assert!(matches!(state.clone().apply(&with(&state, &a, MembershipOp::SetRole, &c, vec![9])), Err(MembershipError::InvalidChange { .. })));
+    assert!(matches!(state.clone().apply(&with(&state, &a, MembershipOp::SetPermissions, &a, vec![1, 2])), Err(MembershipError::InvalidChange { .. })));
+    let odd = with(&state, &a, MembershipOp::Add, &User::new("eve@example.org", 5), vec![1]);
+    assert!(MembershipEntry::decode(&odd.encode()).is_err(), "an add with data is not a valid entry");
+    // Entries with data round-trip, and their signature covers the data.
+    let e = with(&state, &a, MembershipOp::SetRole, &c, vec![Role::Admin.code()]);
+    assert_eq!(MembershipEntry::decode(&e.encode()).unwrap(), e);
+    let mut tampered = e.clone();
+    tampered.data = vec![Role::Owner.code()];
+    assert_eq!(state.clone().apply(&tampered), Err(MembershipError::BadSignature { seq: e.seq }));
+}
+
+#[test]
+fn a_state_stored_before_roles_still_loads() {
+    let (a, b, c, d) = users();
+    let state = GroupState::replay(&honest_log(&a, &b, &c, &d), None).unwrap();
+    let mut old = serde_json::to_value(&state).unwrap();
+    // What a client stored before roles: `[member, admin?]` pairs and no permissions or commitments.
+    for (_, pair) in old["members"].as_object_mut().unwrap() {
+        let admin = pair[1] != "member";
+        pair[1] = json!(admin);
+    }
+    let object = old.as_object_mut().unwrap();
+    object.remove("permissions");
+    object.remove("name");
+    object.remove("topic");
+    let loaded: GroupState = serde_json::from_value(old).unwrap();
+    let mut members: Vec<_> = loaded.members().map(|(m, admin)| (m.user.clone(), admin)).collect();
+    members.sort();
+    assert_eq!(members, [("alice@example.org".into(), true), ("bob@example.org".into(), true), ("dave@example.org".into(), false)]);
 }
