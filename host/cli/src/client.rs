@@ -191,6 +191,8 @@ enum ClientCommand {
         /// The contact.
         user: String,
     },
+    /// Search this device's messages (offline): words, "exact phrases", prefix*, by sender, conversation and date.
+    Search(crate::search::SearchArgs),
     /// Groups: create, add, remove, leave, info, list.
     #[command(subcommand)]
     Group(crate::group::GroupCommand),
@@ -353,6 +355,7 @@ pub(crate) async fn run(args: ClientArgs) -> anyhow::Result<ExitCode> {
         ClientCommand::Delete { id } => return crate::conversation::delete(home, &id).await,
         ClientCommand::React { id, emoji, remove } => return crate::conversation::react(home, &id, &emoji, remove).await,
         ClientCommand::Totp { action, code } => totp(home, action, code).await?,
+        ClientCommand::Search(search) => crate::search::run(home, search).await?,
         ClientCommand::Verify { user } => {
             let client = crate::client::open_client(home).await?;
             let mine = client.certificate().ok_or_else(|| anyhow::anyhow!("this device has no end-to-end keys"))?;

@@ -13,6 +13,7 @@ mod conversation;
 mod group;
 mod plugin;
 mod render;
+mod search;
 mod serve;
 mod when;
 

@@ -24,6 +24,7 @@ pub mod engine;
 pub mod groups;
 pub mod home;
 pub mod linking;
+pub mod search;
 pub mod store;
 pub mod tls;
 pub mod vault;

@@ -207,15 +207,39 @@ fn row_to_message(r: &sqlx::sqlite::SqliteRow) -> StoredMessage {
     }
 }
 
+/// The store holds decrypted messages and their search index: readable and writable by the owner alone. SQLite
+/// gives its -wal and -shm files the database file's mode; ones left by an older version are narrowed too.
+fn owner_only(path: &Path) -> Result<(), ClientError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        let denied = |p: &Path, e: std::io::Error| ClientError::Store(format!("cannot restrict {} to its owner: {e}", p.display()));
+        std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(path).map_err(|e| denied(path, e))?;
+        for suffix in ["", "-wal", "-shm"] {
+            let file = std::path::PathBuf::from(format!("{}{suffix}", path.display()));
+            if file.exists() {
+                std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).map_err(|e| denied(&file, e))?;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
+}
+
 impl LocalStore {
     /// Open (and migrate) the store at `path`.
     pub async fn open(path: &Path) -> Result<Self, ClientError> {
+        owner_only(path)?;
         let options = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))
             .map_err(db)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             // Stored-before-acked must survive a crash.
             .synchronous(SqliteSynchronous::Full)
+            // INSERT OR REPLACE deletes the row it replaces; only with this do the DELETE triggers (the search
+            // index's, migration 0006) see that deletion.
+            .pragma("recursive_triggers", "ON")
             .busy_timeout(std::time::Duration::from_secs(10));
         let pool = SqlitePoolOptions::new().max_connections(1).connect_with(options).await.map_err(db)?;
         sqlx::migrate!("./migrations").run(&pool).await.map_err(|e| ClientError::Store(e.to_string()))?;
@@ -227,6 +251,11 @@ impl LocalStore {
         let mut store = Self::open(path).await?;
         store.vault = vault;
         Ok(store)
+    }
+
+    /// The connection pool, for the store's other modules (search).
+    pub(crate) fn pool(&self) -> &SqlitePool {
+        &self.pool
     }
 
     fn seal(&self, value: &[u8]) -> Vec<u8> {

@@ -14,4 +14,5 @@ mod hostile;
 mod linking;
 mod relay_plugins;
 mod permissions;
+mod search;
 mod plugin;
