@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
+use imfree_client::search::DateEdge;
 
 #[derive(Debug, Args)]
 pub(crate) struct AdminArgs {
@@ -46,7 +47,7 @@ enum AdminCommand {
         /// Only events since this time: RFC 3339, a date (2026-11-27), or an age (24h, 7d).
         #[arg(long)]
         since: Option<String>,
-        /// Only events before this time (same forms as --since).
+        /// Only events up to this time (same forms as --since; a date includes its whole day).
         #[arg(long)]
         until: Option<String>,
         /// At most this many events.
@@ -111,8 +112,9 @@ pub(crate) async fn run(args: AdminArgs) -> anyhow::Result<()> {
             let filter = imfree_store::AuditFilter {
                 conversation: conv.as_deref().map(audit_conversation).transpose()?,
                 user,
-                since: since.as_deref().map(|t| crate::when::parse_time(t, now)).transpose()?,
-                until: until.as_deref().map(|t| crate::when::parse_time(t, now)).transpose()?,
+                since: since.as_deref().map(|t| crate::when::parse_time(t, now, DateEdge::Start)).transpose()?,
+                // The filter's end is exclusive; a parsed end is the last millisecond included.
+                until: until.as_deref().map(|t| crate::when::parse_time(t, now, DateEdge::End).map(|t| t.saturating_add(1))).transpose()?,
                 limit: limit.clamp(1, 100_000),
             };
             let records = store.audit_log(&filter).await?;

@@ -20,10 +20,10 @@ pub(crate) struct SearchArgs {
     /// Only this conversation: the other user's name, or `group:<id>`.
     #[arg(long = "in", value_name = "CONV")]
     conversation: Option<String>,
-    /// Only messages from this time on: YYYY-MM-DD (from the start of that UTC day) or RFC 3339.
+    /// Only messages from this time on: YYYY-MM-DD (from the start of that UTC day), RFC 3339, or an age (24h, 7d).
     #[arg(long, value_name = "DATE")]
     since: Option<String>,
-    /// Only messages up to this time: YYYY-MM-DD (to the end of that UTC day) or RFC 3339.
+    /// Only messages up to this time: YYYY-MM-DD (to the end of that UTC day), RFC 3339, or an age.
     #[arg(long, value_name = "DATE")]
     until: Option<String>,
     /// At most this many results, best first.
@@ -38,8 +38,9 @@ pub(crate) async fn run(home: Option<&Path>, args: SearchArgs) -> anyhow::Result
     let mut query = SearchQuery::new(&args.query)?;
     query.from = args.from;
     query.conversation = args.conversation;
-    query.since = args.since.as_deref().map(|d| search::parse_date(d, DateEdge::Start)).transpose()?;
-    query.until = args.until.as_deref().map(|d| search::parse_date(d, DateEdge::End)).transpose()?;
+    let now = imfree_client::now_ms();
+    query.since = args.since.as_deref().map(|d| crate::when::parse_time(d, now, DateEdge::Start)).transpose()?;
+    query.until = args.until.as_deref().map(|d| crate::when::parse_time(d, now, DateEdge::End)).transpose()?;
     query.limit = args.limit;
     let client = crate::client::open_client(home).await?;
     let hits = client.store().search(&query).await?;

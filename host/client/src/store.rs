@@ -240,6 +240,9 @@ impl LocalStore {
             // INSERT OR REPLACE deletes the row it replaces; only with this do the DELETE triggers (the search
             // index's, migration 0006) see that deletion.
             .pragma("recursive_triggers", "ON")
+            // A deleted message (or edit version, or spent key) is overwritten with zeros in the file, not left in a
+            // free page for anyone who copies the file later.
+            .pragma("secure_delete", "ON")
             .busy_timeout(std::time::Duration::from_secs(10));
         let pool = SqlitePoolOptions::new().max_connections(1).connect_with(options).await.map_err(db)?;
         sqlx::migrate!("./migrations").run(&pool).await.map_err(|e| ClientError::Store(e.to_string()))?;
