@@ -25,7 +25,7 @@ pub(crate) fn parse_time(text: &str, now_ms: i64, edge: DateEdge) -> anyhow::Res
         }
     }
     parse_date(text, edge).map_err(|_| {
-        anyhow::anyhow!("{text:?} is not a time: use RFC 3339 (2026-11-27T14:00:00Z), a date (2026-11-27, a UTC day), or an age (90m, 24h, 7d)")
+        anyhow::anyhow!("{text:?} is not a time: use RFC 3339 (2026-11-27T14:00:00Z), a date (YYYY-MM-DD, a whole UTC day), or an age (90m, 24h, 7d)")
     })
 }
 
