@@ -167,7 +167,7 @@ enum ClientCommand {
     React {
         /// The message's id.
         id: String,
-        /// The emoji.
+        /// The emoji, or its shortcode (`:tada:`, `:+1:`).
         emoji: String,
         /// Take the reaction back.
         #[arg(long)]
@@ -505,7 +505,7 @@ async fn send(home: Option<&Path>, plugin_files: &[PathBuf], grants: &[String], 
                 Outgoing::Refused(why) => anyhow::bail!("not sent: {why}"),
             }
         }
-        ids.push(client.compose(to, mime, text.as_bytes()).await?);
+        ids.push(client.compose_text(to, mime, &text, None).await?);
     }
     push_out(&client, to, &ids).await
 }

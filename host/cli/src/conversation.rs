@@ -34,7 +34,7 @@ impl TextArgs {
 pub(crate) async fn reply(home: Option<&Path>, id: &str, text: &TextArgs) -> anyhow::Result<ExitCode> {
     let client = crate::client::open_client(home).await?;
     let (mime, body) = text.read()?;
-    let sent = client.reply(id, mime, &body, Vec::new()).await?;
+    let sent = client.reply(id, mime, &body).await?;
     let to = conversation_of(&client, &sent).await?;
     crate::client::push_out(&client, &to, &[sent]).await
 }
@@ -43,7 +43,7 @@ pub(crate) async fn reply(home: Option<&Path>, id: &str, text: &TextArgs) -> any
 pub(crate) async fn edit(home: Option<&Path>, id: &str, text: &TextArgs) -> anyhow::Result<ExitCode> {
     let client = crate::client::open_client(home).await?;
     let (mime, body) = text.read()?;
-    let sent = client.edit(id, mime, &body, Vec::new()).await?;
+    let sent = client.edit(id, mime, &body).await?;
     let to = conversation_of(&client, &sent).await?;
     crate::client::push_out(&client, &to, &[sent]).await
 }

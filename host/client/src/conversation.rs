@@ -50,10 +50,10 @@ pub(crate) fn check_clear_reference(content: &Content, clear: Option<MessageRef>
     }
 }
 
-/// A text body with its mentions, compressed when that helps.
-fn text_content(body_mime: &str, body: &str, mentions: Vec<String>) -> Content {
+/// A text body with the users it mentions (`@name` outside code), compressed when that helps.
+fn text_content(body_mime: &str, body: &str) -> Content {
     let mut content = Content::new(body_mime, body.as_bytes(), Some(Compression::Gzip));
-    content.mentions = mentions;
+    content.mentions = imfree_markdown::mentions(body);
     content
 }
 
@@ -68,10 +68,10 @@ impl Client {
         }
     }
 
-    /// Send a text message (`text/plain` or `text/markdown`) to a user or `group:<id>`, optionally as a reply, with
-    /// the users it mentions. Returns its id; it goes out on the next flush.
-    pub async fn compose_text(&self, to: &str, body_mime: &str, body: &str, reply_to: Option<&str>, mentions: Vec<String>) -> Result<String, ClientError> {
-        let mut content = text_content(body_mime, body, mentions);
+    /// Send a text message (`text/plain` or `text/markdown`) to a user or `group:<id>`, optionally as a reply; the
+    /// users it mentions travel with it. Returns its id; it goes out on the next flush.
+    pub async fn compose_text(&self, to: &str, body_mime: &str, body: &str, reply_to: Option<&str>) -> Result<String, ClientError> {
+        let mut content = text_content(body_mime, body);
         if let Some(reply_to) = reply_to {
             let target = self.target(reply_to).await?;
             if target.peer(self.user()) != to {
@@ -83,14 +83,14 @@ impl Client {
     }
 
     /// Reply to message `id` in its conversation.
-    pub async fn reply(&self, id: &str, body_mime: &str, body: &str, mentions: Vec<String>) -> Result<String, ClientError> {
+    pub async fn reply(&self, id: &str, body_mime: &str, body: &str) -> Result<String, ClientError> {
         let target = self.target(id).await?;
         let to = target.peer(self.user()).to_owned();
-        self.compose_text(&to, body_mime, body, Some(id), mentions).await
+        self.compose_text(&to, body_mime, body, Some(id)).await
     }
 
     /// Replace the content of this user's message `id`. Returns the edit's own id.
-    pub async fn edit(&self, id: &str, body_mime: &str, body: &str, mentions: Vec<String>) -> Result<String, ClientError> {
+    pub async fn edit(&self, id: &str, body_mime: &str, body: &str) -> Result<String, ClientError> {
         let target = self.target(id).await?;
         if target.from != self.user() {
             return Err(ClientError::Config("only its author may edit a message".into()));
@@ -98,7 +98,7 @@ impl Client {
         if target.deleted {
             return Err(ClientError::Config(format!("message {id} was deleted")));
         }
-        let mut content = text_content(body_mime, body, mentions);
+        let mut content = text_content(body_mime, body);
         content.refers = Some(MessageRef { action: RefAction::Edit, id: id.parse().map_err(|_| ClientError::Config("bad id".into()))? });
         content.reply_to = target.reply_to.as_deref().and_then(|r| r.parse().ok());
         self.compose_document(target.peer(self.user()), &content).await
@@ -119,9 +119,15 @@ impl Client {
         Ok(deletion)
     }
 
-    /// Add (or with `remove`, take back) a reaction to message `id`.
+    /// Add (or with `remove`, take back) a reaction to message `id`: an emoji, or a shortcode such as `:tada:`.
     pub async fn react(&self, id: &str, emoji: &str, remove: bool) -> Result<String, ClientError> {
         let target = self.target(id).await?;
+        let emoji = match emoji.strip_prefix(':').and_then(|e| e.strip_suffix(':')) {
+            Some(name) if !name.is_empty() => {
+                imfree_markdown::shortcode(name).ok_or_else(|| ClientError::Config(format!("no emoji is called :{name}:")))?
+            }
+            _ => emoji,
+        };
         let reaction = Reaction { to: id.parse().map_err(|_| ClientError::Config("bad id".into()))?, emoji: emoji.to_owned(), remove };
         reaction.check().map_err(|e| ClientError::Config(e.to_string()))?;
         let content = Content::new(mime::REACTION, &reaction.encode(), None);

@@ -83,10 +83,11 @@ fn replies_edits_deletions_and_reactions_between_two_users() {
     assert_eq!(got.len(), 1, "{got:?}");
 
     // A reply names the message it answers, inside the encryption.
-    let reply = sent_id(&ok(&bob, &["reply", &first, "yes, the usual place"]));
+    let reply = sent_id(&ok(&bob, &["reply", &first, "yes @alice, the usual place; `@carol` is away"]));
     let got = recv(&alice);
     assert_eq!(got.len(), 1, "{got:?}");
     assert_eq!((got[0]["id"].as_str(), got[0]["reply_to"].as_str()), (Some(reply.as_str()), Some(first.as_str())));
+    assert_eq!(got[0]["mentions"], serde_json::json!(["alice"]), "mentions outside code travel with the message");
 
     // An edit: bob sees it once as an event, and the message as it stands — with the old text in its versions.
     let canary = "CANARY-edit-91c2-the-heron-waits";
@@ -105,8 +106,9 @@ fn replies_edits_deletions_and_reactions_between_two_users() {
     assert_eq!(history(&alice, "bob").iter().find(|m| m["id"] == first.as_str()).unwrap()["edited"], true);
 
     // Reactions: added, counted, taken back.
-    ok(&bob, &["react", &first, "🎉"]);
+    ok(&bob, &["react", &first, ":tada:"]);
     ok(&alice, &["react", &first, "🎉"]);
+    assert!(failure(&client(&alice, &["react", &first, ":no-such-emoji:"])).contains("no emoji is called"));
     ok(&bob, &["react", &first, "👍"]);
     let got = recv(&alice);
     assert_eq!(got.iter().filter(|m| m["reaction"]["to"] == first.as_str()).count(), 2, "{got:?}");
