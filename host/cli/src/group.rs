@@ -69,6 +69,20 @@ pub(crate) enum GroupCommand {
         /// owner, admin, member or read-only.
         role: String,
     },
+    /// Open an invite link (needs the right to add members): whoever holds it may join as a member until it is
+    /// closed. Share it only over a channel you trust. With --close LINK, close that link instead.
+    InviteLink {
+        /// The group.
+        group: String,
+        /// Close this link.
+        #[arg(long, value_name = "LINK")]
+        close: Option<String>,
+    },
+    /// Join a group through an invite link (imfree-invite:…).
+    Join {
+        /// The link.
+        link: String,
+    },
     /// Show the group's permissions, or change them (owners only): for each action, the lowest role allowed.
     Permissions {
         /// The group.
@@ -172,6 +186,23 @@ pub(crate) async fn run(home: Option<&Path>, command: GroupCommand) -> anyhow::R
                 session.group_set_permissions(&group, wanted).await?;
                 print_permissions(&wanted);
             }
+        }
+        GroupCommand::InviteLink { group, close } => {
+            let group = parse_group(&group)?;
+            match close {
+                Some(link) => {
+                    if imfree_client::groups::parse_invite_link(&link)?.0 != group {
+                        anyhow::bail!("that link is for another group");
+                    }
+                    session.group_close_invite_link(&link).await?;
+                    println!("closed");
+                }
+                None => println!("{}", session.group_invite_link(&group).await?),
+            }
+        }
+        GroupCommand::Join { link } => {
+            let group = session.group_join(&link).await?;
+            println!("group:{group}");
         }
         GroupCommand::List => {}
     }

@@ -181,6 +181,7 @@ impl Client {
             conn,
             events: VecDeque::new(),
             settling: false,
+            invite: None,
             refusals: Vec::new(),
             queued_at_connect: welcome.queued,
             key_challenge: welcome.key_challenge.0.clone(),
@@ -291,6 +292,7 @@ impl Client {
             conn,
             events: VecDeque::new(),
             settling: false,
+            invite: None,
             refusals: Vec::new(),
             queued_at_connect: welcome.queued,
             key_challenge: welcome.key_challenge.0.clone(),
@@ -388,6 +390,8 @@ pub struct Session<'c> {
     pub(crate) events: VecDeque<Event>,
     /// Handling the group inbox now (it makes requests, whose answers pass through the delivery path again).
     pub(crate) settling: bool,
+    /// The group and invite seed of a join in progress (its log may be read before this user is a member).
+    pub(crate) invite: Option<(imfree_proto::GroupId, [u8; 32])>,
     /// Outbox entries refused for good during [`Session::sync_outbox`], with the relay's (or the client's) reason.
     refusals: Vec<ErrorFrame>,
     /// How many envelopes the relay said were queued at connect time.

@@ -21,7 +21,7 @@ use imfree_crypto::group::{GroupError, GroupMessage, GroupSession, SenderKeyDist
 use imfree_crypto::identity::DeviceCertificate;
 use base64::Engine as _;
 use imfree_crypto::membership::{
-    GroupState, InfoKind, KnownHead, Member, MembershipEntry, MembershipError, MembershipOp, Permissions, Role, info_commitment,
+    GroupState, InfoKind, InviteKey, KnownHead, Member, MembershipEntry, MembershipError, MembershipOp, Permissions, Role, info_commitment,
 };
 use imfree_proto::content::Content;
 use imfree_proto::{ErrorCode, Frame, FrameBody, GroupAppend, GroupId, GroupLog, Limits, Payload, Recipient, Send, mime};
@@ -203,6 +203,9 @@ fn describe(entry: &MembershipEntry, actor: &str) -> String {
         MembershipOp::SetPermissions => format!("{actor} changed the group's permissions"),
         MembershipOp::SetName => format!("{actor} renamed the group"),
         MembershipOp::SetTopic => format!("{actor} changed the group's topic"),
+        MembershipOp::AddInvite => format!("{actor} opened an invite link"),
+        MembershipOp::RevokeInvite => format!("{actor} closed an invite link"),
+        MembershipOp::JoinByInvite => format!("{who} joined through an invite link"),
     }
 }
 
@@ -287,6 +290,48 @@ impl Session<'_> {
         self.change_membership_with(group, op, me, commitment.to_vec(), Some((kind, salted))).await
     }
 
+    /// Open an invite link (as a member allowed to add members): whoever holds it may read the group's log and join
+    /// as a member until it is closed. Returns the link to share (over a channel you trust: it admits anyone).
+    pub async fn group_invite_link(&mut self, group: &GroupId) -> Result<String, ClientError> {
+        let key = InviteKey::generate(&mut OsRng);
+        let me = self.own_member()?;
+        self.change_membership_with(group, MembershipOp::AddInvite, me, key.public_key().to_vec(), None).await?;
+        Ok(invite_link(group, &key.seed()))
+    }
+
+    /// Close an invite link of a group.
+    pub async fn group_close_invite_link(&mut self, link: &str) -> Result<GroupId, ClientError> {
+        let (group, seed) = parse_invite_link(link)?;
+        let me = self.own_member()?;
+        let key = InviteKey::from_seed(&seed).public_key();
+        self.change_membership_with(&group, MembershipOp::RevokeInvite, me, key.to_vec(), None).await?;
+        Ok(group)
+    }
+
+    /// Join a group through an invite link. The other members learn of it end to end and share their keys; this
+    /// device reads what is sent from now on.
+    pub async fn group_join(&mut self, link: &str) -> Result<GroupId, ClientError> {
+        let (group, seed) = parse_invite_link(link)?;
+        let me = self.own_member()?;
+        self.invite = Some((group, seed));
+        let key = InviteKey::from_seed(&seed);
+        let join = move |state: &GroupState, joiner: &Member| {
+            let head = state.head();
+            key.join_data(state.group_id(), head.seq + 1, &head.head, joiner)
+        };
+        let result = self.change_membership_made(&group, MembershipOp::JoinByInvite, me, &join, None).await;
+        self.invite = None;
+        result.map(|()| group)
+    }
+
+    /// Proof of the invite link being used to join `group`, if any.
+    fn invite_proof(&self, group: &GroupId) -> Option<imfree_proto::InviteProof> {
+        let (g, seed) = self.invite.as_ref().filter(|(g, _)| g == group)?;
+        let key = InviteKey::from_seed(seed);
+        let signature = key.sign_read(group_bytes(g), self.client.user());
+        Some(imfree_proto::InviteProof { key: Payload(key.public_key().to_vec()), signature: Payload(signature.to_vec()) })
+    }
+
     async fn member_named(&mut self, group: &GroupId, user: &str) -> Result<Member, ClientError> {
         let g = self.synced_group(group).await?;
         g.state
@@ -340,6 +385,18 @@ impl Session<'_> {
         data: Vec<u8>,
         text: Option<(InfoKind, SaltedText)>,
     ) -> Result<(), ClientError> {
+        self.change_membership_made(group, op, subject, &move |_, _| data.clone(), text).await
+    }
+
+    /// [`Session::change_membership_with`] for data that depends on where the entry lands in the log (a join).
+    async fn change_membership_made(
+        &mut self,
+        group: &GroupId,
+        op: MembershipOp,
+        subject: Member,
+        data: &(dyn Fn(&GroupState, &Member) -> Vec<u8> + std::marker::Send + Sync),
+        text: Option<(InfoKind, SaltedText)>,
+    ) -> Result<(), ClientError> {
         let held = self.hold_group_inbox();
         let result = self.change_membership_held(group, op, subject, data, text).await;
         self.release_group_inbox(held).await?;
@@ -351,7 +408,7 @@ impl Session<'_> {
         group: &GroupId,
         op: MembershipOp,
         subject: Member,
-        data: Vec<u8>,
+        data: &(dyn Fn(&GroupState, &Member) -> Vec<u8> + std::marker::Send + Sync),
         text: Option<(InfoKind, SaltedText)>,
     ) -> Result<(), ClientError> {
         let mut attempt = 0;
@@ -359,7 +416,7 @@ impl Session<'_> {
             let g = self.synced_group(group).await?;
             let entry = self.client.with_e2e(|e| {
                 let identity = e.identity().ok_or_else(|| e2e("this device has no user identity: link it first"))?;
-                Ok(g.state.next_entry_with(identity, op, subject.clone(), now_ms() as u64, data.clone()))
+                Ok(g.state.next_entry_with(identity, op, subject.clone(), now_ms() as u64, data(&g.state, &subject)))
             })?;
             // Check locally first: a change this user may not make gets a clear answer without a round trip.
             let mut next = g.state.clone();
@@ -411,10 +468,10 @@ impl Session<'_> {
         self.client.store().group(group.as_str()).await?.map(LocalGroup::from_row).transpose()
     }
 
-    /// The group, synced, or an error if it is refused or this user left it.
+    /// The group, synced, or an error if it is refused or this user left it (unless joining it by invite now).
     async fn synced_group(&mut self, group: &GroupId) -> Result<LocalGroup, ClientError> {
         let g = self.sync_log(group).await?;
-        if g.status == LEFT {
+        if g.status == LEFT && self.invite.as_ref().is_none_or(|(g, _)| g != group) {
             return Err(ClientError::Config(format!("you are not a member of group {group}")));
         }
         Ok(g)
@@ -441,7 +498,7 @@ impl Session<'_> {
         let mut entries: Vec<MembershipEntry> = Vec::new();
         let relay_head = loop {
             let id = new_envelope_id();
-            let FrameBody::GroupEntries(page) = self.request(FrameBody::GroupLog(GroupLog { id: Some(id.clone()), group: *group, from }), &id).await? else {
+            let FrameBody::GroupEntries(page) = self.request(FrameBody::GroupLog(GroupLog { id: Some(id.clone()), group: *group, from, invite: self.invite_proof(group) }), &id).await? else {
                 return Err(ClientError::Protocol("expected group.entries".into()));
             };
             let count = page.entries.len() as u64;
@@ -951,6 +1008,23 @@ pub(crate) async fn may_delete_others(store: &crate::store::LocalStore, group: &
         return Ok(false);
     }
     Ok(g.state.roles().any(|(m, _)| m.user == user && g.state.may_delete_others(&m.identity_key)))
+}
+
+/// How an invite link is written: `imfree-invite:<group id>:<the invite key's seed, base64url>`.
+pub const INVITE_PREFIX: &str = "imfree-invite:";
+
+fn invite_link(group: &GroupId, seed: &[u8; 32]) -> String {
+    format!("{INVITE_PREFIX}{group}:{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(seed))
+}
+
+/// The group and invite seed of a link.
+pub fn parse_invite_link(link: &str) -> Result<(GroupId, [u8; 32]), ClientError> {
+    let bad = || ClientError::Config("not an invite link: it looks like imfree-invite:<group>:<key>".into());
+    let rest = link.trim().strip_prefix(INVITE_PREFIX).ok_or_else(bad)?;
+    let (group, seed) = rest.split_once(':').ok_or_else(bad)?;
+    let group = group.parse().map_err(|_| bad())?;
+    let seed = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(seed).map_err(|_| bad())?;
+    Ok((group, seed.try_into().map_err(|_| bad())?))
 }
 
 /// By user name.

@@ -25,7 +25,70 @@ pub const ENTRY_VERSION: u8 = 1;
 /// Version byte of entries whose op carries data.
 pub const ENTRY_VERSION_DATA: u8 = 2;
 /// Longest `data` of an entry, in bytes.
-pub const MAX_DATA_LEN: usize = 64;
+pub const MAX_DATA_LEN: usize = 96;
+/// Label of what an invite key signs for a join.
+pub const INVITE_JOIN_LABEL: &str = "imfree/v1/invite-join";
+/// Label of what an invite key signs to let its holder read the group's log before joining.
+pub const INVITE_READ_LABEL: &str = "imfree/v1/invite-read";
+/// Most invite links open at once in a group.
+pub const MAX_INVITES: usize = 32;
+
+/// `"imfree/v1/invite-join" 0x00 || group_id 16 || seq u64 || prev 32 || joiner identity key 32 || u32 len || user`:
+/// what the invite key signs in a join entry, so that a join cannot be moved to another place, key or name.
+pub fn invite_join_bytes(group_id: [u8; 16], seq: u64, prev: &[u8; 32], joiner: &Member) -> Vec<u8> {
+    let mut c = Canonical::labelled(INVITE_JOIN_LABEL);
+    c.bytes(&group_id).u64(seq).bytes(prev).bytes(&joiner.identity_key).var(joiner.user.as_bytes());
+    c.0
+}
+
+/// `"imfree/v1/invite-read" 0x00 || group_id 16 || u32 len || user`: what the invite key signs so that `user` may
+/// read the log of a group it is not in yet.
+pub fn invite_read_bytes(group_id: [u8; 16], user: &str) -> Vec<u8> {
+    let mut c = Canonical::labelled(INVITE_READ_LABEL);
+    c.bytes(&group_id).var(user.as_bytes());
+    c.0
+}
+
+/// An invite link's key pair: the admin who opens the link puts the public key in the log; whoever holds the seed
+/// (the link) may read the log and join.
+pub struct InviteKey(SigningKey);
+
+impl InviteKey {
+    /// A new random invite key.
+    pub fn generate(rng: &mut impl rand_core::CryptoRngCore) -> Self {
+        let mut seed = [0u8; 32];
+        rng.fill_bytes(&mut seed);
+        InviteKey(SigningKey::from_bytes(&seed))
+    }
+
+    /// The key of a link's seed.
+    pub fn from_seed(seed: &[u8; 32]) -> Self {
+        InviteKey(SigningKey::from_bytes(seed))
+    }
+
+    /// The seed (what the link carries).
+    pub fn seed(&self) -> [u8; 32] {
+        self.0.to_bytes()
+    }
+
+    /// The public key (what the log holds).
+    pub fn public_key(&self) -> [u8; 32] {
+        self.0.verifying_key().to_bytes()
+    }
+
+    /// Sign that `user` may read the group's log.
+    pub fn sign_read(&self, group_id: [u8; 16], user: &str) -> [u8; 64] {
+        self.0.sign(&invite_read_bytes(group_id, user)).to_bytes()
+    }
+
+    /// The `data` of a join entry for `joiner` at (`seq`, `prev`).
+    pub fn join_data(&self, group_id: [u8; 16], seq: u64, prev: &[u8; 32], joiner: &Member) -> Vec<u8> {
+        let signature = self.0.sign(&invite_join_bytes(group_id, seq, prev, joiner)).to_bytes();
+        let mut data = self.public_key().to_vec();
+        data.extend_from_slice(&signature);
+        data
+    }
+}
 /// Longest user name in an entry, in bytes.
 pub const MAX_USER_LEN: usize = 256;
 /// Most members of a group.
@@ -110,6 +173,13 @@ pub enum MembershipOp {
     SetName,
     /// Set the group's topic (`data`: the 32-byte [`info_commitment`] of the topic).
     SetTopic,
+    /// Open an invite link (`data`: the invite's Ed25519 public key, 32 bytes). Needs `add_members`.
+    AddInvite,
+    /// Close an invite link (`data`: its public key). Needs `add_members`.
+    RevokeInvite,
+    /// Join through an open invite link: signed by the joiner (subject = actor), `data` = the invite's public key
+    /// (32) || the invite key's signature (64) over [`invite_join_bytes`]. The joiner becomes a member.
+    JoinByInvite,
 }
 
 impl MembershipOp {
@@ -126,6 +196,9 @@ impl MembershipOp {
             MembershipOp::SetPermissions => 8,
             MembershipOp::SetName => 9,
             MembershipOp::SetTopic => 10,
+            MembershipOp::AddInvite => 11,
+            MembershipOp::RevokeInvite => 12,
+            MembershipOp::JoinByInvite => 13,
         }
     }
 
@@ -142,6 +215,9 @@ impl MembershipOp {
             8 => MembershipOp::SetPermissions,
             9 => MembershipOp::SetName,
             10 => MembershipOp::SetTopic,
+            11 => MembershipOp::AddInvite,
+            12 => MembershipOp::RevokeInvite,
+            13 => MembershipOp::JoinByInvite,
             other => return Err(MembershipError::UnknownOp(other)),
         })
     }
@@ -150,7 +226,10 @@ impl MembershipOp {
 impl MembershipOp {
     /// Whether entries of this op carry `data` (and so use the version 2 encoding).
     pub fn has_data(self) -> bool {
-        matches!(self, MembershipOp::SetRole | MembershipOp::SetPermissions | MembershipOp::SetName | MembershipOp::SetTopic)
+        !matches!(
+            self,
+            MembershipOp::Create | MembershipOp::Add | MembershipOp::Remove | MembershipOp::Leave | MembershipOp::Promote | MembershipOp::Demote
+        )
     }
 }
 
@@ -503,6 +582,9 @@ pub struct GroupState {
     /// Commitment to the current topic.
     #[serde(default, with = "crate::encoding::b64_opt")]
     topic: Option<[u8; 32]>,
+    /// Public keys of the open invite links (base64).
+    #[serde(default)]
+    invites: std::collections::BTreeSet<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -535,6 +617,7 @@ impl GroupState {
             permissions: Permissions::default(),
             name: None,
             topic: None,
+            invites: Default::default(),
         })
     }
 
@@ -686,6 +769,52 @@ impl GroupState {
                     self.topic = Some(commitment);
                 }
             }
+            MembershipOp::AddInvite | MembershipOp::RevokeInvite => {
+                if !may(self.permissions.add_members) {
+                    return not_allowed;
+                }
+                if !to_self {
+                    return invalid("an invite change names its actor");
+                }
+                let Ok(key) = <[u8; 32]>::try_from(entry.data.as_slice()) else { return invalid("malformed invite key") };
+                let key = member_key(&key);
+                if entry.op == MembershipOp::AddInvite {
+                    if self.invites.len() >= MAX_INVITES {
+                        return invalid("too many open invite links: close one first");
+                    }
+                    if !self.invites.insert(key) {
+                        return invalid("that invite link is open already");
+                    }
+                } else if !self.invites.remove(&key) {
+                    return invalid("no such open invite link");
+                }
+            }
+            MembershipOp::JoinByInvite => {
+                if !to_self {
+                    return not_allowed;
+                }
+                if subject_role.is_some() {
+                    return invalid("already a member");
+                }
+                if entry.data.len() != 96 {
+                    return invalid("malformed invite proof");
+                }
+                let (key, signature) = entry.data.split_at(32);
+                let (Ok(key), Ok(signature)) = (<[u8; 32]>::try_from(key), <[u8; 64]>::try_from(signature)) else {
+                    return invalid("malformed invite proof");
+                };
+                if !self.invites.contains(&member_key(&key)) {
+                    return not_allowed;
+                }
+                let signed = invite_join_bytes(self.group_id, seq, &entry.prev, &entry.subject);
+                if verify_ed25519(&key, &signed, &signature, "invite").is_err() {
+                    return not_allowed;
+                }
+                if self.members.len() >= MAX_MEMBERS {
+                    return invalid("the group is full");
+                }
+                self.members.insert(subject_key, (entry.subject.clone(), Role::Member));
+            }
         }
         self.heads.push(KnownHeadHash(entry.hash()));
         Ok(())
@@ -725,6 +854,16 @@ impl GroupState {
     /// Whether a member may delete other members' messages.
     pub fn may_delete_others(&self, identity_key: &[u8; 32]) -> bool {
         self.role_of(identity_key).is_some_and(|r| r >= self.permissions.delete_others)
+    }
+
+    /// Whether `key` is an open invite link's public key.
+    pub fn invite_open(&self, key: &[u8; 32]) -> bool {
+        self.invites.contains(&member_key(key))
+    }
+
+    /// Whether `signature` shows that `user` holds an open invite link (`key`) and may read the log.
+    pub fn may_read_with_invite(&self, user: &str, key: &[u8; 32], signature: &[u8; 64]) -> bool {
+        self.invite_open(key) && verify_ed25519(key, &invite_read_bytes(self.group_id, user), signature, "invite").is_ok()
     }
 
     /// The commitment to the current name or topic, if one was ever set.

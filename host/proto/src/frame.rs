@@ -409,6 +409,18 @@ pub struct GroupLog {
     /// The first entry wanted.
     #[serde(default)]
     pub from: u64,
+    /// For someone not in the group yet who holds an invite link: proof of it, to read the log before joining.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invite: Option<InviteProof>,
+}
+
+/// Proof that the requester holds an open invite link of a group (docs/crypto.md, "Invite links").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InviteProof {
+    /// The invite's Ed25519 public key (32 bytes).
+    pub key: Payload,
+    /// The invite key's signature (64 bytes) over `invite_read_bytes(group, requester)`.
+    pub signature: Payload,
 }
 
 /// `group.entries`.
@@ -991,7 +1003,7 @@ mod tests {
             FrameBody::Send(Send { id: id(), to: Recipient::Group(id()), mime: "application/vnd.imfree.e2e".into(), data: b"g".to_vec().into(), payloads: vec![], refers: None }),
             FrameBody::Deliver(Deliver { id: id(), from: "a".into(), from_device: "d".into(), to: "b".into(), group: Some(id()), ts: 1, mime: "x/y".into(), data: vec![1].into(), refers: None }),
             FrameBody::GroupAppend(GroupAppend { id: Some("g".into()), group: id(), entry: vec![1, 2].into() }),
-            FrameBody::GroupLog(GroupLog { id: None, group: id(), from: 3 }),
+            FrameBody::GroupLog(GroupLog { id: None, group: id(), from: 3, invite: None }),
             FrameBody::GroupEntries(GroupEntries { reference: Some("g".into()), group: id(), head: 4, entries: vec![vec![1].into()] }),
         ];
         assert_eq!(bodies.len(), FRAME_TYPES.len() + 3);

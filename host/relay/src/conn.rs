@@ -861,7 +861,9 @@ impl Conn {
             }
             FrameBody::GroupLog(g) => {
                 let store = Arc::clone(&self.state.store);
-                let answer = crate::groups::log(store.as_ref(), self.user_id, &g.group, g.from).await.map(|(head, entries)| {
+                let max = self.state.config.limits.max_group_log_entries;
+                let reader = (self.user_id, self.user.as_str());
+                let answer = crate::groups::log(store.as_ref(), &self.state.groups, reader, &g.group, g.from, g.invite.as_ref(), max).await.map(|(head, entries)| {
                     FrameBody::GroupEntries(imfree_proto::GroupEntries { reference: g.id.clone(), group: g.group, head, entries })
                 });
                 self.answer(g.id, answer).await

@@ -7,7 +7,7 @@
 //! (see docs/crypto.md, "What a hostile relay can do").
 
 use imfree_crypto::membership::{GroupState, MembershipEntry, MembershipOp, Role};
-use imfree_proto::{ErrorCode, ErrorFrame, GroupId, Payload};
+use imfree_proto::{ErrorCode, ErrorFrame, GroupId, InviteProof, Payload};
 use imfree_store::{AuditEvent, RelayStore, StoreError, UserId};
 
 use crate::state::now_ms;
@@ -50,6 +50,9 @@ fn audit_action(entry: &MembershipEntry) -> String {
         MembershipOp::SetPermissions => "set_permissions",
         MembershipOp::SetName => "rename",
         MembershipOp::SetTopic => "set_topic",
+        MembershipOp::AddInvite => "open_invite_link",
+        MembershipOp::RevokeInvite => "close_invite_link",
+        MembershipOp::JoinByInvite => "join_by_invite",
     };
     format!("group.{op}")
 }
@@ -186,12 +189,30 @@ pub async fn append(
 }
 
 /// Answer `group.log`: entries `from` on, for anyone the log names (current or former members).
-pub async fn log(store: &dyn RelayStore, user_id: UserId, group: &GroupId, from: u64) -> Result<(u64, Vec<Payload>), ErrorFrame> {
+/// Someone the log never named may read it with proof of an open invite link (to join through it).
+pub async fn log(
+    store: &dyn RelayStore,
+    cache: &GroupCache,
+    reader: (UserId, &str),
+    group: &GroupId,
+    from: u64,
+    invite: Option<&InviteProof>,
+    max_entries: usize,
+) -> Result<(u64, Vec<Payload>), ErrorFrame> {
     let Some(head) = store.group_head(group.as_str()).await.map_err(internal)? else {
         return Err(ErrorFrame::new(ErrorCode::UnknownGroup, format!("no group {group}")));
     };
-    if store.group_membership(group.as_str(), user_id).await.map_err(internal)?.is_none() {
-        return Err(ErrorFrame::new(ErrorCode::NotAMember, "only members and former members may read a group's log"));
+    if store.group_membership(group.as_str(), reader.0).await.map_err(internal)?.is_none() {
+        let invited = match (invite, current_state(store, cache, group.as_str(), max_entries).await?) {
+            (Some(proof), Some(state)) => match (<[u8; 32]>::try_from(proof.key.0.as_slice()), <[u8; 64]>::try_from(proof.signature.0.as_slice())) {
+                (Ok(key), Ok(signature)) => state.may_read_with_invite(reader.1, &key, &signature),
+                _ => false,
+            },
+            _ => false,
+        };
+        if !invited {
+            return Err(ErrorFrame::new(ErrorCode::NotAMember, "only members, former members and holders of an open invite link may read a group's log"));
+        }
     }
     let from = i64::try_from(from).unwrap_or(i64::MAX);
     let rows = store.group_entries(group.as_str(), from, MAX_ENTRIES_PER_FRAME as i64).await.map_err(internal)?;

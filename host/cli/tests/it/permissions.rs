@@ -172,3 +172,45 @@ async fn roles_and_permissions_are_enforced_by_relay_and_clients() {
     assert!(i["status"].as_str().unwrap().starts_with("refused"), "{i}");
     assert!(i["status"].as_str().unwrap().contains("not allowed"), "{i}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invite_link_admits_whoever_holds_it_until_it_is_closed() {
+    let dir = tempdir();
+    let relay = RelayProc::start(&dir.path().join("relay"), None);
+    let home = |u: &str| dir.path().join(u);
+    for user in ["alice", "bob", "carol", "erin"] {
+        register(&relay, &home(user), user, &format!("{user}-password-1"));
+    }
+    let (alice, bob, carol, erin) = (home("alice"), home("bob"), home("carol"), home("erin"));
+    let to = ok(&alice, &["group", "create", "open door"]).trim().to_owned();
+    ok(&alice, &["group", "add", &to, "bob"]);
+    ok(&bob, &["send", &to, "before carol"]);
+
+    // Bob, a plain member, may not open a link; alice may.
+    assert!(refusal(client(&bob, &["group", "invite-link", &to])).contains("does not allow"));
+    let link = ok(&alice, &["group", "invite-link", &to]).trim().to_owned();
+    assert!(link.starts_with("imfree-invite:"), "{link}");
+    // Without the link, carol can neither read the log nor join.
+    let (group, _) = imfree_client::groups::parse_invite_link(&link).unwrap();
+    let forged = format!("imfree-invite:{group}:{}", "A".repeat(43));
+    assert!(!client(&carol, &["group", "join", &forged]).status.success(), "a made-up key admits nobody");
+
+    // With it, carol joins; she reads what is sent from now on, not before, and the others see her join.
+    assert_eq!(ok(&carol, &["group", "join", &link]).trim(), to);
+    let names: Vec<String> = info(&alice, &to)["roles"].as_array().unwrap().iter().map(|r| r[0].as_str().unwrap().to_owned()).collect();
+    assert_eq!(names, ["alice", "bob", "carol"]);
+    ok(&bob, &["send", &to, "welcome carol"]);
+    let at_carol = parse_json_lines(&ok(&carol, &["recv", "--json"]));
+    let readable: Vec<&str> = at_carol.iter().filter(|m| m.get("event").is_none() && m.get("error").is_none()).filter_map(|m| m["body"].as_str()).collect();
+    assert_eq!(readable, ["welcome carol"], "{at_carol:?}");
+    let at_alice = parse_json_lines(&ok(&alice, &["recv", "--json"]));
+    assert!(at_alice.iter().any(|m| m["body"].as_str().is_some_and(|b| b.contains("carol joined through an invite link"))), "{at_alice:?}");
+
+    // Closed, the link admits nobody more.
+    ok(&alice, &["group", "invite-link", &to, "--close", &link]);
+    let why = refusal(client(&erin, &["group", "join", &link]));
+    assert!(why.contains("not_a_member") || why.contains("invite"), "{why}");
+    let out = std::process::Command::new(bin()).args(["admin", "--data"]).arg(&relay.data).args(["audit", "--json", "--conv", &to]).output().unwrap();
+    let actions: Vec<String> = parse_json_lines(&String::from_utf8_lossy(&out.stdout)).iter().map(|e| e["action"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(&actions[..3], ["group.close_invite_link", "group.join_by_invite", "group.open_invite_link"]);
+}

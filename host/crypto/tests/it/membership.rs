@@ -309,3 +309,41 @@ fn a_state_stored_before_roles_still_loads() {
     members.sort();
     assert_eq!(members, [("alice@example.org".into(), true), ("bob@example.org".into(), true), ("dave@example.org".into(), false)]);
 }
+
+#[test]
+fn invite_links_admit_whoever_holds_one_while_it_is_open() {
+    use imfree_crypto::membership::{InviteKey, Role};
+    let (a, b, c, _) = users();
+    let mut state = GroupState::genesis(&MembershipEntry::create(&a.identity, a.name, [0x47; 16], 1)).unwrap();
+    state.apply(&with(&state, &a, MembershipOp::Add, &b, vec![])).unwrap();
+    let invite = InviteKey::from_seed(&[9; 32]);
+    // A plain member may not open a link; an admin (here the owner) may.
+    assert!(matches!(state.clone().apply(&with(&state, &b, MembershipOp::AddInvite, &b, invite.public_key().to_vec())), Err(MembershipError::NotAllowed { .. })));
+    state.apply(&with(&state, &a, MembershipOp::AddInvite, &a, invite.public_key().to_vec())).unwrap();
+    assert!(state.invite_open(&invite.public_key()));
+    // The link lets carol read the log and join, as herself.
+    assert!(state.may_read_with_invite(c.name, &invite.public_key(), &invite.sign_read(state.group_id(), c.name)));
+    assert!(!state.may_read_with_invite(b.name, &invite.public_key(), &invite.sign_read(state.group_id(), c.name)), "bound to the reader");
+    let head = state.head();
+    let join = |state: &GroupState, key: &InviteKey, joiner: &User| {
+        let head = state.head();
+        state.next_entry_with(&joiner.identity, MembershipOp::JoinByInvite, joiner.member(), 1, key.join_data(state.group_id(), head.seq + 1, &head.head, &joiner.member()))
+    };
+    let entry = join(&state, &invite, &c);
+    // A join whose proof is for another place in the log, or signed by a key that is not open, is refused.
+    let stale = state.next_entry_with(&c.identity, MembershipOp::JoinByInvite, c.member(), 1, invite.join_data(state.group_id(), head.seq + 5, &head.head, &c.member()));
+    assert!(matches!(state.clone().apply(&stale), Err(MembershipError::NotAllowed { .. })));
+    let stranger = InviteKey::from_seed(&[10; 32]);
+    assert!(matches!(state.clone().apply(&join(&state, &stranger, &c)), Err(MembershipError::NotAllowed { .. })));
+    // Someone else cannot sign a join for carol (the entry is signed by its subject).
+    let forged = state.next_entry_with(&b.identity, MembershipOp::JoinByInvite, c.member(), 1, invite.join_data(state.group_id(), head.seq + 1, &head.head, &c.member()));
+    assert!(matches!(state.clone().apply(&forged), Err(MembershipError::NotAllowed { .. })));
+    let mut joined = state.clone();
+    joined.apply(&entry).unwrap();
+    assert_eq!(joined.role_of(&c.identity.public_key()), Some(Role::Member));
+    assert_eq!(MembershipEntry::decode(&entry.encode()).unwrap(), entry);
+    // Once revoked, the link admits nobody and reads nothing.
+    state.apply(&with(&state, &a, MembershipOp::RevokeInvite, &a, invite.public_key().to_vec())).unwrap();
+    assert!(!state.may_read_with_invite(c.name, &invite.public_key(), &invite.sign_read(state.group_id(), c.name)));
+    assert!(matches!(state.clone().apply(&join(&state, &invite, &c)), Err(MembershipError::NotAllowed { .. })));
+}
