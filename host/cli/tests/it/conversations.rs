@@ -74,9 +74,12 @@ fn delete_content(target: &str) -> (Content, MessageRef) {
 fn replies_edits_deletions_and_reactions_between_two_users() {
     let dir = tempdir();
     let relay = RelayProc::start(&dir.path().join("relay"), None);
-    let (alice, bob) = (dir.path().join("alice"), dir.path().join("bob"));
+    let (alice, bob, bob2) = (dir.path().join("alice"), dir.path().join("bob"), dir.path().join("bob-laptop"));
     register(&relay, &alice, "alice", "alice-password-1");
     register(&relay, &bob, "bob", "bob-password-12");
+    // Bob's second device: everything below reaches it too, and what bob does there reaches alice.
+    crate::linking::login(&relay, &bob2, "bob", "bob-password-12", "bob-laptop");
+    crate::linking::link(&bob2, &bob);
 
     let first = sent_id(&ok(&alice, &["send", "bob", "lunch at noon?"]));
     let got = recv(&bob);
@@ -124,6 +127,18 @@ fn replies_edits_deletions_and_reactions_between_two_users() {
         serde_json::json!([{"emoji": "🎉", "count": 1, "users": ["alice"]}, {"emoji": "👍", "count": 1, "users": ["bob"]}, {"emoji": family, "count": 1, "users": ["bob"]}])
     );
     assert_eq!(reactions(&bob, "alice"), reactions(&alice, "bob"), "both sides agree");
+    recv(&bob2);
+    assert_eq!(reactions(&bob2, "alice"), reactions(&alice, "bob"), "and bob's other device");
+    let on_laptop = history(&bob2, "alice").into_iter().find(|m| m["id"] == first.as_str()).unwrap();
+    assert_eq!((on_laptop["edited"].as_bool(), on_laptop["versions"].as_array().map(Vec::len)), (Some(true), Some(2)), "{on_laptop}");
+    // A reaction from the laptop reaches alice and the phone.
+    ok(&bob2, &["react", &first, ":+1:"]);
+    recv(&alice);
+    recv(&bob);
+    for (home, peer) in [(&alice, "bob"), (&bob, "alice")] {
+        let thumbs = reactions(home, peer).as_array().unwrap().iter().find(|r| r["emoji"] == "👍").cloned().unwrap();
+        assert_eq!(thumbs["count"], 1, "the same user's reaction from two devices counts once: {thumbs}");
+    }
     assert!(!client(&bob, &["react", &first, "not an emoji"]).status.success(), "a reaction is one emoji, no spaces");
 
     // Only the author edits or deletes in a direct conversation: the client says so before sending anything.
@@ -135,7 +150,8 @@ fn replies_edits_deletions_and_reactions_between_two_users() {
     let got: Vec<_> = recv(&bob).into_iter().filter(|m| m.get("delete_of").is_some()).collect();
     assert_eq!(got.len(), 1, "{got:?}");
     assert_eq!((got[0]["id"].as_str(), got[0]["delete_of"].as_str()), (Some(deletion.as_str()), Some(first.as_str())), "{got:?}");
-    for (home, peer) in [(&bob, "alice"), (&alice, "bob")] {
+    recv(&bob2);
+    for (home, peer) in [(&bob, "alice"), (&alice, "bob"), (&bob2, "alice")] {
         let h = history(home, peer);
         let gone = h.iter().find(|m| m["id"] == first.as_str()).unwrap();
         assert_eq!((gone["deleted"].as_bool(), gone["body"].as_str()), (Some(true), Some("")), "{gone}");
