@@ -1,6 +1,7 @@
 //! Behaviour of the relay store, each test run against SQLite and PostgreSQL (see `harness`).
 
 mod accounts;
+mod files;
 mod fixtures;
 mod groups;
 mod harness;
