@@ -20,6 +20,7 @@ pub mod connection;
 pub mod devices;
 pub mod e2e;
 pub mod engine;
+pub mod files;
 pub mod groups;
 pub mod home;
 pub mod linking;
