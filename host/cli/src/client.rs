@@ -148,6 +148,14 @@ enum ClientCommand {
     /// Groups: create, add, remove, leave, info, list.
     #[command(subcommand)]
     Group(crate::group::GroupCommand),
+    /// End-to-end encrypted files: send, get (both resumable).
+    #[command(subcommand)]
+    File(crate::files::FileCommand),
+    /// The file history of a conversation (a user or `group:<id>`), from the local store.
+    Files(crate::files::FilesArgs),
+    /// Voice messages: send an Ogg Opus or WAV recording with its duration.
+    #[command(subcommand)]
+    Voice(crate::files::VoiceCommand),
     /// This account's devices: without a subcommand, list them (id, relay device, name, fingerprint, status).
     ///
     /// Linking: on the NEW device, after `login`, run `devices link`: it shows a code (and a QR payload). On a device
@@ -329,6 +337,9 @@ pub(crate) async fn run(args: ClientArgs) -> anyhow::Result<ExitCode> {
             }
         }
         ClientCommand::Group(command) => crate::group::run(home, command).await?,
+        ClientCommand::File(command) => return crate::files::run_file(home, command).await,
+        ClientCommand::Files(args) => crate::files::run_files(home, args).await?,
+        ClientCommand::Voice(command) => return crate::files::run_voice(home, command).await,
         ClientCommand::Devices { action } => devices(home, action).await?,
         ClientCommand::Logout => {
             let mut client = crate::client::open_client(home).await?;
@@ -527,6 +538,8 @@ fn body_text(m: &StoredMessage) -> String {
         cards::render(&m.id, &m.body)
     } else if m.mime == cards::REACTION_MIME {
         cards::render_reaction(&m.body)
+    } else if m.mime == imfree_client::files::FILE_MIME {
+        crate::files::describe(m)
     } else if m.mime.starts_with("text/") {
         String::from_utf8_lossy(&m.body).into_owned()
     } else {
@@ -545,6 +558,11 @@ fn print_message(m: &StoredMessage, json: bool) -> std::io::Result<()> {
         } else {
             v["body"] = base64::engine::general_purpose::STANDARD.encode(&m.body).into();
             v["encoding"] = "base64".into();
+        }
+        if let Some(file) = crate::files::json_file_object(m) {
+            // The descriptor holds the file key: show what it says, not the key.
+            v["file"] = file;
+            v["body"] = crate::files::describe(m).into();
         }
         if m.status == "undecodable" {
             v["error"] = "undecodable".into();

@@ -9,6 +9,7 @@ mod bots;
 mod cards;
 mod client;
 mod client_plugins;
+mod files;
 mod group;
 mod plugin;
 mod serve;

@@ -8,6 +8,7 @@ mod client_plugins;
 mod common;
 mod delivery;
 mod e2e;
+mod files;
 mod groups;
 mod hostile;
 mod linking;
