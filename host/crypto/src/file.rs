@@ -386,7 +386,7 @@ impl PasswordWrap {
         let (aead, ad) = key_encryption_key(password, self.params, &self.salt, file_id)?;
         let mut buf = Zeroizing::new(self.wrapped[..32].to_vec());
         let tag = *Tag::from_slice(&self.wrapped[32..]);
-        aead.decrypt_in_place_detached(Nonce::from_slice(&[0u8; 12]), &ad, &mut *buf, &tag).map_err(|_| FileError::WrongPassword)?;
+        aead.decrypt_in_place_detached(Nonce::from_slice(&[0u8; 12]), &ad, &mut buf, &tag).map_err(|_| FileError::WrongPassword)?;
         let mut key = [0u8; 32];
         key.copy_from_slice(&buf);
         Ok(FileKey::from_bytes(key))

@@ -344,9 +344,9 @@ fn frame_error(e: ErrorFrame) -> Response {
 }
 
 /// Check the bearer ticket against the file and use; returns the file id bytes and the account.
-fn authorise(state: &RelayState, headers: &HeaderMap, file: &str, modes: &[TicketMode]) -> Result<([u8; 16], UserId), Response> {
+fn authorise(state: &RelayState, headers: &HeaderMap, file: &str, modes: &[TicketMode]) -> Result<([u8; 16], UserId), ErrorFrame> {
     let Some(bytes) = file_bytes(file) else {
-        return Err(http_error(ErrorCode::UnknownFile, "no such file on this relay"));
+        return Err(ErrorFrame::new(ErrorCode::UnknownFile, "no such file on this relay"));
     };
     let ticket = headers
         .get(header::AUTHORIZATION)
@@ -364,14 +364,14 @@ fn authorise(state: &RelayState, headers: &HeaderMap, file: &str, modes: &[Ticke
         }
     }
     state.metrics.errors.get_or_create(&crate::metrics::CodeLabel { code: "bad_ticket" }).inc();
-    Err(http_error(ErrorCode::BadTicket, format!("{why}: ask for a new ticket over the IMF session (file.begin or file.fetch)")))
+    Err(ErrorFrame::new(ErrorCode::BadTicket, format!("{why}: ask for a new ticket over the IMF session (file.begin or file.fetch)")))
 }
 
-fn chunk_index(n: &str, record: &FileRecord) -> Result<u64, Response> {
+fn chunk_index(n: &str, record: &FileRecord) -> Result<u64, ErrorFrame> {
     let chunks = record.chunks.max(0) as u64;
     match n.parse::<u64>() {
         Ok(i) if i < chunks => Ok(i),
-        _ => Err(http_error(ErrorCode::ChunkOutOfRange, format!("chunk index {n:.20} is outside the file (chunks 0 to {})", chunks.saturating_sub(1)))),
+        _ => Err(ErrorFrame::new(ErrorCode::ChunkOutOfRange, format!("chunk index {n:.20} is outside the file (chunks 0 to {})", chunks.saturating_sub(1)))),
     }
 }
 
@@ -400,8 +400,8 @@ fn ranges(present: &[u64]) -> Vec<[u64; 2]> {
 
 /// `GET /v1/files/{file}`: which chunks are stored (upload or download ticket).
 async fn status(State(state): State<Arc<RelayState>>, UrlPath(file): UrlPath<String>, headers: HeaderMap) -> Response {
-    if let Err(r) = authorise(&state, &headers, &file, &[TicketMode::Upload, TicketMode::Download]) {
-        return r;
+    if let Err(e) = authorise(&state, &headers, &file, &[TicketMode::Upload, TicketMode::Download]) {
+        return frame_error(e);
     }
     let record = match live_record(&state, &file).await {
         Ok(r) => r,
@@ -466,7 +466,7 @@ fn write_chunk(dir: &Path, n: u64, bytes: &[u8]) -> std::io::Result<()> {
 async fn put_chunk(State(state): State<Arc<RelayState>>, UrlPath((file, n)): UrlPath<(String, String)>, headers: HeaderMap, body: Body) -> Response {
     let user = match authorise(&state, &headers, &file, &[TicketMode::Upload]) {
         Ok((_, user)) => user,
-        Err(r) => return r,
+        Err(e) => return frame_error(e),
     };
     let record = match state.store.file(&file).await {
         Ok(Some(r)) if r.expires_at > now_ms() && r.owner == user => r,
@@ -475,7 +475,7 @@ async fn put_chunk(State(state): State<Arc<RelayState>>, UrlPath((file, n)): Url
     };
     let n = match chunk_index(&n, &record) {
         Ok(n) => n,
-        Err(r) => return r,
+        Err(e) => return frame_error(e),
     };
     let expected = plain_len(record.size.max(0) as u64, record.chunk_size.max(1) as u64, n) + TAG_LEN;
     let limit = usize::try_from(expected).unwrap_or(usize::MAX);
@@ -496,8 +496,8 @@ async fn put_chunk(State(state): State<Arc<RelayState>>, UrlPath((file, n)): Url
 
 /// `GET /v1/files/{file}/chunks/{n}`: one sealed chunk of a complete file (download ticket).
 async fn get_chunk(State(state): State<Arc<RelayState>>, UrlPath((file, n)): UrlPath<(String, String)>, headers: HeaderMap) -> Response {
-    if let Err(r) = authorise(&state, &headers, &file, &[TicketMode::Download]) {
-        return r;
+    if let Err(e) = authorise(&state, &headers, &file, &[TicketMode::Download]) {
+        return frame_error(e);
     }
     let record = match state.store.file(&file).await {
         Ok(Some(r)) if r.expires_at > now_ms() => r,
@@ -509,7 +509,7 @@ async fn get_chunk(State(state): State<Arc<RelayState>>, UrlPath((file, n)): Url
     }
     let n = match chunk_index(&n, &record) {
         Ok(n) => n,
-        Err(r) => return r,
+        Err(e) => return frame_error(e),
     };
     let path = state.files.file_dir(&file).join(n.to_string());
     match tokio::fs::read(&path).await {
