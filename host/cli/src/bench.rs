@@ -50,6 +50,8 @@ enum Internal {
         #[arg(long)]
         spec: PathBuf,
     },
+    /// Encrypted file transfer throughput through a relay on loopback (see docs/performance.md).
+    Files(crate::files::FilesBenchArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -94,6 +96,7 @@ struct BenchOptions {
 pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
     match args.internal {
         Some(Internal::Load { spec }) => load::run(&spec).await,
+        Some(Internal::Files(args)) => crate::files::bench(args).await,
         None => orchestrate(args.options).await,
     }
 }

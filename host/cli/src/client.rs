@@ -196,6 +196,14 @@ enum ClientCommand {
     /// Groups: create, add, remove, leave, info, list.
     #[command(subcommand)]
     Group(crate::group::GroupCommand),
+    /// End-to-end encrypted files: send, get (both resumable).
+    #[command(subcommand)]
+    File(crate::files::FileCommand),
+    /// The file history of a conversation (a user or `group:<id>`), from the local store.
+    Files(crate::files::FilesArgs),
+    /// Voice messages: send an Ogg Opus or WAV recording with its duration.
+    #[command(subcommand)]
+    Voice(crate::files::VoiceCommand),
     /// This account's devices: without a subcommand, list them (id, relay device, name, fingerprint, status).
     ///
     /// Linking: on the NEW device, after `login`, run `devices link`: it shows a code (and a QR payload). On a device
@@ -382,6 +390,9 @@ pub(crate) async fn run(args: ClientArgs) -> anyhow::Result<ExitCode> {
             }
         }
         ClientCommand::Group(command) => crate::group::run(home, command).await?,
+        ClientCommand::File(command) => return crate::files::run_file(home, command).await,
+        ClientCommand::Files(args) => crate::files::run_files(home, args).await?,
+        ClientCommand::Voice(command) => return crate::files::run_voice(home, command).await,
         ClientCommand::Devices { action } => devices(home, action).await?,
         ClientCommand::Logout => {
             let mut client = crate::client::open_client(home).await?;
@@ -590,6 +601,8 @@ pub(crate) fn body_text(m: &StoredMessage) -> String {
         change
     } else if m.mime == cards::CARD_MIME {
         crate::render::plain(&cards::render(&m.id, &m.body))
+    } else if m.mime == imfree_client::files::FILE_MIME {
+        crate::render::plain(&crate::files::describe(m))
     } else if m.mime.starts_with("text/") {
         crate::render::text_body(&m.mime, &m.body)
     } else {
@@ -608,6 +621,11 @@ fn print_message(m: &StoredMessage, json: bool) -> std::io::Result<()> {
         } else {
             v["body"] = base64::engine::general_purpose::STANDARD.encode(&m.body).into();
             v["encoding"] = "base64".into();
+        }
+        if let Some(file) = crate::files::json_file_object(m) {
+            // The descriptor holds the file key: show what it says, not the key.
+            v["file"] = file;
+            v["body"] = crate::files::describe(m).into();
         }
         if m.status == "undecodable" {
             v["error"] = "undecodable".into();

@@ -10,6 +10,7 @@ mod cards;
 mod client;
 mod client_plugins;
 mod conversation;
+mod files;
 mod group;
 mod plugin;
 mod render;

@@ -621,7 +621,9 @@ impl Session<'_> {
                     };
                     incoming.push(message);
                 }
-                body @ (FrameBody::KeysDeviceList(_) | FrameBody::KeysBundles(_) | FrameBody::GroupEntries(_)) => after.push(Event::Keys(Frame::new(body))),
+                body @ (FrameBody::KeysDeviceList(_) | FrameBody::KeysBundles(_) | FrameBody::GroupEntries(_) | FrameBody::FileTicket(_)) => {
+                    after.push(Event::Keys(Frame::new(body)))
+                }
                 body @ (FrameBody::LinkPaired(_) | FrameBody::LinkData(_) | FrameBody::LinkClose(_)) => {
                     after.push(Event::Link(Frame::new(body)))
                 }
@@ -698,6 +700,7 @@ impl Session<'_> {
                     FrameBody::KeysDeviceList(l) => l.reference.as_deref() == Some(&id),
                     FrameBody::KeysBundles(b) => b.reference.as_deref() == Some(&id),
                     FrameBody::GroupEntries(g) => g.reference.as_deref() == Some(&id),
+                    FrameBody::FileTicket(t) => t.reference.as_deref() == Some(&id),
                     _ => false,
                 },
                 Event::Ok(Some(r)) => *r == id,

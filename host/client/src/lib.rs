@@ -21,6 +21,7 @@ pub mod conversation;
 pub mod devices;
 pub mod e2e;
 pub mod engine;
+pub mod files;
 pub mod groups;
 pub mod home;
 pub mod linking;

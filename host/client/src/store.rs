@@ -256,16 +256,16 @@ impl LocalStore {
         Ok(store)
     }
 
-    /// The connection pool, for the store's other modules (search).
+    /// The connection pool, for the store's other modules (search, files).
     pub(crate) fn pool(&self) -> &SqlitePool {
         &self.pool
     }
 
-    fn seal(&self, value: &[u8]) -> Vec<u8> {
+    pub(crate) fn seal(&self, value: &[u8]) -> Vec<u8> {
         crate::vault::seal_opt(self.vault.as_ref(), value)
     }
 
-    fn unseal(&self, value: Option<Vec<u8>>) -> Result<Option<Vec<u8>>, ClientError> {
+    pub(crate) fn unseal(&self, value: Option<Vec<u8>>) -> Result<Option<Vec<u8>>, ClientError> {
         value.map(|v| crate::vault::open_opt(self.vault.as_ref(), v)).transpose()
     }
 

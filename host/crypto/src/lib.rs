@@ -13,6 +13,7 @@
 //! - [`membership`]: the signed, hash-chained group membership log and its verifier.
 //! - [`group`]: sender keys: group messages bound to the membership head, signed per sender chain.
 //! - [`safety`]: safety numbers and their scannable payload.
+//! - [`file`]: end-to-end encrypted files: per-file key, STREAM-style chunk sealing, password wrap, descriptor.
 //! - [`keystore`]: the passphrase-sealed key store (Argon2id + XChaCha20-Poly1305).
 //! - [`linking`]: device linking with a code or QR payload over Noise XXpsk3.
 //! - [`revocation`]: the signed device revocation list.
@@ -27,6 +28,7 @@ pub mod aead;
 pub mod device;
 mod encoding;
 pub mod envelope;
+pub mod file;
 pub mod group;
 mod error;
 pub mod identity;

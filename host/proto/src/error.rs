@@ -93,6 +93,22 @@ pub enum ErrorCode {
     UnknownMessage,
     /// An edit of someone else's message, or a deletion the sender's role does not allow.
     NotAllowed,
+    /// A file is larger than the relay's `files.max_file_bytes`, or a chunk size is outside its limits.
+    FileTooLarge,
+    /// The account's files would exceed its quota (`files.quota_bytes`).
+    OverQuota,
+    /// No such file on the relay (never uploaded, or expired and deleted).
+    UnknownFile,
+    /// The file's upload has not finished: not every chunk is stored yet.
+    FileIncomplete,
+    /// The file id is taken by another upload or another layout.
+    FileConflict,
+    /// A file ticket is missing, altered, expired, or for another file or use (HTTP endpoints).
+    BadTicket,
+    /// A chunk index beyond the file's last chunk (HTTP endpoints).
+    ChunkOutOfRange,
+    /// A chunk upload of the wrong length (HTTP endpoints).
+    ChunkRejected,
 }
 
 impl ErrorCode {
@@ -140,6 +156,14 @@ impl ErrorCode {
             ErrorCode::LinkLimit => "link_limit",
             ErrorCode::UnknownMessage => "unknown_message",
             ErrorCode::NotAllowed => "not_allowed",
+            ErrorCode::FileTooLarge => "file_too_large",
+            ErrorCode::OverQuota => "over_quota",
+            ErrorCode::UnknownFile => "unknown_file",
+            ErrorCode::FileIncomplete => "file_incomplete",
+            ErrorCode::FileConflict => "file_conflict",
+            ErrorCode::BadTicket => "bad_ticket",
+            ErrorCode::ChunkOutOfRange => "chunk_out_of_range",
+            ErrorCode::ChunkRejected => "chunk_rejected",
         }
     }
 }

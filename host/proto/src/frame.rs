@@ -67,6 +67,12 @@ pub enum FrameBody {
     /// connections have joined.
     #[serde(rename = "link.open")]
     LinkOpen(LinkOpen),
+    /// Start or resume a file upload; answered with `file.ticket` (see `crate::file`).
+    #[serde(rename = "file.begin")]
+    FileBegin(crate::file::FileBegin),
+    /// Ask for a file download ticket; answered with `file.ticket`.
+    #[serde(rename = "file.fetch")]
+    FileFetch(crate::file::FileFetch),
 
     // ----- both directions -----
     /// Client -> relay: set own status. Relay -> client: a contact's status.
@@ -113,6 +119,9 @@ pub enum FrameBody {
     /// Two connections of this account have joined the rendezvous: linking messages can flow.
     #[serde(rename = "link.paired")]
     LinkPaired(LinkPaired),
+    /// The answer to `file.begin` and `file.fetch`.
+    #[serde(rename = "file.ticket")]
+    FileTicket(crate::file::FileTicket),
     /// A request failed, or the connection is about to close.
     Error(ErrorFrame),
 }
@@ -123,6 +132,7 @@ pub const FRAME_TYPES: &[&str] = &[
     "typing", "receipt", "welcome", "deliver", "accepted", "drained", "totp.secret", "ok", "pong", "error",
     "keys.upload", "keys.devices", "keys.claim", "keys.device_list", "keys.bundles", "keys.revoke", "link.open",
     "link.data", "link.close", "link.paired", "group.append", "group.log", "group.entries",
+    "file.begin", "file.fetch", "file.ticket",
 ];
 
 /// Whom an envelope is for.
@@ -715,6 +725,9 @@ impl Frame {
             FrameBody::LinkData(_) => "link.data",
             FrameBody::LinkClose(_) => "link.close",
             FrameBody::LinkPaired(_) => "link.paired",
+            FrameBody::FileBegin(_) => "file.begin",
+            FrameBody::FileFetch(_) => "file.fetch",
+            FrameBody::FileTicket(_) => "file.ticket",
             FrameBody::Presence(_) => "presence",
             FrameBody::Typing(_) => "typing",
             FrameBody::Receipt(_) => "receipt",
@@ -855,6 +868,15 @@ impl Frame {
                 rendezvous(&l.rendezvous)
             }
             FrameBody::LinkPaired(l) => rendezvous(&l.rendezvous),
+            FrameBody::FileBegin(f) => {
+                request(&f.id)?;
+                crate::file::validate_file_id(&f.file)
+            }
+            FrameBody::FileFetch(f) => {
+                request(&f.id)?;
+                crate::file::validate_file_id(&f.file)
+            }
+            FrameBody::FileTicket(f) => crate::file::validate_file_id(&f.file),
             FrameBody::LinkData(l) => {
                 rendezvous(&l.rendezvous)?;
                 payload(&l.data)
@@ -1005,6 +1027,9 @@ mod tests {
             FrameBody::GroupAppend(GroupAppend { id: Some("g".into()), group: id(), entry: vec![1, 2].into() }),
             FrameBody::GroupLog(GroupLog { id: None, group: id(), from: 3, invite: None }),
             FrameBody::GroupEntries(GroupEntries { reference: Some("g".into()), group: id(), head: 4, entries: vec![vec![1].into()] }),
+            FrameBody::FileBegin(crate::file::FileBegin { id: Some("f".into()), file: "00112233445566778899aabbccddeeff".into(), size: 5, chunk_size: 1024, chunks: 1 }),
+            FrameBody::FileFetch(crate::file::FileFetch { id: None, file: "00112233445566778899aabbccddeeff".into() }),
+            FrameBody::FileTicket(crate::file::FileTicket { reference: Some("f".into()), file: "00112233445566778899aabbccddeeff".into(), mode: crate::file::TicketMode::Download, ticket: "t".into(), expires: 9, size: 5, chunk_size: 1024, chunks: 1, complete: true }),
         ];
         assert_eq!(bodies.len(), FRAME_TYPES.len() + 3);
         for body in bodies {

@@ -24,6 +24,7 @@
 pub mod auth;
 pub mod compress;
 pub mod content;
+pub mod file;
 mod error;
 mod frame;
 mod id;

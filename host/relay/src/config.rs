@@ -31,6 +31,8 @@ pub struct RelayConfig {
     pub allowed_origins: Vec<String>,
     /// Plugin runtime settings.
     pub plugin_host: crate::plugins::PluginHostConfig,
+    /// End-to-end encrypted file transfer: sizes, quota, expiry.
+    pub files: crate::files::FilesConfig,
     /// Plugins by name (`[plugins.<name>]`: enabled, path, manifest, grants, settings, limits, failure). The relay
     /// runs those whose manifest declares the `relay` scope.
     #[serde(skip_serializing)]
@@ -51,6 +53,7 @@ impl Default for RelayConfig {
             limits: LimitsConfig::default(),
             allowed_origins: Vec::new(),
             plugin_host: crate::plugins::PluginHostConfig::default(),
+            files: crate::files::FilesConfig::default(),
             plugins: std::collections::BTreeMap::new(),
             source: None,
         }
@@ -250,6 +253,7 @@ impl RelayConfig {
         if self.tls.cert.is_some() != self.tls.key.is_some() {
             return Err(ConfigError::Invalid("tls.cert and tls.key go together: set both or neither".into()));
         }
+        self.files.validate().map_err(ConfigError::Invalid)?;
         let l = &self.limits;
         if l.delivery_window == 0 || l.commit_batch == 0 || l.connections_per_account == 0 {
             return Err(ConfigError::Invalid("limits.delivery_window, commit_batch and connections_per_account must be at least 1".into()));
@@ -325,5 +329,6 @@ mod tests {
         assert_eq!(parsed.limits.protocol, defaults.limits.protocol);
         assert_eq!(parsed.plugin_host, defaults.plugin_host);
         assert_eq!(parsed.limits.linking, defaults.limits.linking);
+        assert_eq!(parsed.files, defaults.files);
     }
 }

@@ -921,6 +921,24 @@ impl Conn {
                 self.state.links.leave(self.user_id, self.conn_id, Some(&l.rendezvous), reason);
                 Ok(())
             }
+            FrameBody::FileBegin(f) => {
+                // Each begin may reserve quota and touches the store: it counts against the envelope rate.
+                if !self.envelope_allowed(f.id.as_deref().unwrap_or("")).await? {
+                    return Ok(());
+                }
+                let answer = crate::files::begin(&self.state, self.user_id, &f).await;
+                if let Err(e) = &answer {
+                    self.count_error(e.code);
+                }
+                self.answer(f.id, answer).await
+            }
+            FrameBody::FileFetch(f) => {
+                let answer = crate::files::fetch(&self.state, self.user_id, &f).await;
+                if let Err(e) = &answer {
+                    self.count_error(e.code);
+                }
+                self.answer(f.id, answer).await
+            }
             FrameBody::TotpSetup(r) => self.totp_setup(r.id).await,
             FrameBody::TotpConfirm(c) => self.totp_confirm(c.id, &c.code, true).await,
             FrameBody::TotpDisable(c) => self.totp_confirm(c.id, &c.code, false).await,

@@ -11,6 +11,7 @@ pub mod config;
 mod conn;
 pub mod e2e;
 mod edits;
+pub mod files;
 pub mod groups;
 pub mod hub;
 pub mod keys;
@@ -81,6 +82,7 @@ impl Relay {
         let base = config.source.as_deref().and_then(std::path::Path::parent).unwrap_or(std::path::Path::new(".")).to_path_buf();
         state.plugins.apply(&config.plugins, &base).await;
         state.plugins.spawn_tasks(config.source.clone());
+        files::spawn_sweeper(Arc::clone(&state));
         let app = server::router(Arc::clone(&state)).into_make_service_with_connect_info::<SocketAddr>();
         let listener = std::net::TcpListener::bind(config.listen)?;
         listener.set_nonblocking(true)?;

@@ -23,6 +23,7 @@ pub(crate) fn router(state: Arc<RelayState>) -> Router {
         .route("/metrics", get(metrics))
         .route("/plugins/{name}", any(plugin_http))
         .route("/plugins/{name}/{*rest}", any(plugin_http))
+        .merge(crate::files::routes())
         .with_state(state)
 }
 

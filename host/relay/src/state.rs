@@ -47,6 +47,8 @@ pub struct RelayState {
     pub groups: crate::groups::GroupCache,
     /// Device-linking rendezvous.
     pub links: Arc<crate::link::LinkRendezvous>,
+    /// End-to-end encrypted files: chunk directory and ticket key.
+    pub files: crate::files::FileService,
     next_conn: AtomicU64,
 }
 
@@ -74,6 +76,7 @@ impl RelayState {
             groups: crate::groups::GroupCache::default(),
             plugins: crate::plugins::RelayPlugins::new(Arc::clone(&store), config.plugin_host.clone(), &config.data_dir),
             links: crate::link::LinkRendezvous::new(l.linking.clone()),
+            files: crate::files::FileService::new(&config.data_dir),
             next_conn: AtomicU64::new(1),
             config,
             store,

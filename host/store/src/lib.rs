@@ -12,10 +12,12 @@
 #![deny(missing_docs)]
 
 mod common;
+mod files;
 mod postgres;
 mod rows;
 mod sqlite;
 
+pub use files::{FileCreated, FileRecord, FileStore};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
@@ -405,7 +407,7 @@ pub struct ClaimedBundle {
 
 /// Persistence for the relay. Implementations are cheap to clone handles over a pool.
 #[async_trait::async_trait]
-pub trait RelayStore: Send + Sync + 'static {
+pub trait RelayStore: FileStore + Send + Sync + 'static {
     // ----- accounts -----
     /// Create an account. `Conflict` if the name is taken.
     async fn create_user(&self, user: &NewUser) -> Result<UserId>;

@@ -29,7 +29,7 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The PostgreSQL implementation of [`RelayStore`]. Cloning shares the pool.
 #[derive(Clone, Debug)]
 pub struct PgStore {
-    pool: PgPool,
+    pub(crate) pool: PgPool,
     /// The schema every connection uses, when one was chosen with [`PgStore::connect_with_schema`].
     schema: Option<String>,
 }

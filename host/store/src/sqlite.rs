@@ -89,9 +89,9 @@ static CLEAR_PAYLOADS: LazyLock<MultiRowSql> = LazyLock::new(|| {
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
     /// Exactly one connection: the only writer of this process.
-    writer: SqlitePool,
+    pub(crate) writer: SqlitePool,
     /// Read-only work.
-    reader: SqlitePool,
+    pub(crate) reader: SqlitePool,
 }
 
 impl SqliteStore {
@@ -139,7 +139,7 @@ impl SqliteStore {
 
     /// Open a write transaction. IMMEDIATE takes the write lock up front, so that another process holding it makes
     /// us wait (busy_timeout) rather than fail half-way when a read lock would have to be upgraded.
-    async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>> {
+    pub(crate) async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>> {
         Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
     }
 

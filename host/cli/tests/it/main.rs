@@ -9,6 +9,7 @@ mod common;
 mod conversations;
 mod delivery;
 mod e2e;
+mod files;
 mod groups;
 mod hostile;
 mod linking;

@@ -6,6 +6,7 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 
 use imfree_crypto::envelope::InnerMessage;
+use imfree_crypto::file::{FileDescriptor, FileId, FileKey, KeyMaterial, PasswordWrap};
 use imfree_crypto::group::{GroupMessage, GroupSession, ReceiverChain, SenderKeyDistribution};
 use imfree_crypto::keystore::{self, KdfParams, KeyStoreKey, SealedHeader};
 use imfree_crypto::linking::LinkCode;
@@ -19,7 +20,7 @@ use rand::rngs::StdRng;
 use crate::membership::User;
 use crate::support::Party;
 
-const TARGETS: [&str; 9] = [
+const TARGETS: [&str; 10] = [
     "session_message",
     "inner_message",
     "prekey_json",
@@ -29,6 +30,7 @@ const TARGETS: [&str; 9] = [
     "link_code",
     "noise_first_message",
     "revocation_list",
+    "file_descriptor",
 ];
 
 /// The body of each fuzz target.
@@ -119,6 +121,18 @@ fn exercise(target: &str, data: &[u8]) {
                 let _ = list.verify(&list.user_identity);
             }
         }
+        "file_descriptor" => {
+            if let Ok(d) = FileDescriptor::decode(data) {
+                assert_eq!(FileDescriptor::decode(&d.encode()).unwrap(), d);
+                if let KeyMaterial::Password(w) = &d.key
+                    && w.params.memory_kib <= 64
+                    && w.params.iterations <= 2
+                    && w.params.parallelism <= 2
+                {
+                    let _ = d.file_key(Some(b"password"));
+                }
+            }
+        }
         other => panic!("unknown fuzz target {other}"),
     }
 }
@@ -177,6 +191,23 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     let first = RevocationList::revoke(&u1.identity, None, 7, 1).unwrap();
     out.push(("revocation_list", first.encode()));
     out.push(("revocation_list", RevocationList::revoke(&u1.identity, Some(&first), 9, 2).unwrap().encode()));
+    // File descriptors: a plain key, and a password wrap with cheap parameters and the password the target tries.
+    let plain = FileDescriptor {
+        id: FileId([0xa5; 16]),
+        name: "report.pdf".into(),
+        size: 5000,
+        mime: "application/pdf".into(),
+        chunk_size: 1024,
+        chunks: 5,
+        sha256: [1; 32],
+        key: KeyMaterial::Plain(FileKey::from_bytes([2; 32])),
+        voice: false,
+        duration_ms: None,
+    };
+    out.push(("file_descriptor", plain.encode()));
+    let wrap = PasswordWrap::wrap_with_salt(&FileKey::from_bytes([2; 32]), FileId([0xa5; 16]), b"password", KdfParams { memory_kib: 64, iterations: 1, parallelism: 1 }, [3; 16]).unwrap();
+    let voice = FileDescriptor { name: "memo.ogg".into(), mime: "audio/ogg; codecs=opus".into(), key: KeyMaterial::Password(wrap), voice: true, duration_ms: Some(2500), ..plain };
+    out.push(("file_descriptor", voice.encode()));
     out
 }
 
@@ -214,6 +245,7 @@ fn seeds_are_valid_inputs() {
             "group_message" => assert!(GroupMessage::from_bytes(&bytes).is_ok() || SenderKeyDistribution::decode(&bytes).is_ok()),
             "keystore_open" => assert_eq!(&*keystore::open(b"passphrase", &bytes).unwrap(), b"seed state"),
             "revocation_list" => assert!(RevocationList::decode(&bytes).is_ok()),
+            "file_descriptor" => assert!(FileDescriptor::decode(&bytes).is_ok()),
             "link_code" => assert!(LinkCode::parse(std::str::from_utf8(&bytes).unwrap()).is_ok() || LinkCode::parse_qr(std::str::from_utf8(&bytes).unwrap()).is_ok()),
             _ => {}
         }

@@ -13,3 +13,4 @@ mod group;
 mod linking;
 mod revocation;
 mod corpus;
+mod file;

@@ -2,6 +2,7 @@
 
 mod accounts;
 mod audit;
+mod files;
 mod fixtures;
 mod groups;
 mod harness;
