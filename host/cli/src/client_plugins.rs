@@ -35,11 +35,18 @@ impl ClientPlugins {
         }
         let mut granted = Grants::default();
         for g in grants {
-            match g.as_str() {
-                "kv" => granted.kv = true,
-                "messaging" => granted.messaging = true,
-                "timers" => granted.timers = true,
-                other => anyhow::bail!("unknown grant {other:?}: use kv, messaging or timers"),
+            match g.split_once('=') {
+                Some(("http-outbound", origin)) => granted.http_outbound.push(origin.to_owned()),
+                Some(_) => anyhow::bail!("unknown grant {g:?}: only http-outbound takes a value (http-outbound=https://host[:port][/path])"),
+                None => match g.as_str() {
+                    "kv" => granted.kv = true,
+                    "messaging" => granted.messaging = true,
+                    "timers" => granted.timers = true,
+                    "http-allow-private" => granted.http_allow_private = true,
+                    other => anyhow::bail!(
+                        "unknown grant {other:?}: use kv, messaging, timers, http-outbound=ORIGIN or http-allow-private"
+                    ),
+                },
             }
         }
         let (host, sink) = client_host(client, client.home().dir().join("plugin-cache"), 8)?;
@@ -75,6 +82,11 @@ impl ClientPlugins {
         for m in messages.iter().filter(|m| !m.outgoing && m.status == "received") {
             self.host.incoming_message(&to_plugin_message(m, &me)).await;
         }
+        self.fire_due_timers(client).await
+    }
+
+    /// Run the timers that are due; queue what they post (as this user). Returns how many posts.
+    pub(crate) async fn fire_due_timers(&self, client: &Client) -> anyhow::Result<usize> {
         self.host.fire_due_timers().await;
         let posted = self.sink.take();
         for p in &posted {
