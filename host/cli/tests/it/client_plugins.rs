@@ -41,3 +41,92 @@ fn plugins_in_the_client_filter_what_leaves_and_answer_what_arrives() {
     ok(&bob, &["--plugin", auto, "--grant", "kv", "recv"]);
     assert!(parse_json_lines(&ok(&alice, &["recv", "--json"])).is_empty(), "no messaging grant, no reply");
 }
+
+/// Run `imfree client recv` for `home` with the probe plugin and `grants`; returns (stdout, stderr).
+fn recv_with_probe(home: &std::path::Path, probe: &str, grants: &[&str], wait: Option<&str>) -> (String, String) {
+    let mut args = vec!["--plugin", probe];
+    for g in grants {
+        args.extend(["--grant", g]);
+    }
+    args.push("recv");
+    if let Some(secs) = wait {
+        args.extend(["--wait", secs]);
+    }
+    let out = client_with(home, &args, "", &[]);
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned());
+    assert!(out.status.success(), "recv {args:?} failed: {stderr}\n{stdout}");
+    (stdout, stderr)
+}
+
+/// Timers and outbound HTTP in the client scope through `--grant`: a timer fires while `recv --wait` waits and
+/// its post goes out as the user; a request reaches a loopback server only when its origin (and private addresses)
+/// are granted. Each is refused — the plugin gets the reason, the client's log names plugin, version and
+/// capability — when the grant or the manifest lacks it. The probe runs a command for each received
+/// `probe: NAME ARGS` and replies with the answer; it posts timer firings to the conversation "timers" (a user).
+#[test]
+fn client_plugins_get_timers_and_http_only_when_asked_for_and_granted() {
+    let dir = tempdir();
+    let http = LoopbackHttp::start();
+    let origin = format!("http://127.0.0.1:{}", http.port);
+    let relay = RelayProc::start(&dir.path().join("relay"), None);
+    let (alice, bob, timers) = (dir.path().join("alice"), dir.path().join("bob"), dir.path().join("timers"));
+    register(&relay, &alice, "alice", "alice-password");
+    register(&relay, &bob, "bob", "bob-password-1");
+    register(&relay, &timers, "timers", "timers-password");
+    let probe = dir.path().join(install_probe(dir.path(), "probe", &format!("messaging = true\ntimers = true\nhttp.outbound = [\"{origin}\"]")));
+    let unasked = dir.path().join(install_probe(dir.path(), "probe-unasked", "messaging = true"));
+    let (probe, unasked) = (probe.to_str().unwrap(), unasked.to_str().unwrap());
+    let origin_grant = format!("http-outbound={origin}");
+    let all = ["messaging", "timers", origin_grant.as_str(), "http-allow-private"];
+    let replies = |what: &str, n: usize| -> Vec<String> {
+        let mut got = Vec::new();
+        wait_until(what, || {
+            got.extend(bodies_from(&parse_json_lines(&ok(&alice, &["recv", "--json"])), "bob"));
+            got.len() >= n
+        });
+        got
+    };
+
+    // Granted: the timer fires during the wait, the request reaches the server.
+    ok(&alice, &["send", "bob", "probe: timer-once soon 1000", &format!("probe: http-get {origin}/from-bob")]);
+    recv_with_probe(&bob, probe, &all, Some("6"));
+    let got = replies("the probe's answers", 2);
+    assert_eq!(got[0], "ok 1", "{got:?}");
+    assert_eq!(got[1], "ok 200 x-echo=GET_/from-bob_HTTP/1.1 19 bytes: hello from loopback", "{got:?}");
+    assert_eq!(http.hits(), 1);
+    let fired = parse_json_lines(&ok(&timers, &["recv", "--json"]));
+    assert_eq!(bodies_from(&fired, "bob"), ["fired 1 soon"], "the timer's post went out as bob: {fired:?}");
+
+    // Loopback without http-allow-private: refused by the host after the origin check.
+    ok(&alice, &["send", "bob", &format!("probe: http-get {origin}/private")]);
+    let (_, log) = recv_with_probe(&bob, probe, &["messaging", &origin_grant], None);
+    let got = replies("the refusal of loopback", 1);
+    assert_eq!(got, ["err denied: the host refused the request: the name resolves to an address plugins may not reach"]);
+    assert!(log.lines().any(|l| l.contains("probe") && l.contains("http refused")), "{log}");
+
+    // Not granted: the plugin gets the reason; the log names plugin, version and capability.
+    ok(&alice, &["send", "bob", "probe: timer-once never 100", &format!("probe: http-get {origin}/not-granted")]);
+    let (_, log) = recv_with_probe(&bob, probe, &["messaging"], None);
+    let got = replies("the refusals of what is not granted", 2);
+    assert_eq!(got[0], "err denied: capability timers is not granted by the administrator", "{got:?}");
+    assert!(got[1].starts_with("err denied: the host refused the request"), "{got:?}");
+    assert!(log.lines().any(|l| ["probe", "1.2.3", "capability=timers", "not granted"].iter().all(|n| l.contains(n))), "{log}");
+    assert!(log.lines().any(|l| ["probe", "1.2.3", "http refused", "not granted"].iter().all(|n| l.contains(n))), "{log}");
+
+    // Not asked for in the manifest: everything granted, still refused.
+    ok(&alice, &["send", "bob", "probe: timer-once never 100", &format!("probe: http-get {origin}/not-asked")]);
+    let (_, log) = recv_with_probe(&bob, unasked, &all, None);
+    let got = replies("the refusals of what is not asked for", 2);
+    assert_eq!(got[0], "err denied: capability timers is not requested in this plugin's plugin.toml", "{got:?}");
+    assert!(got[1].starts_with("err denied: the host refused the request"), "{got:?}");
+    assert!(log.lines().any(|l| ["probe-unasked", "1.2.3", "capability=timers", "not requested"].iter().all(|n| l.contains(n))), "{log}");
+    assert!(log.lines().any(|l| ["probe-unasked", "1.2.3", "http refused", "not requested"].iter().all(|n| l.contains(n))), "{log}");
+
+    assert_eq!(http.hits(), 1, "no refused request reached the server");
+    assert!(parse_json_lines(&ok(&timers, &["recv", "--json"])).is_empty(), "no refused timer fired");
+
+    // A grant the client does not know is refused before anything runs.
+    let out = client(&bob, &["--plugin", probe, "--grant", "sockets", "recv"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown grant \"sockets\""));
+}
