@@ -11,7 +11,7 @@ use imfree_client::Client;
 use imfree_client::store::StoredMessage;
 use imfree_plugin_host::{Grants, Message, OutgoingOutcome, PluginConfig, PluginHost};
 
-use crate::bots::{ClientSink, client_host, to_plugin_message};
+use crate::bots::{ClientSink, client_host, filter_posted, to_plugin_message};
 
 /// Plugins loaded into this client for one command.
 pub(crate) struct ClientPlugins {
@@ -89,10 +89,18 @@ impl ClientPlugins {
     pub(crate) async fn fire_due_timers(&self, client: &Client) -> anyhow::Result<usize> {
         self.host.fire_due_timers().await;
         let posted = self.sink.take();
-        for p in &posted {
-            client.compose_with_id(&p.id, &p.conversation, &p.content).await?;
+        let mut sent = 0;
+        for p in posted {
+            // What a plugin posts leaves as this user, so it passes the same filters as what the user sends.
+            match filter_posted(&self.host, client.user(), p).await {
+                Ok(p) => {
+                    client.compose_with_id(&p.id, &p.conversation, &p.content).await?;
+                    sent += 1;
+                }
+                Err((plugin, reason)) => tracing::warn!(%plugin, %reason, "a plugin's post was refused by a filter; not sent"),
+            }
         }
-        Ok(posted.len())
+        Ok(sent)
     }
 }
 

@@ -40,6 +40,15 @@ fn plugins_in_the_client_filter_what_leaves_and_answer_what_arrives() {
     ok(&alice, &["send", "bob", "ping again"]);
     ok(&bob, &["--plugin", auto, "--grant", "kv", "recv"]);
     assert!(parse_json_lines(&ok(&alice, &["recv", "--json"])).is_empty(), "no messaging grant, no reply");
+
+    // What a plugin posts leaves as bob, so it passes bob's filters like what bob types: the probe echoes each
+    // message ("seen …"); the filter masks the echo of one and refuses the echo of the other.
+    let probe = dir.path().join(install_probe(dir.path(), "probe", "messaging = true"));
+    ok(&alice, &["send", "bob", "the secret word", "forbidden fruit"]);
+    let out = client(&bob, &["--plugin", filter, "--plugin", probe.to_str().unwrap(), "--grant", "messaging", "recv"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(bodies(&alice), ["seen the ****** word"], "only the filtered echo reached alice");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("refused by a filter"), "bob's log says why the other was not sent");
 }
 
 /// Run `imfree client recv` for `home` with the probe plugin and `grants`; returns (stdout, stderr).
