@@ -731,6 +731,13 @@ async fn recv(home: Option<&Path>, plugin_files: &[PathBuf], grants: &[String], 
                         Err(_) => break,
                         Ok(Ok(Event::Message(_))) => show_and_hand_over(&client, plugins, &mut session, json).await?,
                         Ok(Ok(Event::Typing { from, active })) => print_typing(&from, active, json)?,
+                        Ok(Ok(Event::Presence(p))) => {
+                            if let Some(plugins) = plugins
+                                && plugins.presence(&client, &p).await? > 0
+                            {
+                                session.flush_outbox().await?;
+                            }
+                        }
                         Ok(Ok(_)) => {}
                         Ok(Err(ClientError::Io(_))) => break,
                         Ok(Err(e)) => return Err(e.into()),

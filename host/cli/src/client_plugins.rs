@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use imfree_client::Client;
 use imfree_client::store::StoredMessage;
-use imfree_plugin_host::{Grants, Message, OutgoingOutcome, PluginConfig, PluginHost};
+use imfree_plugin_host::{Grants, Message, OutgoingOutcome, PluginConfig, PluginHost, PresenceTracker};
 
 use crate::bots::{ClientSink, client_host, filter_posted, to_plugin_message};
 
@@ -17,6 +17,7 @@ use crate::bots::{ClientSink, client_host, filter_posted, to_plugin_message};
 pub(crate) struct ClientPlugins {
     host: PluginHost,
     sink: Arc<ClientSink>,
+    presence: PresenceTracker,
 }
 
 /// What the outgoing filters decided.
@@ -55,7 +56,7 @@ impl ClientPlugins {
             config.grants = granted.clone();
             host.load(config).await?;
         }
-        Ok(Some(ClientPlugins { host, sink }))
+        Ok(Some(ClientPlugins { host, sink, presence: PresenceTracker::new() }))
     }
 
     /// Run the outgoing filters over a text message to `to`.
@@ -85,9 +86,27 @@ impl ClientPlugins {
         self.fire_due_timers(client).await
     }
 
+    /// A contact's presence as the relay pushed it: a change goes to `status-change`; queue what the plugins post.
+    /// Returns how many posts.
+    pub(crate) async fn presence(&self, client: &Client, p: &imfree_proto::Presence) -> anyhow::Result<usize> {
+        let now = imfree_client::now_ms().max(0) as u64;
+        match p.user.as_deref().and_then(|u| self.presence.change(u, imfree_relay::plugins::presence_of(p.status), now)) {
+            Some(change) => {
+                self.host.status_change(&change).await;
+                self.send_posted(client).await
+            }
+            None => Ok(0),
+        }
+    }
+
     /// Run the timers that are due; queue what they post (as this user). Returns how many posts.
     pub(crate) async fn fire_due_timers(&self, client: &Client) -> anyhow::Result<usize> {
         self.host.fire_due_timers().await;
+        self.send_posted(client).await
+    }
+
+    /// Queue what the plugins posted (as this user), each through the outgoing filters. Returns how many.
+    async fn send_posted(&self, client: &Client) -> anyhow::Result<usize> {
         let posted = self.sink.take();
         let mut sent = 0;
         for p in posted {

@@ -139,3 +139,43 @@ fn client_plugins_get_timers_and_http_only_when_asked_for_and_granted() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown grant \"sockets\""));
 }
+
+/// The status-change hook in the client scope: while bob's `recv --wait` runs with the probe, alice (a contact)
+/// goes away; the probe reports the change to the conversation "status" (a user), as bob.
+#[test]
+fn a_client_plugin_sees_a_contact_change_presence() {
+    let dir = tempdir();
+    let relay = RelayProc::start(&dir.path().join("relay"), None);
+    let (alice, bob, status) = (dir.path().join("alice"), dir.path().join("bob"), dir.path().join("status"));
+    register(&relay, &alice, "alice", "alice-password");
+    register(&relay, &bob, "bob", "bob-password-1");
+    register(&relay, &status, "status", "status-password");
+    ok(&alice, &["send", "bob", "hello"]);
+    ok(&bob, &["send", "alice", "hi"]);
+    let probe = dir.path().join(install_probe(dir.path(), "probe", "messaging = true"));
+    // Killed when the test ends, also when it fails.
+    struct Waiting(std::process::Child);
+    impl Drop for Waiting {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _waiting = Waiting(std::process::Command::new(bin())
+        .arg("client")
+        .arg("--home")
+        .arg(&bob)
+        .args(["--plugin", probe.to_str().unwrap(), "--grant", "messaging", "recv", "--wait", "60"])
+        .env("IMFREE_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn bob's recv"));
+    let mut seen = Vec::new();
+    wait_until("alice's change to reach bob's plugin", || {
+        ok(&alice, &["presence", "away"]);
+        seen.extend(bodies_from(&parse_json_lines(&ok(&status, &["recv", "--json"])), "bob"));
+        seen.iter().any(|b| b.starts_with("alice ") && b.ends_with("Away"))
+    });
+}
