@@ -106,7 +106,7 @@ fn a_bot_uses_timers_http_and_presence_only_when_asked_for_and_granted() {
     let http = LoopbackHttp::start();
     let origin = format!("http://127.0.0.1:{}", http.port);
     let probe = install_probe(dir.path(), "probe", &format!("messaging = true\ntimers = true\nhttp.outbound = [\"{origin}\"]"));
-    // Asks for timers (not granted) and not for HTTP (granted): one refusal of each kind.
+    // Asks for messaging and timers (not granted) and not for kv or HTTP (granted): each refused, for either reason.
     let denied = install_probe(dir.path(), "probe-denied", "messaging = true\ntimers = true");
     let config = dir.path().join("imfree.toml");
     std::fs::write(
@@ -122,7 +122,7 @@ grants = {{ messaging = true, timers = true, http-outbound = ["{origin}"], http-
 
 [plugins.probe-denied]
 path = "{denied}"
-grants = {{ messaging = true, http-outbound = ["{origin}"], http-allow-private = true }}
+grants = {{ kv = true, http-outbound = ["{origin}"], http-allow-private = true }}
 "#,
             bots = dir.path().join("bots").display()
         ),
@@ -159,16 +159,23 @@ grants = {{ messaging = true, http-outbound = ["{origin}"], http-allow-private =
     assert_eq!(got, "ok 200 x-echo=GET_/from-the-bot_HTTP/1.1 19 bytes: hello from loopback");
     assert_eq!(http.hits(), 1);
 
-    // Refusals: timers asked for but not granted; HTTP granted but not asked for. Nothing is scheduled or sent,
-    // and the log names the plugin, its version and the capability.
+    // Refusals: messaging and timers asked for but not granted; kv and HTTP granted but not asked for. Nothing is
+    // posted, scheduled, stored or sent, and the log names the plugin, its version and the capability. (A command's
+    // answer is the hook's return value, not a post: it needs no messaging.)
     let refused = answer("probe-denied", "/timer-once never 100");
     assert_eq!(refused, "err denied: capability timers is not granted by the administrator");
+    let refused = answer("probe-denied", "/post alice never");
+    assert_eq!(refused, "err denied: capability messaging is not granted by the administrator");
+    let refused = answer("probe-denied", "/kv-set never 1");
+    assert_eq!(refused, "err denied: capability kv is not requested in this plugin's plugin.toml");
     let refused = answer("probe-denied", &format!("/http-get {origin}/refused"));
     assert!(refused.starts_with("err denied: the host refused the request"), "{refused}");
     assert_eq!(http.hits(), 1, "the refused request never reached the server");
     let log = relay.log();
     let logged = |needles: &[&str]| log.lines().any(|l| needles.iter().all(|n| l.contains(n)));
     assert!(logged(&["probe-denied", "1.2.3", "capability=timers", "not granted by the administrator"]), "{log}");
+    assert!(logged(&["probe-denied", "1.2.3", "capability=messaging", "not granted by the administrator"]), "{log}");
+    assert!(logged(&["probe-denied", "1.2.3", "capability=kv", "not requested"]), "{log}");
     assert!(logged(&["probe-denied", "1.2.3", "http refused", "not requested"]), "{log}");
 
     // The bot's own outgoing-message filter sees what it posts: the probe upper-cases "upper" (and tries to move it
@@ -185,4 +192,6 @@ grants = {{ messaging = true, http-outbound = ["{origin}"], http-allow-private =
     recv_until(&status, "the status-change hook", |m| bodies_from(m, "probe").iter().any(|b| b.starts_with("alice ") && b.ends_with("Away")));
     let at_timers = parse_json_lines(&ok(&timers, &["recv", "--json"]));
     assert!(bodies_from(&at_timers, "probe-denied").is_empty(), "no timer of the refused bot fired: {at_timers:?}");
+    let at_alice = parse_json_lines(&ok(&alice, &["recv", "--json"]));
+    assert!(!bodies_from(&at_alice, "probe-denied").contains(&"never".to_owned()), "the refused post was not sent: {at_alice:?}");
 }
