@@ -67,9 +67,9 @@ fn recv_with_probe(home: &std::path::Path, probe: &str, grants: &[&str], wait: O
     (stdout, stderr)
 }
 
-/// Timers and outbound HTTP in the client scope through `--grant`: a timer fires while `recv --wait` waits and
-/// its post goes out as the user; a request reaches a loopback server only when its origin (and private addresses)
-/// are granted. Each is refused — the plugin gets the reason, the client's log names plugin, version and
+/// Timers, outbound HTTP, kv and messaging in the client scope through `--grant`: a timer fires while `recv --wait`
+/// waits and its post goes out as the user; a request reaches a loopback server only when its origin (and private
+/// addresses) are granted; kv persists in the client's store between runs. Each is refused — the plugin gets the reason, the client's log names plugin, version and
 /// capability — when the grant or the manifest lacks it. The probe runs a command for each received
 /// `probe: NAME ARGS` and replies with the answer; it posts timer firings to the conversation "timers" (a user).
 #[test]
@@ -82,11 +82,11 @@ fn client_plugins_get_timers_and_http_only_when_asked_for_and_granted() {
     register(&relay, &alice, "alice", "alice-password");
     register(&relay, &bob, "bob", "bob-password-1");
     register(&relay, &timers, "timers", "timers-password");
-    let probe = dir.path().join(install_probe(dir.path(), "probe", &format!("messaging = true\ntimers = true\nhttp.outbound = [\"{origin}\"]")));
+    let probe = dir.path().join(install_probe(dir.path(), "probe", &format!("kv = true\nmessaging = true\ntimers = true\nhttp.outbound = [\"{origin}\"]")));
     let unasked = dir.path().join(install_probe(dir.path(), "probe-unasked", "messaging = true"));
     let (probe, unasked) = (probe.to_str().unwrap(), unasked.to_str().unwrap());
     let origin_grant = format!("http-outbound={origin}");
-    let all = ["messaging", "timers", origin_grant.as_str(), "http-allow-private"];
+    let all = ["kv", "messaging", "timers", origin_grant.as_str(), "http-allow-private"];
     let replies = |what: &str, n: usize| -> Vec<String> {
         let mut got = Vec::new();
         wait_until(what, || {
@@ -96,40 +96,51 @@ fn client_plugins_get_timers_and_http_only_when_asked_for_and_granted() {
         got
     };
 
-    // Granted: the timer fires during the wait, the request reaches the server.
-    ok(&alice, &["send", "bob", "probe: timer-once soon 1000", &format!("probe: http-get {origin}/from-bob")]);
+    // Granted: the timer fires during the wait, the request reaches the server, kv keeps a value.
+    ok(&alice, &["send", "bob", "probe: timer-once soon 1000", &format!("probe: http-get {origin}/from-bob"), "probe: kv-set colour blue"]);
     recv_with_probe(&bob, probe, &all, Some("6"));
-    let got = replies("the probe's answers", 2);
+    let got = replies("the probe's answers", 3);
     assert_eq!(got[0], "ok 1", "{got:?}");
     assert_eq!(got[1], "ok 200 x-echo=GET_/from-bob_HTTP/1.1 19 bytes: hello from loopback", "{got:?}");
+    assert_eq!(got[2], "ok ()", "{got:?}");
     assert_eq!(http.hits(), 1);
     let fired = parse_json_lines(&ok(&timers, &["recv", "--json"]));
     assert_eq!(bodies_from(&fired, "bob"), ["fired 1 soon"], "the timer's post went out as bob: {fired:?}");
 
-    // Loopback without http-allow-private: refused by the host after the origin check.
-    ok(&alice, &["send", "bob", &format!("probe: http-get {origin}/private")]);
-    let (_, log) = recv_with_probe(&bob, probe, &["messaging", &origin_grant], None);
-    let got = replies("the refusal of loopback", 1);
-    assert_eq!(got, ["err denied: the host refused the request: the name resolves to an address plugins may not reach"]);
+    // Loopback without http-allow-private: refused by the host after the origin check. (kv is in bob's local
+    // store: the next run reads what the last one wrote.)
+    ok(&alice, &["send", "bob", &format!("probe: http-get {origin}/private"), "probe: kv-get colour"]);
+    let (_, log) = recv_with_probe(&bob, probe, &["kv", "messaging", &origin_grant], None);
+    let got = replies("the refusal of loopback", 2);
+    assert_eq!(got, ["err denied: the host refused the request: the name resolves to an address plugins may not reach", "ok Some(\"blue\")"]);
     assert!(log.lines().any(|l| l.contains("probe") && l.contains("http refused")), "{log}");
 
     // Not granted: the plugin gets the reason; the log names plugin, version and capability.
-    ok(&alice, &["send", "bob", "probe: timer-once never 100", &format!("probe: http-get {origin}/not-granted")]);
+    ok(&alice, &["send", "bob", "probe: timer-once never 100", &format!("probe: http-get {origin}/not-granted"), "probe: kv-get colour"]);
     let (_, log) = recv_with_probe(&bob, probe, &["messaging"], None);
-    let got = replies("the refusals of what is not granted", 2);
+    let got = replies("the refusals of what is not granted", 3);
     assert_eq!(got[0], "err denied: capability timers is not granted by the administrator", "{got:?}");
     assert!(got[1].starts_with("err denied: the host refused the request"), "{got:?}");
+    assert_eq!(got[2], "err denied: capability kv is not granted by the administrator", "{got:?}");
+    assert!(log.lines().any(|l| ["probe", "1.2.3", "capability=kv", "not granted"].iter().all(|n| l.contains(n))), "{log}");
     assert!(log.lines().any(|l| ["probe", "1.2.3", "capability=timers", "not granted"].iter().all(|n| l.contains(n))), "{log}");
     assert!(log.lines().any(|l| ["probe", "1.2.3", "http refused", "not granted"].iter().all(|n| l.contains(n))), "{log}");
 
     // Not asked for in the manifest: everything granted, still refused.
-    ok(&alice, &["send", "bob", "probe: timer-once never 100", &format!("probe: http-get {origin}/not-asked")]);
+    ok(&alice, &["send", "bob", "probe: timer-once never 100", &format!("probe: http-get {origin}/not-asked"), "probe: kv-get colour"]);
     let (_, log) = recv_with_probe(&bob, unasked, &all, None);
-    let got = replies("the refusals of what is not asked for", 2);
+    let got = replies("the refusals of what is not asked for", 3);
     assert_eq!(got[0], "err denied: capability timers is not requested in this plugin's plugin.toml", "{got:?}");
     assert!(got[1].starts_with("err denied: the host refused the request"), "{got:?}");
+    assert_eq!(got[2], "err denied: capability kv is not requested in this plugin's plugin.toml", "{got:?}");
     assert!(log.lines().any(|l| ["probe-unasked", "1.2.3", "capability=timers", "not requested"].iter().all(|n| l.contains(n))), "{log}");
     assert!(log.lines().any(|l| ["probe-unasked", "1.2.3", "http refused", "not requested"].iter().all(|n| l.contains(n))), "{log}");
+
+    // Messaging not granted: the plugin's replies are refused and logged, nothing reaches alice.
+    ok(&alice, &["send", "bob", "probe: kv-get colour"]);
+    let (_, log) = recv_with_probe(&bob, probe, &["kv"], None);
+    assert!(log.lines().any(|l| ["probe", "1.2.3", "capability=messaging", "not granted"].iter().all(|n| l.contains(n))), "{log}");
+    assert!(bodies_from(&parse_json_lines(&ok(&alice, &["recv", "--json"])), "bob").is_empty(), "no reply without messaging");
 
     assert_eq!(http.hits(), 1, "no refused request reached the server");
     assert!(parse_json_lines(&ok(&timers, &["recv", "--json"])).is_empty(), "no refused timer fired");
