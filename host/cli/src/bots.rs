@@ -166,7 +166,7 @@ pub(crate) fn to_plugin_message(m: &StoredMessage, me: &str) -> Message {
         sent_at: m.ts.max(0) as u64,
         content_type: m.mime.clone(),
         body,
-        reply_to: None,
+        reply_to: m.reply_to.clone(),
         mentions,
     }
 }

@@ -40,7 +40,10 @@ impl Plugin for Probe {
                 })
                 .unwrap_or_else(|| format!("no command {name}"))
             }
-            None => format!("seen {}", msg.body),
+            None => match &msg.reply_to {
+                Some(to) => format!("seen {} in reply to {to}", msg.body),
+                None => format!("seen {}", msg.body),
+            },
         };
         let _ = messaging::reply(&msg.conversation, &msg.id, &text);
     }
