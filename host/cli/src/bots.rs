@@ -153,12 +153,6 @@ pub(crate) fn conversation_of(m: &StoredMessage, me: &str) -> String {
 /// A stored message as the plugin API shows it.
 pub(crate) fn to_plugin_message(m: &StoredMessage, me: &str) -> Message {
     let body = String::from_utf8_lossy(&m.body).into_owned();
-    let mentions = body
-        .split_whitespace()
-        .filter_map(|w| w.strip_prefix('@'))
-        .map(|w| w.trim_end_matches(|c: char| !c.is_ascii_alphanumeric()).to_owned())
-        .filter(|w| !w.is_empty())
-        .collect();
     Message {
         id: m.id.clone(),
         conversation: conversation_of(m, me),
@@ -167,7 +161,8 @@ pub(crate) fn to_plugin_message(m: &StoredMessage, me: &str) -> Message {
         content_type: m.mime.clone(),
         body,
         reply_to: m.reply_to.clone(),
-        mentions,
+        // The mentions the message carries (found outside code by the sender's client), not a guess from the text.
+        mentions: m.mentions.clone(),
     }
 }
 

@@ -50,11 +50,11 @@ fn plugins_in_the_client_filter_what_leaves_and_answer_what_arrives() {
     assert_eq!(bodies(&alice), ["seen the ****** word"], "only the filtered echo reached alice");
     assert!(String::from_utf8_lossy(&out.stderr).contains("refused by a filter"), "bob's log says why the other was not sent");
 
-    // incoming-message sees what a message replies to.
+    // incoming-message sees what a message replies to, and whom it mentions (outside code only).
     let first = ok(&alice, &["send", "bob", "first"]).trim().lines().last().expect("an id").to_owned();
-    ok(&alice, &["reply", &first, "second"]);
+    ok(&alice, &["reply", &first, "second @bob `ask @carol`"]);
     ok(&bob, &["--plugin", probe.to_str().unwrap(), "--grant", "messaging", "recv"]);
-    assert_eq!(bodies(&alice), ["seen first".to_owned(), format!("seen second in reply to {first}")]);
+    assert_eq!(bodies(&alice), ["seen first".to_owned(), format!("seen second @bob `ask @carol` in reply to {first} mentioning bob")]);
 }
 
 /// Run `imfree client recv` for `home` with the probe plugin and `grants`; returns (stdout, stderr).

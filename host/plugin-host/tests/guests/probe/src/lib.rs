@@ -40,10 +40,16 @@ impl Plugin for Probe {
                 })
                 .unwrap_or_else(|| format!("no command {name}"))
             }
-            None => match &msg.reply_to {
-                Some(to) => format!("seen {} in reply to {to}", msg.body),
-                None => format!("seen {}", msg.body),
-            },
+            None => {
+                let mut seen = format!("seen {}", msg.body);
+                if let Some(to) = &msg.reply_to {
+                    seen.push_str(&format!(" in reply to {to}"));
+                }
+                if !msg.mentions.is_empty() {
+                    seen.push_str(&format!(" mentioning {}", msg.mentions.join(",")));
+                }
+                seen
+            }
         };
         let _ = messaging::reply(&msg.conversation, &msg.id, &text);
     }
