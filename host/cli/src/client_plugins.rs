@@ -1,7 +1,8 @@
 //! Client scope: `imfree client --plugin FILE …` runs plugins inside this user's own client. Outgoing messages pass
 //! through their `outgoing-message` filters before they are queued (a refusal keeps the message from ever leaving);
-//! received messages go to `incoming-message`; what a plugin posts is sent as this user, end to end encrypted. Their
-//! kv lives in the client's local store. The user is the administrator here: `--grant` says which of the
+//! received messages go to `incoming-message`, contacts' presence changes to `status-change`, due timers to `timer`;
+//! what a plugin posts is sent as this user, end to end encrypted, through the same outgoing filters. Their kv lives
+//! in the client's local store. The user is the administrator here: `--grant` says which of the
 //! capabilities a plugin's manifest asks for it may use.
 
 use std::path::Path;
