@@ -153,12 +153,6 @@ pub(crate) fn conversation_of(m: &StoredMessage, me: &str) -> String {
 /// A stored message as the plugin API shows it.
 pub(crate) fn to_plugin_message(m: &StoredMessage, me: &str) -> Message {
     let body = String::from_utf8_lossy(&m.body).into_owned();
-    let mentions = body
-        .split_whitespace()
-        .filter_map(|w| w.strip_prefix('@'))
-        .map(|w| w.trim_end_matches(|c: char| !c.is_ascii_alphanumeric()).to_owned())
-        .filter(|w| !w.is_empty())
-        .collect();
     Message {
         id: m.id.clone(),
         conversation: conversation_of(m, me),
@@ -166,8 +160,9 @@ pub(crate) fn to_plugin_message(m: &StoredMessage, me: &str) -> Message {
         sent_at: m.ts.max(0) as u64,
         content_type: m.mime.clone(),
         body,
-        reply_to: None,
-        mentions,
+        reply_to: m.reply_to.clone(),
+        // The mentions the message carries (found outside code by the sender's client), not a guess from the text.
+        mentions: m.mentions.clone(),
     }
 }
 
@@ -357,6 +352,34 @@ async fn serve(
     }
 }
 
+/// Pass a text a plugin posted through the host's outgoing-message filters, as everything this engine sends: the
+/// (possibly changed) post, or the plugin that refused it and why.
+pub(crate) async fn filter_posted(host: &PluginHost, me: &str, p: Posted) -> Result<Posted, (String, String)> {
+    let mut content = p.content;
+    if content.mime.starts_with("text/") {
+        let body = content.body_bytes(&imfree_proto::Limits::default()).unwrap_or_default();
+        let draft = Message {
+            id: p.id.clone(),
+            conversation: p.conversation.clone(),
+            sender: me.to_owned(),
+            sent_at: imfree_client::now_ms().max(0) as u64,
+            content_type: content.mime.clone(),
+            body: String::from_utf8_lossy(&body).into_owned(),
+            reply_to: content.reply_to.map(|r| r.to_string()),
+            mentions: Vec::new(),
+        };
+        match host.outgoing_message(draft).await {
+            OutgoingOutcome::Send(m) => {
+                let reply_to = content.reply_to;
+                content = Content::new(m.content_type, m.body.as_bytes(), Some(Compression::Gzip));
+                content.reply_to = reply_to;
+            }
+            OutgoingOutcome::Reject { plugin, reason } => return Err((plugin, reason)),
+        }
+    }
+    Ok(Posted { content, ..p })
+}
+
 async fn is_own_card(client: &Client, message_id: &str) -> Result<bool, ClientError> {
     Ok(client.store().message(message_id).await?.is_some_and(|m| m.outgoing && m.mime == cards::CARD_MIME))
 }
@@ -374,32 +397,10 @@ async fn send_posted(
         return Ok(());
     }
     for p in posted {
-        let mut content = p.content;
-        if content.mime.starts_with("text/") {
-            let body = content.body_bytes(&imfree_proto::Limits::default()).unwrap_or_default();
-            let draft = Message {
-                id: p.id.clone(),
-                conversation: p.conversation.clone(),
-                sender: client.user().to_owned(),
-                sent_at: imfree_client::now_ms().max(0) as u64,
-                content_type: content.mime.clone(),
-                body: String::from_utf8_lossy(&body).into_owned(),
-                reply_to: content.reply_to.map(|r| r.to_string()),
-                mentions: Vec::new(),
-            };
-            match host.outgoing_message(draft).await {
-                OutgoingOutcome::Send(m) => {
-                    let reply_to = content.reply_to;
-                    content = Content::new(m.content_type, m.body.as_bytes(), Some(Compression::Gzip));
-                    content.reply_to = reply_to;
-                }
-                OutgoingOutcome::Reject { plugin, reason } => {
-                    tracing::info!(bot = %name, %plugin, %reason, "the bot's own message was refused by a filter");
-                    continue;
-                }
-            }
+        match filter_posted(host, client.user(), p).await {
+            Ok(p) => client.compose_with_id(&p.id, &p.conversation, &p.content).await?,
+            Err((plugin, reason)) => tracing::info!(bot = %name, %plugin, %reason, "the bot's own message was refused by a filter"),
         }
-        client.compose_with_id(&p.id, &p.conversation, &content).await?;
     }
     session.flush_outbox().await.map(|_| ())
 }

@@ -29,7 +29,9 @@ pub(crate) struct ClientArgs {
     /// received ones reach its incoming-message hook. Repeatable.
     #[arg(long = "plugin", global = true, value_name = "FILE")]
     plugins: Vec<PathBuf>,
-    /// Allow the plugins a capability their manifest asks for: kv, messaging (post as you), timers. Repeatable.
+    /// Allow the plugins a capability their manifest asks for: kv, messaging (post as you), timers,
+    /// http-outbound=ORIGIN (scheme://host[:port][/path]), http-allow-private (loopback and intranet addresses).
+    /// Repeatable.
     #[arg(long = "grant", global = true, value_name = "CAPABILITY")]
     grants: Vec<String>,
     /// A file whose first line is the passphrase of this home's key store (otherwise IMFREE_PASSPHRASE). Given at
@@ -723,11 +725,37 @@ async fn recv(home: Option<&Path>, plugin_files: &[PathBuf], grants: &[String], 
                 if let Err(e) = session.sync_outbox(Duration::from_secs(30)).await {
                     tracing::warn!(error = %e, "outbox not fully accepted yet");
                 }
+                // Plugins' timers fire while we wait, not only when a message arrives. `next_event_or` gives up
+                // waiting only between frames, so no delivery is lost to the tick.
+                let mut timer_tick = tokio::time::interval(Duration::from_millis(200));
                 loop {
-                    match tokio::time::timeout_at(deadline, session.next_event()).await {
+                    let tick = async {
+                        timer_tick.tick().await;
+                    };
+                    let event = match tokio::time::timeout_at(deadline, session.next_event_or(tick)).await {
+                        Ok(Ok(None)) => {
+                            if let Some(plugins) = plugins
+                                && plugins.fire_due_timers(&client).await? > 0
+                            {
+                                session.flush_outbox().await?;
+                            }
+                            continue;
+                        }
+                        Ok(Ok(Some(event))) => Ok(Ok(event)),
+                        Ok(Err(e)) => Ok(Err(e)),
+                        Err(elapsed) => Err(elapsed),
+                    };
+                    match event {
                         Err(_) => break,
                         Ok(Ok(Event::Message(_))) => show_and_hand_over(&client, plugins, &mut session, json).await?,
                         Ok(Ok(Event::Typing { from, active })) => print_typing(&from, active, json)?,
+                        Ok(Ok(Event::Presence(p))) => {
+                            if let Some(plugins) = plugins
+                                && plugins.presence(&client, &p).await? > 0
+                            {
+                                session.flush_outbox().await?;
+                            }
+                        }
                         Ok(Ok(_)) => {}
                         Ok(Err(ClientError::Io(_))) => break,
                         Ok(Err(e)) => return Err(e.into()),

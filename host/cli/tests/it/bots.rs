@@ -94,3 +94,104 @@ grants = {{ kv = true, messaging = true }}
     assert!([bot_db, bot_wal].iter().any(|b| b.windows(canary.len()).any(|w| w == canary.as_bytes())), "the bot decrypted it");
     assert_relay_never_saw(&relay, canary);
 }
+
+/// Timers (once and repeating), outbound HTTP to a loopback server, the status-change hook and the bot's own
+/// outgoing-message filter, through a real relay and real clients — and each capability refused, with the reason
+/// in the bot's answer and a log line naming plugin, version and capability, when the grant or the manifest lacks
+/// it. The probe posts timer firings to the conversation "timers" and presence changes to "status": in bot scope
+/// those are users, so two real clients of those names read them.
+#[test]
+fn a_bot_uses_timers_http_and_presence_only_when_asked_for_and_granted() {
+    let dir = tempdir();
+    let http = LoopbackHttp::start();
+    let origin = format!("http://127.0.0.1:{}", http.port);
+    let probe = install_probe(dir.path(), "probe", &format!("messaging = true\ntimers = true\nhttp.outbound = [\"{origin}\"]"));
+    // Asks for messaging and timers (not granted) and not for kv or HTTP (granted): each refused, for either reason.
+    let denied = install_probe(dir.path(), "probe-denied", "messaging = true\ntimers = true");
+    let config = dir.path().join("imfree.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[plugin_host]
+bots_dir = "{bots}"
+
+[plugins.probe]
+path = "{probe}"
+grants = {{ messaging = true, timers = true, http-outbound = ["{origin}"], http-allow-private = true }}
+
+[plugins.probe-denied]
+path = "{denied}"
+grants = {{ kv = true, http-outbound = ["{origin}"], http-allow-private = true }}
+"#,
+            bots = dir.path().join("bots").display()
+        ),
+    )
+    .unwrap();
+    let relay = RelayProc::start(&dir.path().join("relay"), Some(&config));
+    wait_until("the bots to register", || relay.log().matches("bot running").count() == 2);
+    let (alice, timers, status) = (dir.path().join("alice"), dir.path().join("timers"), dir.path().join("status"));
+    register(&relay, &alice, "alice", "alice-password");
+    register(&relay, &timers, "timers", "timers-password");
+    register(&relay, &status, "status", "status-password");
+    let answer = |bot: &str, command: &str| -> String {
+        ok(&alice, &["send", bot, command]);
+        let got = recv_until(&alice, &format!("{bot}'s answer to {command}"), |m| !bodies_from(m, bot).is_empty());
+        let answers = bodies_from(&got, bot);
+        assert_eq!(answers.len(), 1, "one answer to {command}: {got:?}");
+        answers[0].clone()
+    };
+
+    // Timers: once, then repeating; each firing reaches the timer hook, whose post a real client reads.
+    let once = answer("probe", "/timer-once soon 300");
+    assert!(once.starts_with("ok "), "{once}");
+    let once_id = once.trim_start_matches("ok ");
+    recv_until(&timers, "the one-shot timer to fire", |m| bodies_from(m, "probe").contains(&format!("fired {once_id} soon")));
+    let every = answer("probe", "/timer-every tick 1000");
+    assert!(every.starts_with("ok "), "{every}");
+    let every_id = every.trim_start_matches("ok ").to_owned();
+    let tick = format!("fired {every_id} tick");
+    recv_until(&timers, "the repeating timer to fire twice", |m| bodies_from(m, "probe").iter().filter(|b| **b == tick).count() >= 2);
+    assert_eq!(answer("probe", &format!("/timer-cancel {every_id}")), "ok true");
+
+    // Outbound HTTP to the granted loopback origin reaches the server and its answer comes back to the bot.
+    let got = answer("probe", &format!("/http-get {origin}/from-the-bot"));
+    assert_eq!(got, "ok 200 x-echo=GET_/from-the-bot_HTTP/1.1 19 bytes: hello from loopback");
+    assert_eq!(http.hits(), 1);
+
+    // Refusals: messaging and timers asked for but not granted; kv and HTTP granted but not asked for. Nothing is
+    // posted, scheduled, stored or sent, and the log names the plugin, its version and the capability. (A command's
+    // answer is the hook's return value, not a post: it needs no messaging.)
+    let refused = answer("probe-denied", "/timer-once never 100");
+    assert_eq!(refused, "err denied: capability timers is not granted by the administrator");
+    let refused = answer("probe-denied", "/post alice never");
+    assert_eq!(refused, "err denied: capability messaging is not granted by the administrator");
+    let refused = answer("probe-denied", "/kv-set never 1");
+    assert_eq!(refused, "err denied: capability kv is not requested in this plugin's plugin.toml");
+    let refused = answer("probe-denied", &format!("/http-get {origin}/refused"));
+    assert!(refused.starts_with("err denied: the host refused the request"), "{refused}");
+    assert_eq!(http.hits(), 1, "the refused request never reached the server");
+    let log = relay.log();
+    let logged = |needles: &[&str]| log.lines().any(|l| needles.iter().all(|n| l.contains(n)));
+    assert!(logged(&["probe-denied", "1.2.3", "capability=timers", "not granted by the administrator"]), "{log}");
+    assert!(logged(&["probe-denied", "1.2.3", "capability=messaging", "not granted by the administrator"]), "{log}");
+    assert!(logged(&["probe-denied", "1.2.3", "capability=kv", "not requested"]), "{log}");
+    assert!(logged(&["probe-denied", "1.2.3", "http refused", "not requested"]), "{log}");
+
+    // The bot's own outgoing-message filter sees what it posts: the probe upper-cases "upper" (and tries to move it
+    // elsewhere, which the host undoes) and refuses "reject".
+    ok(&alice, &["send", "probe", "/post alice reject"]);
+    ok(&alice, &["send", "probe", "/post alice upper"]);
+    let got = recv_until(&alice, "the filtered post", |m| {
+        bodies_from(m, "probe").contains(&"UPPER".to_owned()) && bodies_from(m, "probe").iter().filter(|b| b.starts_with("ok ")).count() == 2
+    });
+    assert!(!bodies_from(&got, "probe").iter().any(|b| b.contains("reject")), "the refused post was never sent: {got:?}");
+
+    // Status changes: alice has written to the bots, so they see her presence; going away reaches the hook.
+    ok(&alice, &["presence", "away"]);
+    recv_until(&status, "the status-change hook", |m| bodies_from(m, "probe").iter().any(|b| b.starts_with("alice ") && b.ends_with("Away")));
+    let at_timers = parse_json_lines(&ok(&timers, &["recv", "--json"]));
+    assert!(bodies_from(&at_timers, "probe-denied").is_empty(), "no timer of the refused bot fired: {at_timers:?}");
+    let at_alice = parse_json_lines(&ok(&alice, &["recv", "--json"]));
+    assert!(!bodies_from(&at_alice, "probe-denied").contains(&"never".to_owned()), "the refused post was not sent: {at_alice:?}");
+}

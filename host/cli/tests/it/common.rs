@@ -202,3 +202,90 @@ pub fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// A plain HTTP/1.1 server on 127.0.0.1 for the test's lifetime: answers every request with 200, the request line
+/// echoed in `x-echo` and the body "hello from loopback", and counts what it served.
+pub struct LoopbackHttp {
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    hits: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl LoopbackHttp {
+    /// Start it on a free port.
+    pub fn start() -> LoopbackHttp {
+        use std::io::{Read, Write};
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the loopback HTTP server");
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (served, stopping) = (hits.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stopping.load(Ordering::Relaxed) {
+                let Ok((mut conn, _)) = listener.accept() else {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                    continue;
+                };
+                let _ = conn.set_nonblocking(false);
+                let _ = conn.set_read_timeout(Some(std::time::Duration::from_secs(10)));
+                let mut request = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let head = String::from_utf8_lossy(&request);
+                let line = head.lines().next().unwrap_or("").replace(' ', "_");
+                served.fetch_add(1, Ordering::SeqCst);
+                let body = "hello from loopback";
+                let _ = write!(conn, "HTTP/1.1 200 OK\r\nx-echo: {line}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len());
+            }
+        });
+        LoopbackHttp { port, hits, stop }
+    }
+
+    /// Requests served so far.
+    pub fn hits(&self) -> usize {
+        self.hits.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for LoopbackHttp {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Install the host's probe test guest (host/plugin-host/tests/guests/probe: every hook; each `/command` makes one
+/// host call and answers with its result) as plugin `name`, with `capabilities` as its manifest's request.
+pub fn install_probe(dir: &std::path::Path, name: &str, capabilities: &str) -> String {
+    let target = dir.join(name);
+    std::fs::create_dir_all(&target).unwrap();
+    std::fs::copy(guest_wasm("guest-probe"), target.join("probe.wasm")).unwrap();
+    std::fs::write(
+        target.join("plugin.toml"),
+        format!(
+            r#"
+name = "{name}"
+version = "1.2.3"
+api = "0.1.0"
+scopes = ["bot", "client"]
+hooks = ["incoming-message", "outgoing-message", "status-change", "command", "action", "timer"]
+[capabilities]
+{capabilities}
+"#
+        ),
+    )
+    .unwrap();
+    format!("{name}/probe.wasm")
+}
+
+/// The bodies of the messages from `sender`.
+pub fn bodies_from(messages: &[serde_json::Value], sender: &str) -> Vec<String> {
+    messages.iter().filter(|m| m["from"] == sender).map(|m| m["body"].as_str().unwrap_or_default().to_owned()).collect()
+}

@@ -1,5 +1,6 @@
 //! Test guest exercising every hook and every host capability. Commands run one host call and answer with its
-//! result (`ok …` or `err …`), so the tests can see both granted and refused calls from the guest's side.
+//! result (`ok …` or `err …`), so the tests can see both granted and refused calls from the guest's side. A received
+//! message `probe: NAME ARGS` runs a command too (client scope, which has no command hook, drives it that way).
 
 use std::time::Duration;
 
@@ -26,7 +27,31 @@ impl Plugin for Probe {
     }
 
     fn incoming_message(msg: Message) {
-        let _ = messaging::reply(&msg.conversation, &msg.id, &format!("seen {}", msg.body));
+        // Client scope has no command hook: a message `probe: NAME ARGS` runs the command NAME as `/NAME ARGS`
+        // would, and the answer is the reply.
+        let text = match msg.body.strip_prefix("probe: ") {
+            Some(line) => {
+                let (name, args) = line.split_once(' ').unwrap_or((line, ""));
+                Self::command(Command {
+                    name: name.into(),
+                    args: args.into(),
+                    conversation: msg.conversation.clone(),
+                    sender: msg.sender.clone(),
+                })
+                .unwrap_or_else(|| format!("no command {name}"))
+            }
+            None => {
+                let mut seen = format!("seen {}", msg.body);
+                if let Some(to) = &msg.reply_to {
+                    seen.push_str(&format!(" in reply to {to}"));
+                }
+                if !msg.mentions.is_empty() {
+                    seen.push_str(&format!(" mentioning {}", msg.mentions.join(",")));
+                }
+                seen
+            }
+        };
+        let _ = messaging::reply(&msg.conversation, &msg.id, &text);
     }
 
     fn outgoing_message(mut msg: Message) -> Verdict {
