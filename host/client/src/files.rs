@@ -43,6 +43,9 @@ use crate::{ClientError, now_ms};
 pub const DEFAULT_CHUNK_SIZE: u32 = 4 << 20;
 /// Sealed chunks in flight between the sealing thread and the network (and downloads prefetched).
 const PIPELINE: usize = 3;
+/// Connections an upload uses at once: each chunk PUT waits for the relay's fsync, so a few in flight keep the link
+/// busy meanwhile.
+const UPLOAD_CONNECTIONS: usize = 3;
 /// How long one HTTP request may take before the transfer counts it as a network failure.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 /// Suffix of a download's partial file.
@@ -668,7 +671,12 @@ impl Client {
                 }
                 let missing: Vec<u64> = (0..d.chunks).filter(|n| !present[*n as usize]).collect();
                 if !missing.is_empty() {
-                    send_missing(&mut http, path, cipher, &upload.file_id, &ticket.ticket, missing, progress).await?;
+                    let mut connections = vec![http];
+                    for _ in 1..UPLOAD_CONNECTIONS.min(missing.len()) {
+                        connections.push(RelayHttp::connect(&self.account().server, self.account().tls_pin.as_deref()).await?);
+                    }
+                    send_missing(&mut connections, path, cipher, &upload.file_id, &ticket.ticket, missing, progress).await?;
+                    http = connections.swap_remove(0);
                 }
                 let status = http.status(&upload.file_id, &ticket.ticket).await?;
                 if !status.complete || status.chunks != d.chunks {
@@ -960,8 +968,10 @@ impl Client {
 
 /// Seal the missing chunks on a blocking thread (reading the file at each chunk's offset) while the previous ones
 /// are on the wire.
+/// Seal the missing chunks in order (one blocking task reads and seals ahead) and put them over every connection in
+/// `http` at once.
 async fn send_missing(
-    http: &mut RelayHttp,
+    http: &mut [RelayHttp],
     path: &Path,
     cipher: ChunkCipher,
     file_id: &str,
@@ -969,7 +979,7 @@ async fn send_missing(
     missing: Vec<u64>,
     progress: &dyn TransferProgress,
 ) -> Result<(), ClientError> {
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<(u64, Vec<u8>), ClientError>>(PIPELINE);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<(u64, Vec<u8>), ClientError>>(PIPELINE + http.len());
     let path = path.to_path_buf();
     let sealer = tokio::task::spawn_blocking(move || {
         let run = || -> Result<(), ClientError> {
@@ -992,19 +1002,32 @@ async fn send_missing(
             let _ = tx.blocking_send(Err(e));
         }
     });
-    let result = async {
-        while let Some(item) = rx.recv().await {
-            let (n, sealed) = item?;
-            let plain = (sealed.len() - imfree_crypto::file::TAG_LEN) as u64;
-            http.put_chunk(file_id, n, ticket, sealed).await?;
-            progress.advance(plain);
-        }
-        Ok(())
-    }
-    .await;
+    let rx = tokio::sync::Mutex::new(rx);
+    let result = futures_util::future::try_join_all(http.iter_mut().map(|h| put_sealed(h, &rx, file_id, ticket, progress))).await.map(|_| ());
     drop(rx);
     let _ = sealer.await;
     result
+}
+
+type SealedChunks = tokio::sync::mpsc::Receiver<Result<(u64, Vec<u8>), ClientError>>;
+
+/// One connection's share of an upload: take the next sealed chunk, put it, until none are left.
+async fn put_sealed(
+    http: &mut RelayHttp,
+    chunks: &tokio::sync::Mutex<SealedChunks>,
+    file_id: &str,
+    ticket: &str,
+    progress: &dyn TransferProgress,
+) -> Result<(), ClientError> {
+    loop {
+        // The lock is held while waiting for the next sealed chunk, not while it is sent.
+        let next = chunks.lock().await.recv().await;
+        let Some(item) = next else { return Ok(()) };
+        let (n, sealed) = item?;
+        let plain = (sealed.len() - imfree_crypto::file::TAG_LEN) as u64;
+        http.put_chunk(file_id, n, ticket, sealed).await?;
+        progress.advance(plain);
+    }
 }
 
 #[cfg(test)]
