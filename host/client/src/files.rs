@@ -43,6 +43,9 @@ use crate::{ClientError, now_ms};
 pub const DEFAULT_CHUNK_SIZE: u32 = 4 << 20;
 /// Sealed chunks in flight between the sealing thread and the network (and downloads prefetched).
 const PIPELINE: usize = 3;
+/// A download makes its partial file durable, and records how far it got, about this often (bytes): each fsync stalls
+/// the pipeline, and a resume after a crash redoes at most this much.
+const DOWNLOAD_SYNC_BYTES: u64 = 32 << 20;
 /// Connections an upload uses at once: each chunk PUT waits for the relay's fsync, so a few in flight keep the link
 /// busy meanwhile.
 const UPLOAD_CONNECTIONS: usize = 3;
@@ -857,7 +860,8 @@ impl Client {
     }
 
     /// One attempt: a ticket, a connection, then chunks from `next` on, prefetched while the previous one is opened
-    /// and written. `next` and `writer` advance only past chunks written, fsynced and recorded.
+    /// and written. `next` and `writer` advance past every chunk written; the partial file is fsynced, and `next` recorded,
+    /// every [`DOWNLOAD_SYNC_BYTES`] and at the last chunk.
     #[allow(clippy::too_many_arguments)]
     async fn download_chunks(
         &self,
@@ -895,13 +899,17 @@ impl Client {
                 let (n, sealed) = rx.recv().await.ok_or_else(|| ClientError::Io("the download connection ended".into()))??;
                 let (mut file, mut hasher) = writer.take().ok_or_else(|| ClientError::Io("the download writer was lost".into()))?;
                 let cipher = std::sync::Arc::clone(&cipher);
+                let sync_every = (DOWNLOAD_SYNC_BYTES / u64::from(d.chunk_size.max(1))).max(1);
+                let durable = (n + 1) % sync_every == 0 || n + 1 == d.chunks;
                 let (mut file, hasher, written) = tokio::task::spawn_blocking(move || {
                     let r = (|| -> Result<u64, ClientError> {
                         let mut buf = sealed.to_vec();
                         cipher.open_in_place(n, &mut buf).map_err(e2e)?;
                         hasher.update(&buf);
                         file.write_all(&buf).map_err(|e| ClientError::Config(format!("cannot write the download: {e}")))?;
-                        file.sync_data().map_err(|e| ClientError::Config(format!("cannot write the download: {e}")))?;
+                        if durable {
+                            file.sync_data().map_err(|e| ClientError::Config(format!("cannot write the download: {e}")))?;
+                        }
                         Ok(buf.len() as u64)
                     })();
                     (file, hasher, r)
@@ -921,13 +929,16 @@ impl Client {
                 };
                 *writer = Some((file, hasher));
                 *next = n + 1;
-                sqlx::query("UPDATE file_downloads SET next_chunk = ?, updated_at = ? WHERE message_id = ?")
-                    .bind(*next as i64)
-                    .bind(now_ms())
-                    .bind(message_id)
-                    .execute(pool)
-                    .await
-                    .map_err(db)?;
+                // Only what is on disk for sure is recorded: a restart resumes from there (this run, from `next`).
+                if durable {
+                    sqlx::query("UPDATE file_downloads SET next_chunk = ?, updated_at = ? WHERE message_id = ?")
+                        .bind(*next as i64)
+                        .bind(now_ms())
+                        .bind(message_id)
+                        .execute(pool)
+                        .await
+                        .map_err(db)?;
+                }
                 progress.advance(written);
             }
             Ok(())
