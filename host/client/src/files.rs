@@ -46,6 +46,8 @@ const PIPELINE: usize = 3;
 /// A download makes its partial file durable, and records how far it got, about this often (bytes): each fsync stalls
 /// the pipeline, and a resume after a crash redoes at most this much.
 const DOWNLOAD_SYNC_BYTES: u64 = 32 << 20;
+/// Connections a download fetches chunks over at once.
+const DOWNLOAD_CONNECTIONS: usize = 3;
 /// Connections an upload uses at once: each chunk PUT waits for the relay's fsync, so a few in flight keep the link
 /// busy meanwhile.
 const UPLOAD_CONNECTIONS: usize = 3;
@@ -880,27 +882,53 @@ impl Client {
         if ticket.chunks != d.chunks {
             return Err(ClientError::E2e("the relay's record of the file does not match the descriptor: refusing it".into()));
         }
-        let mut http = RelayHttp::connect(&self.account().server, self.account().tls_pin.as_deref()).await?;
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<(u64, Bytes), ClientError>>(PIPELINE);
-        let (file_id, ticket_text, start, chunks) = (d.id.to_string(), ticket.ticket.clone(), *next, d.chunks);
+        // Several connections fetch chunks in order of index; the writer takes them in order. A chunk holds a permit
+        // from fetch until written, so at most `window` chunks are in memory whichever connection is slow.
+        let connections = DOWNLOAD_CONNECTIONS.min((d.chunks - *next) as usize).max(1);
+        let window = std::sync::Arc::new(tokio::sync::Semaphore::new(PIPELINE + connections));
+        let next_index = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(*next));
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<(u64, Bytes, tokio::sync::OwnedSemaphorePermit), ClientError>>(PIPELINE + connections);
         let max = (d.chunk_size as usize) + imfree_crypto::file::TAG_LEN;
-        let fetcher = tokio::spawn(async move {
-            for n in start..chunks {
-                let got = http.get_chunk(&file_id, n, &ticket_text, max).await.map(|b| (n, b));
-                let stop = got.is_err();
-                if tx.send(got).await.is_err() || stop {
-                    break;
+        let mut fetchers = Vec::with_capacity(connections);
+        for _ in 0..connections {
+            let mut http = RelayHttp::connect(&self.account().server, self.account().tls_pin.as_deref()).await?;
+            let (tx, window, next_index) = (tx.clone(), std::sync::Arc::clone(&window), std::sync::Arc::clone(&next_index));
+            let (file_id, ticket_text, chunks) = (d.id.to_string(), ticket.ticket.clone(), d.chunks);
+            fetchers.push(tokio::spawn(async move {
+                loop {
+                    let Ok(permit) = std::sync::Arc::clone(&window).acquire_owned().await else { break };
+                    let n = next_index.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    if n >= chunks {
+                        break;
+                    }
+                    let got = http.get_chunk(&file_id, n, &ticket_text, max).await.map(|b| (n, b, permit));
+                    let stop = got.is_err();
+                    if tx.send(got).await.is_err() || stop {
+                        break;
+                    }
                 }
-            }
-        });
+            }));
+        }
+        drop(tx);
         let pool = self.store().pool();
         let outcome = async {
+            let mut early: std::collections::BTreeMap<u64, (Bytes, tokio::sync::OwnedSemaphorePermit)> = std::collections::BTreeMap::new();
             while *next < d.chunks {
-                let (n, sealed) = rx.recv().await.ok_or_else(|| ClientError::Io("the download connection ended".into()))??;
+                let (sealed, permit) = match early.remove(next) {
+                    Some(ready) => ready,
+                    None => loop {
+                        let (n, b, permit) = rx.recv().await.ok_or_else(|| ClientError::Io("the download connection ended".into()))??;
+                        if n == *next {
+                            break (b, permit);
+                        }
+                        early.insert(n, (b, permit));
+                    },
+                };
+                let n = *next;
                 let (mut file, mut hasher) = writer.take().ok_or_else(|| ClientError::Io("the download writer was lost".into()))?;
                 let cipher = std::sync::Arc::clone(&cipher);
                 let sync_every = (DOWNLOAD_SYNC_BYTES / u64::from(d.chunk_size.max(1))).max(1);
-                let durable = (n + 1) % sync_every == 0 || n + 1 == d.chunks;
+                let durable = (n + 1).is_multiple_of(sync_every) || n + 1 == d.chunks;
                 let (mut file, hasher, written) = tokio::task::spawn_blocking(move || {
                     let r = (|| -> Result<u64, ClientError> {
                         let mut buf = sealed.to_vec();
@@ -939,12 +967,15 @@ impl Client {
                         .await
                         .map_err(db)?;
                 }
+                drop(permit);
                 progress.advance(written);
             }
             Ok(())
         }
         .await;
-        fetcher.abort();
+        for fetcher in fetchers {
+            fetcher.abort();
+        }
         outcome
     }
 
