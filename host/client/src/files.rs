@@ -887,13 +887,18 @@ impl Client {
         let connections = DOWNLOAD_CONNECTIONS.min((d.chunks - *next) as usize).max(1);
         let window = std::sync::Arc::new(tokio::sync::Semaphore::new(PIPELINE + connections));
         let next_index = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(*next));
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<(u64, Bytes, tokio::sync::OwnedSemaphorePermit), ClientError>>(PIPELINE + connections);
+        // What the fetchers hand the writer: a chunk's index and plaintext (opened on the fetcher's side, so that
+        // decryption runs beside the writer's hashing and writing).
+        // A failed chunk is reported at its own place, so that every chunk before it is still written.
+        type Fetched = (u64, Result<Vec<u8>, ClientError>, tokio::sync::OwnedSemaphorePermit);
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Fetched>(PIPELINE + connections);
         let max = (d.chunk_size as usize) + imfree_crypto::file::TAG_LEN;
         let mut fetchers = Vec::with_capacity(connections);
         for _ in 0..connections {
             let mut http = RelayHttp::connect(&self.account().server, self.account().tls_pin.as_deref()).await?;
             let (tx, window, next_index) = (tx.clone(), std::sync::Arc::clone(&window), std::sync::Arc::clone(&next_index));
             let (file_id, ticket_text, chunks) = (d.id.to_string(), ticket.ticket.clone(), d.chunks);
+            let cipher = std::sync::Arc::clone(&cipher);
             fetchers.push(tokio::spawn(async move {
                 loop {
                     let Ok(permit) = std::sync::Arc::clone(&window).acquire_owned().await else { break };
@@ -901,9 +906,21 @@ impl Client {
                     if n >= chunks {
                         break;
                     }
-                    let got = http.get_chunk(&file_id, n, &ticket_text, max).await.map(|b| (n, b, permit));
+                    let got = match http.get_chunk(&file_id, n, &ticket_text, max).await {
+                        Ok(sealed) => {
+                            let cipher = std::sync::Arc::clone(&cipher);
+                            tokio::task::spawn_blocking(move || {
+                                let mut buf = sealed.to_vec();
+                                cipher.open_in_place(n, &mut buf).map(|()| buf).map_err(e2e)
+                            })
+                            .await
+                            .map_err(|e| ClientError::Io(e.to_string()))
+                            .and_then(|r| r)
+                        }
+                        Err(e) => Err(e),
+                    };
                     let stop = got.is_err();
-                    if tx.send(got).await.is_err() || stop {
+                    if tx.send((n, got, permit)).await.is_err() || stop {
                         break;
                     }
                 }
@@ -912,27 +929,27 @@ impl Client {
         drop(tx);
         let pool = self.store().pool();
         let outcome = async {
-            let mut early: std::collections::BTreeMap<u64, (Bytes, tokio::sync::OwnedSemaphorePermit)> = std::collections::BTreeMap::new();
+            let mut early: std::collections::BTreeMap<u64, (Result<Vec<u8>, ClientError>, tokio::sync::OwnedSemaphorePermit)> =
+                std::collections::BTreeMap::new();
             while *next < d.chunks {
-                let (sealed, permit) = match early.remove(next) {
+                let (plain, permit) = match early.remove(next) {
                     Some(ready) => ready,
                     None => loop {
-                        let (n, b, permit) = rx.recv().await.ok_or_else(|| ClientError::Io("the download connection ended".into()))??;
+                        let (n, got, permit) = rx.recv().await.ok_or_else(|| ClientError::Io("the download connection ended".into()))?;
                         if n == *next {
-                            break (b, permit);
+                            break (got, permit);
                         }
-                        early.insert(n, (b, permit));
+                        early.insert(n, (got, permit));
                     },
                 };
+                let plain = plain?;
                 let n = *next;
                 let (mut file, mut hasher) = writer.take().ok_or_else(|| ClientError::Io("the download writer was lost".into()))?;
-                let cipher = std::sync::Arc::clone(&cipher);
                 let sync_every = (DOWNLOAD_SYNC_BYTES / u64::from(d.chunk_size.max(1))).max(1);
                 let durable = (n + 1).is_multiple_of(sync_every) || n + 1 == d.chunks;
                 let (mut file, hasher, written) = tokio::task::spawn_blocking(move || {
                     let r = (|| -> Result<u64, ClientError> {
-                        let mut buf = sealed.to_vec();
-                        cipher.open_in_place(n, &mut buf).map_err(e2e)?;
+                        let buf = plain;
                         hasher.update(&buf);
                         file.write_all(&buf).map_err(|e| ClientError::Config(format!("cannot write the download: {e}")))?;
                         if durable {
@@ -947,7 +964,7 @@ impl Client {
                 let written = match written {
                     Ok(w) => w,
                     Err(e) => {
-                        // A chunk that failed authentication must not stay in the partial file either.
+                        // A chunk that was not written whole must not stay in the partial file.
                         let keep = n.saturating_mul(u64::from(d.chunk_size)).min(d.size);
                         let _ = file.set_len(keep);
                         let _ = file.seek(SeekFrom::Start(keep));
