@@ -306,3 +306,25 @@ fn typing_indicators_and_read_receipts_can_each_be_turned_off() {
     assert!(String::from_utf8_lossy(&refused.stderr).contains("read receipts are off"), "{refused:?}");
     assert!(!client(&alice, &["settings", "colour", "off"]).status.success());
 }
+
+#[test]
+fn markdown_through_the_relay_is_rendered_and_cannot_drive_the_terminal() {
+    let dir = tempdir();
+    let relay = RelayProc::start(&dir.path().join("relay"), None);
+    let (alice, bob) = (dir.path().join("alice"), dir.path().join("bob"));
+    register(&relay, &alice, "alice", "alice-password-1");
+    register(&relay, &bob, "bob", "bob-password-12");
+    // Markdown with raw HTML, a script, a javascript: link, and escape sequences that would set the terminal's title,
+    // clear the screen and write the clipboard.
+    let hostile = "**ship it** :tada:\n\n<script>alert(1)</script> [click](javascript:alert(1))\n\u{1b}]0;pwned\u{7}\u{1b}[2J\u{1b}]52;c;aGk=\u{7}done";
+    ok(&alice, &["send", "bob", "--markdown", hostile]);
+    let shown = ok(&bob, &["recv"]);
+    assert!(!shown.contains('\u{1b}') && !shown.contains('\u{7}'), "no control character reaches the terminal: {shown:?}");
+    assert!(shown.contains("ship it") && !shown.contains("**ship it**"), "rendered, not raw: {shown:?}");
+    assert!(shown.contains('🎉'), "shortcodes become emoji: {shown:?}");
+    assert!(shown.contains("done"), "{shown:?}");
+    // The JSON output stays the message as sent (front ends sanitise it themselves, see docs/formatting.md).
+    ok(&alice, &["send", "bob", "--markdown", "**again**"]);
+    let json = recv(&bob);
+    assert_eq!((json[0]["mime"].as_str(), json[0]["body"].as_str()), (Some("text/markdown"), Some("**again**")));
+}
