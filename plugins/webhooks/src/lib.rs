@@ -14,7 +14,7 @@
 //! The pure logic (formats, signatures, mrkdwn, backoff, Retry-After, filters, request checks) is in modules that
 //! build natively and carry their unit tests; [`plugin`] is the glue to the host, built for wasm32 only.
 
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 #![deny(missing_docs)]
 
 pub mod formats;
