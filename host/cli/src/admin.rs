@@ -9,10 +9,10 @@ use imfree_client::search::DateEdge;
 #[derive(Debug, Args)]
 pub(crate) struct AdminArgs {
     /// Config file of the relay (for its database settings).
-    #[arg(long, short)]
+    #[arg(long, short, global = true)]
     config: Option<PathBuf>,
     /// Data directory of the relay. Default ./imfree-data (or the config's).
-    #[arg(long)]
+    #[arg(long, global = true)]
     data: Option<PathBuf>,
     #[command(subcommand)]
     command: AdminCommand,
@@ -57,6 +57,9 @@ enum AdminCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Incoming webhooks of the bundled webhooks plugin (run by the operator as its bot; see docs/admin.md).
+    #[command(subcommand)]
+    Webhook(crate::webhook_admin::WebhookCommand),
 }
 
 /// How the audit log names the conversation an operator typed.
@@ -74,11 +77,16 @@ fn audit_conversation(conv: &str) -> anyhow::Result<String> {
 
 pub(crate) async fn run(args: AdminArgs) -> anyhow::Result<()> {
     let config = crate::serve::load_config(args.config.as_deref(), args.data.as_deref())?;
+    // Webhooks live in the webhooks bot's own store, not the relay's.
+    let command = match args.command {
+        AdminCommand::Webhook(w) => return crate::webhook_admin::run(&config, w).await,
+        other => other,
+    };
     if config.database.url.is_none() && !config.data_dir.join("relay.db").exists() {
         anyhow::bail!("no relay database in {}: pass --data DIR (the relay's data directory)", config.data_dir.display());
     }
     let store = imfree_relay::open_store(&config).await?;
-    match args.command {
+    match command {
         AdminCommand::Users => {
             println!("{:<24} {:<9} {:<5} {:>7}  created", "user", "status", "2fa", "devices");
             for u in store.list_users().await? {
@@ -149,6 +157,8 @@ pub(crate) async fn run(args: AdminArgs) -> anyhow::Result<()> {
                 println!("{:<24} {:<28} {:>8}  {}", q.user, q.device, q.pending, q.oldest.map(|t| t.to_string()).unwrap_or_default());
             }
         }
+        // Answered above, before the relay's store is opened.
+        AdminCommand::Webhook(_) => {}
     }
     Ok(())
 }

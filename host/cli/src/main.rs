@@ -16,6 +16,7 @@ mod plugin;
 mod render;
 mod search;
 mod serve;
+mod webhook_admin;
 mod when;
 
 use std::path::PathBuf;

@@ -17,3 +17,4 @@ mod relay_plugins;
 mod permissions;
 mod search;
 mod plugin;
+mod webhooks;
