@@ -152,7 +152,7 @@ fn link_at(chars: &[char], start: usize) -> Option<(String, String, usize)> {
     }
     let end = chars[close + 2..].iter().position(|&c| c == ')')? + close + 2;
     let url: String = chars[close + 2..end].iter().collect();
-    let url = url.trim().split_whitespace().next().unwrap_or_default().trim_matches(['<', '>']).to_owned();
+    let url = url.split_whitespace().next().unwrap_or_default().trim_matches(['<', '>']).to_owned();
     if url.is_empty() {
         return None;
     }

@@ -61,12 +61,15 @@ impl Hit {
     }
 }
 
+/// Answers to give, in order: status and extra headers.
+type Script = Arc<Mutex<Vec<(u16, Vec<(String, String)>)>>>;
+
 /// A webhook receiver on 127.0.0.1: records every request; answers from a script (status and extra headers, one
 /// per request, in order), then 200.
 struct Receiver {
     port: u16,
     hits: Arc<Mutex<Vec<Hit>>>,
-    script: Arc<Mutex<Vec<(u16, Vec<(String, String)>)>>>,
+    script: Script,
 }
 
 impl Receiver {
@@ -74,7 +77,7 @@ impl Receiver {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let hits = Arc::new(Mutex::new(Vec::new()));
-        let script: Arc<Mutex<Vec<(u16, Vec<(String, String)>)>>> = Arc::new(Mutex::new(Vec::new()));
+        let script: Script = Arc::new(Mutex::new(Vec::new()));
         let (h, s) = (hits.clone(), script.clone());
         std::thread::spawn(move || {
             for conn in listener.incoming() {
