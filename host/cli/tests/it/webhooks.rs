@@ -61,6 +61,18 @@ impl Hit {
     }
 }
 
+/// A `Transfer-Encoding: chunked` body, decoded.
+fn dechunk(mut data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(line_end) = data.windows(2).position(|w| w == b"\r\n") {
+        let size = std::str::from_utf8(&data[..line_end]).ok().and_then(|l| usize::from_str_radix(l.split(';').next().unwrap_or("").trim(), 16).ok());
+        let Some(size) = size.filter(|&s| s > 0 && line_end + 2 + size <= data.len()) else { break };
+        out.extend_from_slice(&data[line_end + 2..line_end + 2 + size]);
+        data = &data[(line_end + 4 + size).min(data.len())..];
+    }
+    out
+}
+
 /// Answers to give, in order: status and extra headers.
 type Script = Arc<Mutex<Vec<(u16, Vec<(String, String)>)>>>;
 
@@ -102,12 +114,24 @@ impl Receiver {
                     .filter_map(|l| l.split_once(':'))
                     .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
                     .collect();
-                let len: usize = headers.get("content-length").and_then(|l| l.parse().ok()).unwrap_or(0);
                 let mut body = data[head_end + 4..].to_vec();
-                while body.len() < len {
-                    match conn.read(&mut buf) {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => body.extend_from_slice(&buf[..n]),
+                let chunked = headers.get("transfer-encoding").is_some_and(|t| t.eq_ignore_ascii_case("chunked"));
+                if chunked {
+                    // Read until the last chunk, then decode.
+                    while !body.windows(5).any(|w| w == b"0\r\n\r\n") {
+                        match conn.read(&mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => body.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    body = dechunk(&body);
+                } else {
+                    let len: usize = headers.get("content-length").and_then(|l| l.parse().ok()).unwrap_or(0);
+                    while body.len() < len {
+                        match conn.read(&mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => body.extend_from_slice(&buf[..n]),
+                        }
                     }
                 }
                 let (status, extra) = {
