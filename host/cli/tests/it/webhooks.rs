@@ -66,7 +66,7 @@ fn dechunk(mut data: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     while let Some(line_end) = data.windows(2).position(|w| w == b"\r\n") {
         let size = std::str::from_utf8(&data[..line_end]).ok().and_then(|l| usize::from_str_radix(l.split(';').next().unwrap_or("").trim(), 16).ok());
-        let Some(size) = size.filter(|&s| s > 0 && line_end + 2 + size <= data.len()) else { break };
+        let Some(size) = size.filter(|&s| s > 0 && line_end + 2 + s <= data.len()) else { break };
         out.extend_from_slice(&data[line_end + 2..line_end + 2 + size]);
         data = &data[(line_end + 4 + size).min(data.len())..];
     }
