@@ -69,11 +69,15 @@ pub(crate) async fn run(config: &RelayConfig, command: WebhookCommand) -> anyhow
     };
     let mut plugin = plugin.clone();
     let base = config.source.as_deref().and_then(Path::parent).unwrap_or(Path::new(".")).to_path_buf();
-    plugin.resolve_relative(&base);
+    if plugin.is_bundled() {
+        // The component this binary carries, installed where `serve` puts it (unchanged files are left alone).
+        crate::bundled::install(&config.bundled_dir())?;
+    }
+    plugin.resolve(PLUGIN, &base, &config.bundled_dir());
     if !plugin.enabled {
         anyhow::bail!("[plugins.{PLUGIN}] is disabled: enable it first");
     }
-    let bots_dir = config.plugin_host.bots_dir.clone().unwrap_or_else(|| config.data_dir.join("bots"));
+    let bots_dir = config.bots_dir();
     let home = bots_dir.join(PLUGIN);
     let client = Client::open(Some(&home)).await.map_err(|e| {
         anyhow::anyhow!("the webhooks bot has no account in {} yet ({e}): start `imfree serve` once with the plugin enabled", home.display())

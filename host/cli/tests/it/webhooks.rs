@@ -1,6 +1,7 @@
-//! The bundled webhooks plugin through real processes: a relay running the `webhooks` bot, real clients, a real
-//! HTTP receiver on loopback (written here, it checks every signature), curl posting to incoming hooks, and
-//! Microsoft's Adaptive Cards parser (npm `adaptivecards`, pinned in tests/webhooks-js/) for the Teams cards.
+//! The bundled webhooks plugin (embedded in the binary under test) through real processes: a relay running the
+//! `webhooks` bot, real clients, a real HTTP receiver on loopback (written here, it checks every signature), curl
+//! posting to incoming hooks, and Microsoft's Adaptive Cards parser (npm `adaptivecards`, pinned in
+//! tests/webhooks-js/) for the Teams cards.
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -167,22 +168,6 @@ impl Receiver {
     }
 }
 
-/// Install the webhooks plugin (built from plugins/webhooks) into `dir/webhooks/`, its manifest asking for the
-/// receiver's origin (the bundled manifest asks for the public services; a loopback port is the test's).
-fn install_webhooks(dir: &Path, origin: &str) -> String {
-    let target = dir.join("webhooks");
-    std::fs::create_dir_all(&target).unwrap();
-    std::fs::copy(guest_wasm("webhooks"), target.join("webhooks.wasm")).unwrap();
-    let manifest = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../plugins/webhooks/plugin.toml")).unwrap();
-    let manifest: String = manifest
-        .lines()
-        .map(|l| if l.starts_with("http.outbound") { format!("http.outbound = [\"{origin}\"]") } else { l.to_owned() })
-        .collect::<Vec<_>>()
-        .join("\n");
-    std::fs::write(target.join("plugin.toml"), manifest).unwrap();
-    "webhooks/webhooks.wasm".into()
-}
-
 /// A relay with the webhooks bot: `settings` is the body of `[plugins.webhooks.settings]`.
 struct Setup {
     dir: tempfile::TempDir,
@@ -194,7 +179,6 @@ struct Setup {
 impl Setup {
     fn start(receiver: &Receiver, settings: &str) -> Setup {
         let dir = tempdir();
-        let wasm = install_webhooks(dir.path(), &receiver.origin());
         let port = free_port();
         let config = dir.path().join("imfree.toml");
         std::fs::write(
@@ -204,8 +188,8 @@ impl Setup {
 [plugin_host]
 bots_dir = "{bots}"
 
+# No path: the webhooks plugin bundled in the binary under test, with its own manifest.
 [plugins.webhooks]
-path = "{wasm}"
 grants = {{ kv = true, messaging = true, timers = true, http-outbound = ["{origin}"], http-allow-private = true }}
 
 [plugins.webhooks.settings]
