@@ -36,6 +36,11 @@ const TIMER: &str = "deliver";
 const TIMER_NOW: &str = "deliver-now";
 /// kv: the id of the repeating timer (so a fresh instance replaces it instead of adding one).
 const TIMER_KEY: &str = "timer";
+/// kv: the pending once-timer (`{"id", "at"}`) that wakes the queue for the next due delivery, so that at most one
+/// is pending; the repeating timer is the safety net if it is lost (a restart drops timers).
+const WAKE_KEY: &str = "wake";
+/// The host's shortest repeating interval.
+const MIN_TICK_MS: u64 = 1000;
 /// kv prefixes: incoming hooks by id, rate-limit buckets by URL hash.
 const HOOK_PREFIX: &str = "hook/";
 const RATE_PREFIX: &str = "rate/";
@@ -59,7 +64,7 @@ struct Settings {
 
 fn settings() -> Settings {
     Settings {
-        tick_ms: config::parsed::<u64>("tick-ms").unwrap_or(1000).clamp(10, 3_600_000),
+        tick_ms: config::parsed::<u64>("tick-ms").unwrap_or(1000).clamp(MIN_TICK_MS, 3_600_000),
         max_attempts: config::parsed::<u32>("max-attempts").unwrap_or(8).max(1),
         backoff_base_ms: config::parsed::<u64>("backoff-base-ms").unwrap_or(2000).max(1),
         backoff_max_ms: config::parsed::<u64>("backoff-max-ms").unwrap_or(600_000).max(1),
@@ -166,11 +171,14 @@ impl Plugin for Webhooks {
         }
         if any {
             // Deliver soon, from a timer: this hook never waits for a receiver.
-            let _ = timers::once(TIMER_NOW, Duration::ZERO);
+            arm(now);
         }
     }
 
     fn timer(t: TimerFired) {
+        if t.name == TIMER_NOW && read_wake().is_some_and(|w| w.id == t.id) {
+            let _ = kv::delete(WAKE_KEY);
+        }
         if t.name == TIMER || t.name == TIMER_NOW {
             deliver_due();
         }
@@ -210,6 +218,40 @@ impl Plugin for Webhooks {
         let mut headers = vec![("content-type".to_owned(), "application/json".to_owned())];
         headers.extend(answer.headers);
         HttpResponse { status: answer.status, headers, body: answer.body.into_bytes() }
+    }
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Wake {
+    id: u64,
+    at: u64,
+}
+
+fn read_wake() -> Option<Wake> {
+    kv::get(WAKE_KEY).ok().flatten().and_then(|b| serde_json::from_slice(&b).ok())
+}
+
+/// Make sure the queue is looked at by `at_ms`: one once-timer at the earliest time anything is due, replaced when
+/// something earlier comes, never one per delivery (the host caps a plugin's timers).
+fn arm(at_ms: u64) {
+    let now = now_ms();
+    let at_ms = at_ms.max(now);
+    if let Some(w) = read_wake() {
+        // Pending and early enough (a wake far in the past was lost, e.g. in a restart: replace it).
+        if w.at <= at_ms && w.at + 2 * MIN_TICK_MS >= now {
+            return;
+        }
+        if w.at > at_ms {
+            let _ = timers::cancel(w.id);
+        }
+    }
+    match timers::once(TIMER_NOW, Duration::from_millis(at_ms - now)) {
+        Ok(id) => {
+            if let Ok(bytes) = serde_json::to_vec(&Wake { id, at: at_ms }) {
+                let _ = kv::set(WAKE_KEY, &bytes);
+            }
+        }
+        Err(e) => log::debug(&format!("no wake-up timer ({}); the repeating timer delivers", e.describe())),
     }
 }
 
@@ -313,8 +355,12 @@ fn deliver_due() {
     };
     let started = Instant::now();
     let mut sent = 0;
+    // The earliest time something left in the queue is due, to wake up then.
+    let mut next_due: Option<u64> = None;
+    let mut note = |at: u64| next_due = Some(next_due.map_or(at, |n: u64| n.min(at)));
     for key in keys {
         if sent >= MAX_PER_TICK || started.elapsed() > TICK_BUDGET {
+            note(now_ms());
             break;
         }
         let Ok(Some(bytes)) = kv::get(&key) else { continue };
@@ -325,6 +371,7 @@ fn deliver_due() {
         };
         let now = now_ms();
         if d.due_ms > now {
+            note(d.due_ms);
             continue;
         }
         let Some(target) = targets.iter().find(|t| t.name == d.target) else {
@@ -333,6 +380,7 @@ fn deliver_due() {
             continue;
         };
         if !take_token(&target.url, &s, now) {
+            note(now + (1000.0 / s.rate_per_second.max(0.001)).min(60_000.0) as u64);
             continue;
         }
         // Count the attempt and push the due time out before making it: an attempt cut short (a trap, a crash, a
@@ -343,7 +391,12 @@ fn deliver_due() {
             continue;
         }
         sent += 1;
-        attempt(&key, d, target, &s);
+        if let Some(due) = attempt(&key, d, target, &s) {
+            note(due);
+        }
+    }
+    if let Some(at) = next_due {
+        arm(at);
     }
 }
 
@@ -352,8 +405,8 @@ fn save(key: &str, d: &Delivery) -> Result<(), ()> {
     kv::set(key, &bytes).map_err(|e| log::warn(&format!("cannot update the delivery queue: {}", e.describe())))
 }
 
-/// One POST, and what follows from its answer.
-fn attempt(key: &str, mut d: Delivery, target: &Target, s: &Settings) {
+/// One POST, and what follows from its answer: when it is due again, if it stays queued.
+fn attempt(key: &str, mut d: Delivery, target: &Target, s: &Settings) -> Option<u64> {
     let now_s = now_ms() / 1000;
     let timestamp = now_s.to_string();
     let signature = signing::sign(target.secret.as_bytes(), now_s, d.body.as_bytes());
@@ -388,15 +441,17 @@ fn attempt(key: &str, mut d: Delivery, target: &Target, s: &Settings) {
     match verdict {
         Verdict::Delivered | Verdict::Drop => {
             let _ = kv::delete(key);
+            None
         }
         Verdict::Retry { after_ms } => {
             if d.attempts >= s.max_attempts {
                 log::warn(&format!("target {}: gave up after {} attempts; delivery dropped", target.name, d.attempts));
                 let _ = kv::delete(key);
-                return;
+                return None;
             }
             d.due_ms = now_ms() + retry::backoff_ms(d.attempts, s.backoff_base_ms, s.backoff_max_ms, after_ms, jitter());
             let _ = save(key, &d);
+            Some(d.due_ms)
         }
     }
 }

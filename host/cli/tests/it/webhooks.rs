@@ -194,7 +194,6 @@ grants = {{ kv = true, messaging = true, timers = true, http-outbound = ["{origi
 
 [plugins.webhooks.settings]
 public-url = "https://127.0.0.1:{port}"
-tick-ms = 100
 {settings}
 "#,
                 bots = dir.path().join("bots").display(),
@@ -205,6 +204,15 @@ tick-ms = 100
         let relay = RelayProc::start_on(&dir.path().join("relay"), port, Some(&config));
         wait_until("the webhooks bot to start", || relay.log().contains("bot running"));
         Setup { dir, relay, config, port }
+    }
+
+    /// Wait up to 30 s for `done`; on a time-out, fail with the server's log.
+    fn wait(&self, what: &str, mut done: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !done() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}; server log:\n{}", self.relay.log());
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     fn user(&self, name: &str) -> PathBuf {
@@ -432,7 +440,7 @@ targets = [ {{ name = "flaky", url = "{}/hook", format = "generic", secret = "k"
     let s = Setup::start(&receiver, &settings);
     let alice = s.user("alice");
     ok(&alice, &["send", "webhooks", "please retry"]);
-    wait_until("the third attempt", || receiver.hits().len() >= 3);
+    s.wait("the third attempt", || receiver.hits().len() >= 3);
     std::thread::sleep(Duration::from_millis(1500));
     let hits = receiver.hits();
     assert_eq!(hits.iter().map(|h| h.status).collect::<Vec<_>>(), [503, 429, 200], "three attempts, the third accepted");
@@ -464,7 +472,7 @@ targets = [ {{ name = "durable", url = "{}/hook", format = "generic", secret = "
     let mut s = Setup::start(&receiver, &settings);
     let alice = s.user("alice");
     ok(&alice, &["send", "webhooks", "survive a crash"]);
-    wait_until("the first attempt", || !receiver.hits().is_empty());
+    s.wait("the first attempt", || !receiver.hits().is_empty());
     // The delivery waits in the queue for its retry: SIGKILL the server now.
     s.relay.kill();
     std::thread::sleep(Duration::from_millis(300));
