@@ -253,3 +253,16 @@ fn sso_cli_login_gives_up_after_its_timeout() {
     assert!(stderr.contains("no sign-in came back within 1 s"), "{stderr}");
     assert!(started.elapsed() < Duration::from_secs(30));
 }
+
+#[test]
+fn list_sso_says_when_the_relay_offers_no_single_sign_on() {
+    let dir = tempdir();
+    let relay = RelayProc::start(&dir.path().join("relay"), None);
+    let out = client_with(&dir.path().join("h"), &["login", "--list-sso", "--server", &relay.url], "", &[]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("this relay offers no single sign-on (its sso plugin is not enabled)"), "{stderr}");
+    // Password and SSO options do not mix.
+    let out = client_with(&dir.path().join("h"), &["login", "--sso", "corp", "--user", "sam", "--server", &relay.url], "", &[]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("cannot be used with"), "{out:?}");
+}
