@@ -108,8 +108,13 @@ pub struct RequestedCapabilities {
     pub messaging: bool,
     /// `timers = true`.
     pub timers: bool,
+    /// `accounts = true` (relay scope: linked identities, provisioning, login codes; for SSO). Since API 0.2.0.
+    pub accounts: bool,
     /// `http.outbound = ["https://host[:port][/path]", ...]`.
     pub http_outbound: Vec<HttpOrigin>,
+    /// `http.outbound = ["*"]`: whatever origins the administrator grants, for plugins whose targets are the
+    /// administrator's to choose (webhooks, an identity provider). The grant stays the gate.
+    pub http_outbound_any: bool,
 }
 
 /// Type of a setting.
@@ -124,6 +129,9 @@ pub enum SettingType {
     Float,
     /// TOML boolean.
     Boolean,
+    /// TOML array (of tables or values), given to the plugin as JSON text: structured settings such as a list of
+    /// webhook targets or identity providers.
+    Array,
 }
 
 impl SettingType {
@@ -135,6 +143,7 @@ impl SettingType {
                 | (SettingType::Integer, toml::Value::Integer(_))
                 | (SettingType::Float, toml::Value::Float(_) | toml::Value::Integer(_))
                 | (SettingType::Boolean, toml::Value::Boolean(_))
+                | (SettingType::Array, toml::Value::Array(_))
         )
     }
 }
@@ -249,6 +258,8 @@ struct RawCapabilities {
     #[serde(default)]
     timers: bool,
     #[serde(default)]
+    accounts: bool,
+    #[serde(default)]
     http: RawHttp,
 }
 
@@ -318,6 +329,7 @@ impl PluginManifest {
             .http
             .outbound
             .iter()
+            .filter(|entry| *entry != "*")
             .map(|entry| {
                 HttpOrigin::parse(entry).map_err(|reason| ManifestError::HttpOrigin {
                     entry: entry.clone(),
@@ -339,7 +351,9 @@ impl PluginManifest {
                 kv: raw.capabilities.kv,
                 messaging: raw.capabilities.messaging,
                 timers: raw.capabilities.timers,
+                accounts: raw.capabilities.accounts,
                 http_outbound,
+                http_outbound_any: raw.capabilities.http.outbound.iter().any(|e| e == "*"),
             },
             settings: raw.settings,
         })
