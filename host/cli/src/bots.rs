@@ -60,6 +60,8 @@ pub(crate) struct Posted {
     pub(crate) id: String,
     pub(crate) conversation: String,
     pub(crate) content: Content,
+    /// The plugin that posted a card (client scope has several plugins; presses go back to the card's own).
+    pub(crate) card_of: Option<String>,
 }
 
 /// What plugins post, collected for the engine: a hook runs inside the engine's loop, so the posts are composed
@@ -72,6 +74,10 @@ pub(crate) struct ClientSink {
 
 impl ClientSink {
     fn push(&self, conversation: &str, content: Content) -> Result<String, SinkError> {
+        self.push_from(None, conversation, content)
+    }
+
+    fn push_from(&self, card_of: Option<&str>, conversation: &str, content: Content) -> Result<String, SinkError> {
         imfree_proto::validate_user_name(conversation, &imfree_proto::Limits::default())
             .or_else(|e| imfree_client::groups::parse_group(conversation).map(|_| ()).map_err(|_| e))
             .map_err(|_| SinkError::Invalid(format!("{conversation:?} is not a conversation (a user name or group:<id>)")))?;
@@ -80,7 +86,7 @@ impl ClientSink {
         if posted.len() >= 1000 {
             return Err(SinkError::Unavailable("too many messages waiting to be sent; try again later".into()));
         }
-        posted.push(Posted { id: id.clone(), conversation: conversation.to_owned(), content });
+        posted.push(Posted { id: id.clone(), conversation: conversation.to_owned(), content, card_of: card_of.map(str::to_owned) });
         self.wake.notify_one();
         Ok(id)
     }
@@ -120,8 +126,8 @@ impl MessageSink for ClientSink {
         reaction.check().map_err(|e| SinkError::Invalid(e.to_string()))?;
         self.push(conversation, Content::new(imfree_proto::mime::REACTION, &reaction.encode(), None)).map(|_| ())
     }
-    async fn post_card(&self, _: &PluginIdentity, conversation: &str, card: &Card) -> Result<String, SinkError> {
-        self.push(conversation, Content::new(cards::CARD_MIME, cards::card_json(card).to_string().as_bytes(), Some(Compression::Gzip)))
+    async fn post_card(&self, bot: &PluginIdentity, conversation: &str, card: &Card) -> Result<String, SinkError> {
+        self.push_from(Some(&bot.name), conversation, Content::new(cards::CARD_MIME, cards::card_json(card).to_string().as_bytes(), Some(Compression::Gzip)))
     }
     async fn send(&self, _: &PluginIdentity, draft: &Draft) -> Result<String, SinkError> {
         // The host admits only text/plain and text/markdown; mentions are found as a person's client finds them.

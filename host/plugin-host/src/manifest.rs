@@ -84,11 +84,13 @@ impl Hook {
     /// Scopes in which the host has the data this hook needs.
     pub fn scopes(self) -> &'static [Scope] {
         match self {
-            Hook::IncomingMessage | Hook::OutgoingMessage => &[Scope::Bot, Scope::Client],
-            Hook::RelayEnvelope | Hook::Http => &[Scope::Relay],
-            Hook::StatusChange | Hook::Command | Hook::Action | Hook::Timer => {
-                &[Scope::Relay, Scope::Bot, Scope::Client]
-            }
+            // A command is typed into an encrypted conversation and a card is posted as an account: the relay sees
+            // neither, so relay scope never calls these.
+            Hook::IncomingMessage | Hook::OutgoingMessage | Hook::Command | Hook::Action => &[Scope::Bot, Scope::Client],
+            Hook::RelayEnvelope => &[Scope::Relay],
+            // Routes under /plugins/<name>/ on the relay: a relay-scope plugin's, or (since API 0.2.0) a bot's.
+            Hook::Http => &[Scope::Relay, Scope::Bot],
+            Hook::StatusChange | Hook::Timer => &[Scope::Relay, Scope::Bot, Scope::Client],
         }
     }
 }
