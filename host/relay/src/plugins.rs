@@ -68,6 +68,8 @@ impl Default for PluginHostConfig {
 pub struct RelayPlugins {
     host: OnceLock<Arc<PluginHost>>,
     store: Arc<dyn RelayStore>,
+    /// The account directory relay-scope plugins reach through the `accounts` capability (single sign-on).
+    accounts: crate::accounts::RelayAccounts,
     settings: PluginHostConfig,
     cache_dir: PathBuf,
     bundled_dir: PathBuf,
@@ -81,11 +83,13 @@ pub struct RelayPlugins {
 }
 
 impl RelayPlugins {
-    /// Plugins for a relay whose data lives in `data_dir`; nothing is loaded yet.
-    pub fn new(store: Arc<dyn RelayStore>, settings: PluginHostConfig, data_dir: &Path) -> Arc<Self> {
+    /// Plugins for a relay whose data lives in `data_dir`, checking account names against `limits`; nothing is loaded
+    /// yet.
+    pub fn new(store: Arc<dyn RelayStore>, settings: PluginHostConfig, data_dir: &Path, limits: imfree_proto::Limits) -> Arc<Self> {
         let bundled_dir = settings.bundled_dir.clone().unwrap_or_else(|| data_dir.join("bundled"));
         Arc::new(RelayPlugins {
             host: OnceLock::new(),
+            accounts: crate::accounts::RelayAccounts::new(Arc::clone(&store), limits),
             store,
             settings,
             cache_dir: data_dir.join("plugin-cache"),
@@ -95,6 +99,11 @@ impl RelayPlugins {
             presence: PresenceTracker::new(),
             bot_routes: std::sync::RwLock::new(BTreeMap::new()),
         })
+    }
+
+    /// The account directory given to relay-scope plugins.
+    pub fn accounts(&self) -> &crate::accounts::RelayAccounts {
+        &self.accounts
     }
 
     /// Serve `/plugins/<name>/…` from a bot-scope plugin's runtime (its bot's engine) when no relay-scope plugin of
@@ -131,7 +140,8 @@ impl RelayPlugins {
             kv: Arc::new(RelayKv(Arc::clone(&self.store))),
             clock: Arc::new(SystemClock),
             incidents: Arc::clone(&self.incidents) as Arc<dyn IncidentSink>,
-            accounts: Arc::new(imfree_plugin_host::NoAccounts),
+            // Single sign-on: the relay's accounts, behind the manifest's `accounts` capability and its grant.
+            accounts: Arc::new(self.accounts.clone()),
             conversations: Arc::new(imfree_plugin_host::NoConversations),
         };
         let host = PluginHost::new(options, services).map_err(|e| anyhow::anyhow!("cannot start the plugin runtime: {e}"))?;
