@@ -1,0 +1,2 @@
+pub mod oidc;
+pub mod policy;
