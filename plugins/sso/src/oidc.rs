@@ -201,7 +201,7 @@ pub fn exchange_and_verify<C: SyncHttpClient>(
         .map_err(|e| Refusal::new("provider_unavailable", format!("the provider has no token endpoint: {e}")))?
         .set_pkce_verifier(PkceCodeVerifier::new(pkce_verifier.to_owned()))
         .request(http)
-        .map_err(|e| Refusal::new("token_exchange_failed", format!("the provider refused the code: {}", describe(&e))))?;
+        .map_err(|e| exchange_refusal(&e))?;
     let raw = response
         .id_token()
         .ok_or_else(|| Refusal::new("invalid_id_token", "the provider returned no ID token"))?
@@ -276,17 +276,30 @@ fn refusal_for(e: ClaimsVerificationError) -> Refusal {
     }
 }
 
-/// The provider's error for a failed token request, without the response body (it could echo the code).
-fn describe<E: std::error::Error>(e: &openidconnect::RequestTokenError<E, openidconnect::StandardErrorResponse<openidconnect::core::CoreErrorResponseType>>) -> String {
+/// Why the code exchange failed, without the response body (it could echo the code).
+fn exchange_refusal<E: std::error::Error>(
+    e: &openidconnect::RequestTokenError<
+        E,
+        openidconnect::StandardErrorResponse<openidconnect::core::CoreErrorResponseType>,
+    >,
+) -> Refusal {
     use openidconnect::RequestTokenError as R;
     match e {
-        R::ServerResponse(r) => match r.error_description() {
-            Some(d) => format!("{} ({d})", r.error().as_ref()),
-            None => r.error().as_ref().to_owned(),
-        },
-        R::Request(e) => format!("the request failed: {e}"),
-        R::Parse(_, _) => "the token response is not valid JSON".to_owned(),
-        R::Other(d) => d.clone(),
+        R::ServerResponse(r) => Refusal::new(
+            "token_exchange_failed",
+            match r.error_description() {
+                Some(d) => format!("the provider refused the code: {} ({d})", r.error().as_ref()),
+                None => format!("the provider refused the code: {}", r.error().as_ref()),
+            },
+        ),
+        R::Request(e) => Refusal::new("provider_unavailable", format!("the token request failed: {e}")),
+        // The token response is parsed with its ID token, so a malformed or unparsable token lands here.
+        R::Parse(e, _) => Refusal::new(
+            "invalid_id_token",
+            // Only the field's path: serde's message could quote the token.
+            format!("the provider's token response is malformed or its ID token cannot be read (at {})", e.path()),
+        ),
+        R::Other(d) => Refusal::new("token_exchange_failed", d.clone()),
     }
 }
 
