@@ -16,4 +16,5 @@ mod linking;
 mod relay_plugins;
 mod permissions;
 mod search;
+mod sso;
 mod plugin;
