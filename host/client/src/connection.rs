@@ -21,14 +21,18 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Credentials for a first-contact (XX) handshake.
 pub struct PasswordAuth<'a> {
-    /// Register or log in.
+    /// Register, log in, or finish a single sign-on login.
     pub op: XxOp,
-    /// User name.
+    /// User name (empty for an SSO login).
     pub user: &'a str,
-    /// Password.
+    /// Password (empty for an SSO login).
     pub password: &'a str,
     /// TOTP code.
     pub totp: Option<&'a str>,
+    /// SSO login: the login code from the sign-in redirect.
+    pub login_code: Option<&'a str>,
+    /// SSO login: the PKCE verifier whose challenge the code was issued for.
+    pub verifier: Option<&'a str>,
     /// Device name.
     pub device_name: &'a str,
 }
@@ -105,7 +109,7 @@ fn now_ms() -> u64 {
 }
 
 impl Connection {
-    /// First contact with password auth (Noise XX). Checks the relay key against `relay_pin` when given.
+    /// First contact with password (or SSO login code) auth (Noise XX). Checks the relay key against `relay_pin` when given.
     pub async fn password(
         server: &str,
         tls_pin: Option<&str>,
@@ -136,6 +140,8 @@ impl Connection {
             user: auth.user.to_owned(),
             password: auth.password.to_owned(),
             totp: auth.totp.map(str::to_owned),
+            login_code: auth.login_code.map(str::to_owned),
+            verifier: auth.verifier.map(str::to_owned),
             device_name: auth.device_name.to_owned(),
             signing_key: Payload(keys.signing_public().to_vec()),
             binding_sig: Payload(keys.sign(&binding).to_vec()),

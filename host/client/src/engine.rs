@@ -100,10 +100,38 @@ pub enum Event {
     Link(Frame),
 }
 
+/// What an XX handshake authenticates with.
+struct Credentials<'a> {
+    op: XxOp,
+    user: &'a str,
+    password: &'a str,
+    totp: Option<&'a str>,
+    login_code: Option<&'a str>,
+    verifier: Option<&'a str>,
+}
+
 impl Client {
     /// Register a new account on `server` from this home, pinning the relay's certificate and key.
     pub async fn register(home: Option<&Path>, server: &str, user: &str, password: &str, trust: Trust) -> Result<Client, ClientError> {
         Self::password_auth(home, server, XxOp::Register, user, password, None, trust, None).await
+    }
+
+    /// Finish a single sign-on login on `server` from this home: `login_code` is what the relay's sso plugin put in
+    /// the redirect to the client's loopback address, `verifier` the PKCE verifier whose challenge
+    /// ([`imfree_proto::auth::sso_challenge`]) started the login. Registers this device if it is new; the first
+    /// device of an account made by SSO makes the account's identity key, as `register` does. `device_name` defaults
+    /// to the host name.
+    pub async fn login_sso(
+        home: Option<&Path>,
+        server: &str,
+        login_code: &str,
+        verifier: &str,
+        device_name: Option<&str>,
+        trust: Trust,
+        passphrase: Option<&str>,
+    ) -> Result<Client, ClientError> {
+        let credentials = Credentials { op: XxOp::SsoLogin, user: "", password: "", totp: None, login_code: Some(login_code), verifier: Some(verifier) };
+        Self::authenticate(home, server, credentials, device_name, trust, passphrase).await
     }
 
     /// Register, sealing this device's keys at rest under `passphrase` (a new home gets a key store).
@@ -155,14 +183,30 @@ impl Client {
         trust: Trust,
         passphrase: Option<&str>,
     ) -> Result<Client, ClientError> {
+        let credentials = Credentials { op, user, password, totp, login_code: None, verifier: None };
+        Self::authenticate(home, server, credentials, None, trust, passphrase).await
+    }
+
+    async fn authenticate(
+        home: Option<&Path>,
+        server: &str,
+        credentials: Credentials<'_>,
+        device_name: Option<&str>,
+        trust: Trust,
+        passphrase: Option<&str>,
+    ) -> Result<Client, ClientError> {
+        let Credentials { op, user, password, totp, login_code, verifier } = credentials;
         let home = Home::open_with(home, passphrase, true)?;
         let mut account = home.load_or_new(server)?;
         let keys = account.device_keys()?;
         let store = LocalStore::open_sealed(&home.database(), home.vault().cloned()).await?;
         let tls_pin = if trust.accept_new_certificate { None } else { account.tls_pin.clone() };
         let relay_pin = if trust.accept_new_relay_key { None } else { account.relay_key()? };
-        let device_name = std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty() && h.len() <= 64).unwrap_or_else(|| "cli".into());
-        let auth = PasswordAuth { op, user, password, totp, device_name: &device_name };
+        let device_name = match device_name {
+            Some(name) => name.to_owned(),
+            None => std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty() && h.len() <= 64).unwrap_or_else(|| "cli".into()),
+        };
+        let auth = PasswordAuth { op, user, password, totp, login_code, verifier, device_name: &device_name };
         let (conn, welcome, presented) = Connection::password(server, tls_pin.as_deref(), relay_pin, &keys, auth).await?;
         account.user = Some(welcome.user.clone());
         account.device = Some(welcome.device.clone());
@@ -172,9 +216,10 @@ impl Client {
         account.relay_key = Some(hex::encode(presented.relay_key));
         home.save(&account)?;
         // The account's first device makes its identity and publishes its keys; a later device has to be linked
-        // from an existing one before it can take part in end-to-end conversations.
+        // from an existing one before it can take part in end-to-end conversations. An account made by single
+        // sign-on has no first `register`: the relay says when its identity is still to be made.
         let e2e = DeviceE2e::load(&store, account.device_keys()?).await?;
-        let needs_identity = e2e.is_none() && op == XxOp::Register;
+        let needs_identity = e2e.is_none() && (op == XxOp::Register || (op == XxOp::SsoLogin && welcome.needs_identity));
         let client = Client { home, account, store, e2e: Mutex::new(e2e) };
         let mut session = Session {
             client: &client,

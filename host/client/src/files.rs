@@ -309,8 +309,9 @@ fn last_granule(tail: &[u8]) -> Option<u64> {
 
 // ----- the relay's chunk endpoints -----
 
-/// One HTTP/1.1 connection to the relay's `/v1/files/` endpoints (TLS with the pinned certificate on `wss://`).
-struct RelayHttp {
+/// One HTTP/1.1 connection to the relay's `/v1/files/` endpoints (TLS with the pinned certificate on `wss://`); also
+/// used for the sso plugin's provider list.
+pub(crate) struct RelayHttp {
     sender: http1::SendRequest<Full<Bytes>>,
     authority: String,
 }
@@ -323,7 +324,7 @@ struct RelayFileStatus {
     present: Vec<[u64; 2]>,
 }
 
-fn split_server(server: &str) -> Result<(bool, String), ClientError> {
+pub(crate) fn split_server(server: &str) -> Result<(bool, String), ClientError> {
     let server = server.trim_end_matches('/');
     let (tls, rest) = if let Some(r) = server.strip_prefix("wss://") {
         (true, r)
@@ -345,7 +346,7 @@ fn split_server(server: &str) -> Result<(bool, String), ClientError> {
 }
 
 impl RelayHttp {
-    async fn connect(server: &str, tls_pin: Option<&str>) -> Result<Self, ClientError> {
+    pub(crate) async fn connect(server: &str, tls_pin: Option<&str>) -> Result<Self, ClientError> {
         let (tls, authority) = split_server(server)?;
         let tcp = tokio::time::timeout(crate::connection::CONNECT_TIMEOUT, TcpStream::connect(&authority))
             .await
@@ -382,14 +383,15 @@ impl RelayHttp {
         Ok(RelayHttp { sender, authority })
     }
 
-    async fn call(&mut self, method: hyper::Method, path: &str, ticket: &str, body: Bytes, max_response: usize) -> Result<Bytes, ClientError> {
+    /// One request; `ticket` (when not empty) goes in `Authorization: Bearer`.
+    pub(crate) async fn call(&mut self, method: hyper::Method, path: &str, ticket: &str, body: Bytes, max_response: usize) -> Result<Bytes, ClientError> {
         let exchange = async {
             self.sender.ready().await.map_err(|e| io("the relay closed the file connection", e))?;
-            let request = hyper::Request::builder()
-                .method(method)
-                .uri(path)
-                .header(hyper::header::HOST, &self.authority)
-                .header(hyper::header::AUTHORIZATION, format!("Bearer {ticket}"))
+            let mut request = hyper::Request::builder().method(method).uri(path).header(hyper::header::HOST, &self.authority);
+            if !ticket.is_empty() {
+                request = request.header(hyper::header::AUTHORIZATION, format!("Bearer {ticket}"));
+            }
+            let request = request
                 .body(Full::new(body))
                 .map_err(|e| ClientError::Protocol(e.to_string()))?;
             let response = self.sender.send_request(request).await.map_err(|e| io("file transfer", e))?;
@@ -405,7 +407,7 @@ impl RelayHttp {
             }
             Err(match serde_json::from_slice::<ErrorFrame>(&bytes) {
                 Ok(e) => ClientError::Refused { code: e.code, message: e.message },
-                Err(_) => ClientError::Protocol(format!("the relay answered HTTP {status} to a file request")),
+                Err(_) => ClientError::Protocol(format!("the relay answered HTTP {status} to {path}")),
             })
         };
         tokio::time::timeout(REQUEST_TIMEOUT, exchange).await.map_err(|_| ClientError::Io("a file request timed out".into()))?

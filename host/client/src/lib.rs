@@ -26,6 +26,7 @@ pub mod groups;
 pub mod home;
 pub mod linking;
 pub mod search;
+pub mod sso;
 pub mod store;
 pub mod tls;
 pub mod vault;

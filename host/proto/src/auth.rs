@@ -35,19 +35,33 @@ pub enum XxOp {
     Register,
     /// Log in to an existing account, registering this device if it is new.
     Login,
+    /// Finish a single sign-on login: `login_code` (issued by the relay's sso plugin after the identity provider
+    /// signed the user in) and `verifier` (whose SHA-256, base64url without padding, is the challenge the code was
+    /// issued for) stand in for the password; `user` is empty (the code names the account) and `password` is
+    /// ignored. Registers this device if it is new, like `login`.
+    SsoLogin,
 }
 
-/// XX message 3: password authentication on first contact.
+/// XX message 3: password (or single sign-on login code) authentication on first contact.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct XxAuth {
     /// Protocol version.
     pub v: u32,
-    /// Register or log in.
+    /// Register, log in, or finish an SSO login.
     pub op: XxOp,
-    /// The account.
+    /// The account (empty for [`XxOp::SsoLogin`]: the login code names it).
+    #[serde(default)]
     pub user: String,
-    /// The password.
+    /// The password (empty for [`XxOp::SsoLogin`]).
+    #[serde(default)]
     pub password: String,
+    /// [`XxOp::SsoLogin`]: the single-use login code from the sso plugin's redirect.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub login_code: Option<String>,
+    /// [`XxOp::SsoLogin`]: the PKCE verifier (RFC 7636: 43 to 128 characters of `A-Z a-z 0-9 - . _ ~`) whose
+    /// challenge the code was issued for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verifier: Option<String>,
     /// A current TOTP code, when the account has 2FA.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub totp: Option<String>,
@@ -68,6 +82,21 @@ impl std::fmt::Debug for XxAuth {
     }
 }
 
+/// The challenge of a PKCE verifier (RFC 7636 S256): base64url of its SHA-256, without padding. An SSO login code is
+/// issued for the challenge and redeemed with the verifier.
+pub fn sso_challenge(verifier: &str) -> String {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(verifier.as_bytes()))
+}
+
+/// Whether `verifier` has the shape RFC 7636 gives a PKCE code verifier: 43 to 128 characters of
+/// `A-Z a-z 0-9 - . _ ~`.
+pub fn valid_sso_verifier(verifier: &str) -> bool {
+    (43..=128).contains(&verifier.len())
+        && verifier.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
+}
+
 /// The message a device signs to bind its signing key to an XX handshake.
 pub fn device_binding_message(context: &[u8], handshake_hash: &[u8; 32], static_key: &[u8; 32], user: &str) -> Vec<u8> {
     let mut m = Vec::with_capacity(context.len() + 64 + user.len());
@@ -83,6 +112,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn sso_challenge_is_rfc7636_s256() {
+        // RFC 7636, appendix B.
+        assert_eq!(sso_challenge("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"), "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM");
+        assert!(valid_sso_verifier("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"));
+        assert!(!valid_sso_verifier("short"));
+        assert!(!valid_sso_verifier(&"a".repeat(129)));
+        assert!(!valid_sso_verifier(&format!("{}=", "a".repeat(43))));
+    }
+
+    #[test]
+    fn sso_login_needs_no_user_or_password() {
+        let a: XxAuth = serde_json::from_str(
+            r#"{"v":1,"op":"sso_login","login_code":"c","verifier":"v","device_name":"d","signing_key":"","binding_sig":"","ts":1}"#,
+        )
+        .expect("sso_login without user and password");
+        assert_eq!((a.op, a.user.as_str(), a.password.as_str()), (XxOp::SsoLogin, "", ""));
+        assert_eq!((a.login_code.as_deref(), a.verifier.as_deref()), (Some("c"), Some("v")));
+    }
+
+    #[test]
     fn debug_hides_secrets() {
         let a = XxAuth {
             v: 1,
@@ -90,6 +139,8 @@ mod tests {
             user: "al".into(),
             password: "hunter22".into(),
             totp: Some("123456".into()),
+            login_code: Some("code-secret".into()),
+            verifier: Some("verifier-secret".into()),
             device_name: "d".into(),
             signing_key: Payload(vec![0; 32]),
             binding_sig: Payload(vec![0; 64]),
@@ -97,6 +148,7 @@ mod tests {
         };
         let shown = format!("{a:?}");
         assert!(!shown.contains("hunter22") && !shown.contains("123456"), "{shown}");
+        assert!(!shown.contains("code-secret") && !shown.contains("verifier-secret"), "{shown}");
         let i = IkAuth { v: 1, user: "al".into(), device: "d".into(), token: "tok-secret".into(), ts: 0 };
         assert!(!format!("{i:?}").contains("tok-secret"));
     }

@@ -649,6 +649,10 @@ pub struct Welcome {
     /// This device's unclaimed one-time prekeys on the relay, (X25519, ML-KEM): replenish when low.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prekeys_left: Option<(u64, u64)>,
+    /// The account has no identity key yet (an account made by single sign-on, before its first device set up
+    /// end-to-end encryption): this device should make one and publish its keys, as a registering device does.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub needs_identity: bool,
 }
 
 impl std::fmt::Debug for Welcome {
@@ -1004,7 +1008,7 @@ mod tests {
             FrameBody::Presence(Presence { user: Some("bob".into()), status: Status::Away, last_seen: Some(5) }),
             FrameBody::Typing(Typing { to: Some("bob".into()), from: None, active: true }),
             FrameBody::Receipt(Receipt { id: id(), to: Some("a".into()), from: None, refs: vec![id()], kind: ReceiptKind::Read, ts: None }),
-            FrameBody::Welcome(Welcome { user: "a".into(), device: "d".into(), token: None, token_expires: None, queued: 3, server_time: 9, key_challenge: Payload(vec![1, 2]), prekeys_left: Some((3, 4)) }),
+            FrameBody::Welcome(Welcome { user: "a".into(), device: "d".into(), token: None, token_expires: None, queued: 3, server_time: 9, key_challenge: Payload(vec![1, 2]), prekeys_left: Some((3, 4)), needs_identity: false }),
             FrameBody::Deliver(Deliver { id: id(), from: "a".into(), from_device: "d".into(), to: "b".into(), group: None, ts: 1, mime: "x/y".into(), data: vec![0, 255].into(), refers: None }),
             FrameBody::Accepted(Accepted { id: id(), duplicate: true, ts: 3 }),
             FrameBody::Drained(Request::default()),

@@ -1,14 +1,15 @@
 //! Turning a completed Noise handshake into an authenticated device session: IK (device key + session token) and
-//! XX (password registration or login, with optional TOTP). Every refusal is an [`ErrorFrame`] with a stable code;
-//! no password, token or TOTP code is ever logged.
+//! XX (password registration or login, with optional TOTP; or a single sign-on login code with its PKCE verifier).
+//! Every refusal is an [`ErrorFrame`] with a stable code;
+//! no password, token, login code, verifier or TOTP code is ever logged.
 
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use imfree_proto::auth::{IkAuth, XxAuth, XxOp, device_binding_message};
+use imfree_proto::auth::{IkAuth, XxAuth, XxOp, device_binding_message, sso_challenge, valid_sso_verifier};
 use imfree_proto::{ErrorCode, ErrorFrame, PROTOCOL_VERSION, Welcome, validate_user_name};
-use imfree_store::{NewDevice, NewUser, SessionRecord, StoreError, UserId, UserRecord};
+use imfree_store::{NO_PASSWORD, NewDevice, NewUser, SessionRecord, StoreError, UserId, UserRecord};
 
 use crate::state::{RelayState, now_ms};
 use crate::{password, token, totp};
@@ -110,8 +111,11 @@ pub async fn authenticate_xx(
         e.retry_after_ms = Some(retry.as_millis() as u64);
         return Err(e);
     }
-    validate_user_name(&auth.user, &state.config.limits.protocol)
-        .map_err(|reason| refuse(ErrorCode::InvalidField, format!("user: {reason}")))?;
+    // An SSO login names no account: its login code does.
+    if auth.op != XxOp::SsoLogin || !auth.user.is_empty() {
+        validate_user_name(&auth.user, &state.config.limits.protocol)
+            .map_err(|reason| refuse(ErrorCode::InvalidField, format!("user: {reason}")))?;
+    }
     let signing_key: [u8; 32] = auth
         .signing_key
         .0
@@ -129,7 +133,9 @@ pub async fn authenticate_xx(
     if existing.as_ref().is_some_and(|d| d.revoked_at.is_some()) {
         return Err(revoked());
     }
+    // (An SSO login learns its account from the code; `bind_device` refuses a device of another account then.)
     if let Some(known) = &existing
+        && auth.op != XxOp::SsoLogin
         && (known.user_name != auth.user || auth.op == XxOp::Register)
     {
         return Err(refuse(
@@ -140,6 +146,7 @@ pub async fn authenticate_xx(
     let user = match auth.op {
         XxOp::Register => register(state, &auth).await?,
         XxOp::Login => login(state, &auth).await?,
+        XxOp::SsoLogin => sso_login(state, &auth).await?,
     };
     let device = bind_device(state, &user, existing, device_static, signing_key, &auth.device_name).await?;
     let (token, token_hash) = token::new_session_token();
@@ -150,7 +157,10 @@ pub async fn authenticate_xx(
         .create_session(&token_hash, &SessionRecord { user_id: user.id, device_id: device.clone(), expires_at, revoked_at: None }, now)
         .await
         .map_err(internal)?;
-    authenticated(state, user, device, Some((token.into_string(), expires_at as u64))).await
+    let needs_identity = state.store.user_identity(user.id).await.map_err(internal)?.is_none();
+    let mut done = authenticated(state, user, device, Some((token.into_string(), expires_at as u64))).await?;
+    done.welcome.needs_identity = needs_identity;
+    Ok(done)
 }
 
 /// The session of an authenticated device, with its `welcome` (a new token only after a password login).
@@ -175,6 +185,7 @@ async fn authenticated(
             server_time: now_ms() as u64,
             key_challenge: Default::default(),
             prekeys_left: None,
+            needs_identity: false,
         },
     })
 }
@@ -218,7 +229,17 @@ async fn login(state: &Arc<RelayState>, auth: &XxAuth) -> Result<UserRecord, Err
     }
     let phc = user.password_hash.clone();
     let password = zeroize::Zeroizing::new(auth.password.clone());
-    let ok = tokio::task::spawn_blocking(move || password::verify_password(&password, &phc)).await.unwrap_or(false);
+    let policy = state.config.accounts.password.clone();
+    let ok = tokio::task::spawn_blocking(move || {
+        if phc == NO_PASSWORD {
+            // An account made by single sign-on has no password: refuse it like a wrong one, in the same time.
+            password::burn_verify_time(&policy);
+            return false;
+        }
+        password::verify_password(&password, &phc)
+    })
+    .await
+    .unwrap_or(false);
     if !ok {
         let failures = user.failed_logins + 1;
         let delay = state.config.accounts.lockout.delay_after(failures);
@@ -251,6 +272,45 @@ async fn login(state: &Arc<RelayState>, auth: &XxAuth) -> Result<UserRecord, Err
     }
     state.store.reset_login_failures(user.id).await.map_err(internal)?;
     count("ok");
+    Ok(user)
+}
+
+/// Redeem an SSO login code: it must be known, unused and unexpired (it is marked used here, once, whatever follows),
+/// and the verifier must answer the challenge it was issued for. No TOTP is asked: the identity provider did the
+/// second factor. A locked account is not refused here, since the lock only slows down password guessing.
+async fn sso_login(state: &Arc<RelayState>, auth: &XxAuth) -> Result<UserRecord, ErrorFrame> {
+    let bad = || refuse(ErrorCode::InvalidCredentials, "the login code is unknown, used or expired, or the verifier does not match: sign in again");
+    let count = |result: &'static str| state.metrics.logins.get_or_create(&crate::metrics::ResultLabel { result }).inc();
+    let code = auth
+        .login_code
+        .as_deref()
+        .filter(|c| !c.is_empty() && c.len() <= 256)
+        .ok_or_else(|| refuse(ErrorCode::InvalidField, "login_code: an SSO login needs the login code from the sign-in redirect"))?;
+    let verifier = auth
+        .verifier
+        .as_deref()
+        .filter(|v| valid_sso_verifier(v))
+        .ok_or_else(|| refuse(ErrorCode::InvalidField, "verifier: 43 to 128 characters of A-Z, a-z, 0-9, '-', '.', '_' and '~'"))?;
+    let Some(redeemed) = state.store.redeem_login_code(&token::hash_token(code), now_ms()).await.map_err(internal)? else {
+        count("sso_failed");
+        return Err(bad());
+    };
+    if !token::constant_time_eq(sso_challenge(verifier).as_bytes(), redeemed.challenge.as_bytes()) {
+        count("sso_failed");
+        tracing::info!(user_id = redeemed.user_id, "SSO login code presented with a wrong verifier; the code is spent");
+        return Err(bad());
+    }
+    let user = state.store.user_by_id(redeemed.user_id).await.map_err(internal)?.ok_or_else(bad)?;
+    if !auth.user.is_empty() && auth.user != user.name {
+        count("sso_failed");
+        return Err(bad());
+    }
+    if user.disabled {
+        count("disabled");
+        return Err(refuse(ErrorCode::AccountDisabled, "this account is disabled; contact the operator"));
+    }
+    count("sso_ok");
+    tracing::info!(user = %user.name, "SSO login");
     Ok(user)
 }
 

@@ -100,7 +100,7 @@ impl Hub {
     }
 
     /// Forget envelope ids kept for de-duplication (and edit checks) once every device acked them and `retention`
-    /// has passed, and audit events older than `audit_retention`.
+    /// has passed, audit events older than `audit_retention`, and SSO login codes an hour after they expired.
     pub fn start_pruning(self: &Arc<Self>, retention: std::time::Duration, audit_retention: std::time::Duration) {
         let hub = Arc::clone(self);
         tokio::spawn(async move {
@@ -117,6 +117,11 @@ impl Hub {
                     Ok(n) if n > 0 => tracing::info!(pruned = n, "forgot audit events past their retention"),
                     Ok(_) => {}
                     Err(e) => tracing::warn!(error = %e, "pruning the audit log failed"),
+                }
+                // Login codes live two minutes; a used or expired one is kept an hour only for the record.
+                match hub.store.prune_login_codes(now - 3_600_000).await {
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "pruning SSO login codes failed"),
                 }
             }
         });

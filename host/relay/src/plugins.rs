@@ -64,6 +64,8 @@ impl Default for PluginHostConfig {
 pub struct RelayPlugins {
     host: OnceLock<Arc<PluginHost>>,
     store: Arc<dyn RelayStore>,
+    /// The account directory relay-scope plugins reach through the `accounts` capability (single sign-on).
+    accounts: crate::accounts::RelayAccounts,
     settings: PluginHostConfig,
     cache_dir: PathBuf,
     /// Name → fingerprint of what is loaded (its configuration and the files' sizes and times).
@@ -74,10 +76,12 @@ pub struct RelayPlugins {
 }
 
 impl RelayPlugins {
-    /// Plugins for a relay whose data lives in `data_dir`; nothing is loaded yet.
-    pub fn new(store: Arc<dyn RelayStore>, settings: PluginHostConfig, data_dir: &Path) -> Arc<Self> {
+    /// Plugins for a relay whose data lives in `data_dir`, checking account names against `limits`; nothing is loaded
+    /// yet.
+    pub fn new(store: Arc<dyn RelayStore>, settings: PluginHostConfig, data_dir: &Path, limits: imfree_proto::Limits) -> Arc<Self> {
         Arc::new(RelayPlugins {
             host: OnceLock::new(),
+            accounts: crate::accounts::RelayAccounts::new(Arc::clone(&store), limits),
             store,
             settings,
             cache_dir: data_dir.join("plugin-cache"),
@@ -85,6 +89,11 @@ impl RelayPlugins {
             incidents: Arc::new(LoggedIncidents),
             presence: PresenceTracker::new(),
         })
+    }
+
+    /// The account directory given to relay-scope plugins.
+    pub fn accounts(&self) -> &crate::accounts::RelayAccounts {
+        &self.accounts
     }
 
     /// The runtime, once a plugin needed it (no engine and no instance pool are made for a relay without plugins).

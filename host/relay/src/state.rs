@@ -74,7 +74,7 @@ impl RelayState {
             account_conns: Arc::new(ConnectionLimiter::new()),
             ip_conns: Arc::new(ConnectionLimiter::new()),
             groups: crate::groups::GroupCache::default(),
-            plugins: crate::plugins::RelayPlugins::new(Arc::clone(&store), config.plugin_host.clone(), &config.data_dir),
+            plugins: crate::plugins::RelayPlugins::new(Arc::clone(&store), config.plugin_host.clone(), &config.data_dir, l.protocol.clone()),
             links: crate::link::LinkRendezvous::new(l.linking.clone()),
             files: crate::files::FileService::new(&config.data_dir),
             next_conn: AtomicU64::new(1),

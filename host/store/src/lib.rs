@@ -13,11 +13,13 @@
 
 mod common;
 mod files;
+mod identities;
 mod postgres;
 mod rows;
 mod sqlite;
 
 pub use files::{FileCreated, FileRecord, FileStore};
+pub use identities::{AccountProfile, ExternalIdentityRef, IdentityStore, NO_PASSWORD, RedeemedCode};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
@@ -407,7 +409,7 @@ pub struct ClaimedBundle {
 
 /// Persistence for the relay. Implementations are cheap to clone handles over a pool.
 #[async_trait::async_trait]
-pub trait RelayStore: FileStore + Send + Sync + 'static {
+pub trait RelayStore: FileStore + IdentityStore + Send + Sync + 'static {
     // ----- accounts -----
     /// Create an account. `Conflict` if the name is taken.
     async fn create_user(&self, user: &NewUser) -> Result<UserId>;

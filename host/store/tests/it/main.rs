@@ -6,6 +6,7 @@ mod files;
 mod fixtures;
 mod groups;
 mod harness;
+mod identities;
 mod keys;
 mod plugin_kv;
 mod queues;
