@@ -20,7 +20,7 @@ pub(crate) struct AdminArgs {
 
 #[derive(Debug, Subcommand)]
 enum AdminCommand {
-    /// List accounts.
+    /// List accounts, with the single sign-on providers each is linked to (issuers) and its directory groups.
     Users,
     /// Disable an account and revoke its sessions.
     Disable {
@@ -80,15 +80,29 @@ pub(crate) async fn run(args: AdminArgs) -> anyhow::Result<()> {
     let store = imfree_relay::open_store(&config).await?;
     match args.command {
         AdminCommand::Users => {
-            println!("{:<24} {:<9} {:<5} {:>7}  created", "user", "status", "2fa", "devices");
+            println!("{:<24} {:<9} {:<5} {:>7}  {:<13}  {:<32}  groups", "user", "status", "2fa", "devices", "created", "sso");
             for u in store.list_users().await? {
+                // Single sign-on: the providers (issuers only; subjects are the provider's ids for the person) and
+                // the directory groups the sso plugin mapped onto the account.
+                let (issuers, groups) = match store.user_by_name(&u.name).await? {
+                    Some(record) => {
+                        let mut issuers: Vec<String> = store.identities_of(record.id).await?.into_iter().map(|i| i.issuer).collect();
+                        issuers.dedup();
+                        let groups = store.profile(record.id).await?.map(|p| p.groups).unwrap_or_default();
+                        (issuers, groups)
+                    }
+                    None => (Vec::new(), Vec::new()),
+                };
+                let shown = |v: Vec<String>| if v.is_empty() { "-".to_owned() } else { v.join(",") };
                 println!(
-                    "{:<24} {:<9} {:<5} {:>7}  {}",
+                    "{:<24} {:<9} {:<5} {:>7}  {:<13}  {:<32}  {}",
                     u.name,
                     if u.disabled { "disabled" } else { "active" },
                     if u.totp { "on" } else { "off" },
                     u.devices,
-                    u.created_at
+                    u.created_at,
+                    shown(issuers),
+                    shown(groups)
                 );
             }
         }

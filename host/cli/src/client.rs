@@ -74,13 +74,40 @@ enum TotpAction {
 enum ClientCommand {
     /// Create an account and register this device.
     Register(Credentials),
-    /// Log in (registers this device if it is new to the account).
+    /// Log in (registers this device if it is new to the account): with a password, or with single sign-on
+    /// (--sso PROVIDER: prints an address to open in a browser and waits for the sign-in to come back to a loopback
+    /// port), or list the relay's SSO providers (--list-sso).
     Login {
-        #[command(flatten)]
-        credentials: Credentials,
-        /// A current TOTP code, when the account uses 2FA.
+        /// Relay URL, wss://HOST:PORT.
+        #[arg(long)]
+        server: String,
+        /// User name (a-z, 0-9, '.', '_', '-'); not with --sso, where the identity provider says who you are.
+        #[arg(long, required_unless_present_any = ["sso", "list_sso"])]
+        user: Option<String>,
+        /// Read the password from the first line of standard input (otherwise from IMFREE_PASSWORD).
+        #[arg(long)]
+        password_stdin: bool,
+        /// Accept and pin a changed TLS certificate (only after checking the new fingerprint with the operator).
+        #[arg(long)]
+        accept_new_certificate: bool,
+        /// Accept and pin a changed relay Noise key (only after checking it with the operator).
+        #[arg(long)]
+        accept_new_relay_key: bool,
+        /// A current TOTP code, when the account uses 2FA (not with --sso: the identity provider asks for yours).
         #[arg(long)]
         totp: Option<String>,
+        /// Sign in with this identity provider of the relay's sso plugin (see --list-sso).
+        #[arg(long, value_name = "PROVIDER", conflicts_with_all = ["user", "password_stdin", "totp", "list_sso"])]
+        sso: Option<String>,
+        /// Print the relay's single sign-on providers (id and name) and exit.
+        #[arg(long, conflicts_with_all = ["user", "password_stdin", "totp"])]
+        list_sso: bool,
+        /// With --sso: how long to wait for the browser to come back, seconds.
+        #[arg(long, default_value_t = 300, value_name = "SECS")]
+        timeout: u64,
+        /// With --sso: a name for this device (default: the host name).
+        #[arg(long, value_name = "NAME")]
+        device_name: Option<String>,
     },
     /// Send text messages to a user, one per TEXT, in order; prints each message's id. Exits 75 when the relay
     /// was unreachable: the messages stay queued and go out with the next command that connects.
@@ -302,9 +329,19 @@ pub(crate) async fn run(args: ClientArgs) -> anyhow::Result<ExitCode> {
             print_pins(&client);
             println!("registered {} (device {})", client.user(), client.device());
         }
-        ClientCommand::Login { credentials: c, totp } => {
-            let password = read_password(c.password_stdin)?;
-            let client = Client::login_sealed(home, &c.server, &c.user, &password, totp.as_deref(), trust(&c), passphrase()).await?;
+        ClientCommand::Login { server, user, password_stdin, accept_new_certificate, accept_new_relay_key, totp, sso, list_sso, timeout, device_name } => {
+            let trust = Trust { accept_new_certificate, accept_new_relay_key };
+            if list_sso {
+                return list_sso_providers(home, &server, trust).await;
+            }
+            let client = match (sso, user) {
+                (Some(provider), _) => login_sso(home, &server, &provider, Duration::from_secs(timeout), device_name.as_deref(), trust).await?,
+                (None, Some(user)) => {
+                    let password = read_password(password_stdin)?;
+                    Client::login_sealed(home, &server, &user, &password, totp.as_deref(), trust, passphrase()).await?
+                }
+                (None, None) => anyhow::bail!("give --user (password login), --sso PROVIDER or --list-sso"),
+            };
             print_pins(&client);
             println!("logged in as {} (device {})", client.user(), client.device());
             if !client.e2e_ready() {
@@ -486,6 +523,47 @@ async fn devices(home: Option<&Path>, action: Option<DevicesCommand>) -> anyhow:
         }
     }
     Ok(())
+}
+
+/// `login --list-sso`: the providers of the relay's sso plugin, over HTTPS with the certificate this home pinned for
+/// that relay (if it has one; otherwise its fingerprint is printed, as at first contact).
+async fn list_sso_providers(home: Option<&Path>, server: &str, trust: Trust) -> anyhow::Result<ExitCode> {
+    let pin = if trust.accept_new_certificate { None } else { pinned_certificate(home, server) };
+    let providers = imfree_client::sso::list_providers(server, pin.as_deref()).await?;
+    if providers.is_empty() {
+        println!("this relay offers no single sign-on providers");
+    }
+    for p in providers {
+        // Names come from the relay's configuration: shown without control characters.
+        let name: String = p.name.chars().filter(|c| !c.is_control()).collect();
+        let id: String = p.id.chars().filter(|c| !c.is_control()).collect();
+        println!("{id}\t{name}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The TLS pin this home holds for `server`, if any.
+fn pinned_certificate(home: Option<&Path>, server: &str) -> Option<String> {
+    let home = imfree_client::home::Home::open(home).ok()?;
+    home.load().ok().flatten().filter(|a| a.server == server).and_then(|a| a.tls_pin)
+}
+
+/// `login --sso PROVIDER`: RFC 8252 native-app sign-in. Listen on a loopback port, print the relay's login address
+/// (with the loopback redirect and the PKCE challenge), wait for the browser to come back with a login code, then log
+/// in over the IMF handshake with the code and the verifier.
+async fn login_sso(home: Option<&Path>, server: &str, provider: &str, timeout: Duration, device_name: Option<&str>, trust: Trust) -> anyhow::Result<Client> {
+    use imfree_client::sso::{LoopbackListener, Pkce, SsoRedirect, login_address};
+    let pkce = Pkce::new();
+    let listener = LoopbackListener::bind().await?;
+    let address = login_address(server, provider, &listener.redirect_uri(), &pkce.challenge)?;
+    println!("Open this address in a browser: {address}");
+    let _ = std::io::stdout().flush();
+    match listener.wait(timeout).await? {
+        SsoRedirect::Code(code) => Ok(Client::login_sso(home, server, &code, &pkce.verifier, device_name, trust, passphrase()).await?),
+        SsoRedirect::Error { code, description } => {
+            anyhow::bail!("single sign-on refused: {} ({code})", if description.is_empty() { "no reason given" } else { &description })
+        }
+    }
 }
 
 fn print_pins(client: &Client) {

@@ -17,4 +17,5 @@ mod relay_plugins;
 mod permissions;
 mod search;
 mod sso;
+mod sso_login;
 mod plugin;
