@@ -525,6 +525,13 @@ fn sso_two_providers_at_once() {
     assert_eq!(w.identities_of("alice"), [(w.corp.issuer.clone(), "corp-0001".to_owned())]);
     ok(&w.home("dave"), &["send", "alice", "hi from the lab"]);
     assert!(ok(&w.home("alice"), &["recv", "--json"]).contains("hi from the lab"));
+
+    // Logging out at a provider: the plugin sends the browser to its end_session_endpoint.
+    let base = w.relay.url.replacen("wss://", "https://", 1);
+    let page = Browser::new(&w.relay).get(&format!("{base}/plugins/sso/logout/corp"));
+    assert_eq!(page.status, 302, "{page:?}");
+    let location = page.header("location").unwrap_or_default();
+    assert!(location.starts_with(&format!("{}/session/end?", w.corp.issuer)) && location.contains("client_id=imfree-relay"), "{location}");
 }
 
 #[test]
