@@ -2,7 +2,8 @@
 //!
 //! Implement [`Plugin`] (every hook has a neutral default), list the hooks you implement in `plugin.toml`, and
 //! export the type with [`export_plugin!`]. Build with `cargo build --target wasm32-wasip2 --profile wasm`; the
-//! resulting `.wasm` is a WebAssembly component for the `imfree:plugin/plugin@0.1.0` world.
+//! resulting `.wasm` is a WebAssembly component for the `imfree:plugin/plugin@0.2.0` world (write `api = "0.2.0"` in
+//! plugin.toml).
 //!
 //! ```ignore
 //! use imfree_plugin_sdk::{Plugin, types::Message, messaging, export_plugin};
@@ -16,20 +17,20 @@
 //! export_plugin!(Echo);
 //! ```
 //!
-//! Host calls need capabilities: `kv`, `messaging` and `timers` work only when plugin.toml asks for them and the
+//! Host calls need capabilities: `kv`, `messaging` (also [`conversations`]), `timers` and `accounts` work only when plugin.toml asks for them and the
 //! administrator grants them; otherwise they return [`HostError::Denied`]. `log` and `config` always work.
 //! Outbound HTTP ([`http`], over `wasi:http`) works only for the origins plugin.toml lists under `http.outbound`
 //! and the administrator grants; anything else is an [`http::HttpError::Denied`].
 
 #![deny(missing_docs)]
 
-/// The generated bindings (`wit-bindgen`) for `imfree:plugin/plugin@0.1.0`.
+/// The generated bindings (`wit-bindgen`) for `imfree:plugin/plugin@0.2.0`.
 #[doc(hidden)]
 pub mod bindings {
     #![allow(missing_docs)]
     wit_bindgen::generate!({
-        path: "../wit/imfree-plugin@0.1.0",
-        world: "imfree:plugin/plugin@0.1.0",
+        path: "../wit/imfree-plugin@0.2.0",
+        world: "imfree:plugin/plugin@0.2.0",
         pub_export_macro: true,
         export_macro_name: "__export_plugin_world",
         default_bindings_module: "imfree_plugin_sdk::bindings",
@@ -53,8 +54,9 @@ pub mod http;
 /// The WIT types hooks receive and return.
 pub mod types {
     pub use crate::bindings::imfree::plugin::types::{
-        Action, Button, ButtonStyle, Card, CardField, Command, Envelope, EnvelopeVerdict, HostError, HttpRequest,
-        HttpResponse, Message, Presence, StatusChange, TimerFired, Verdict,
+        Action, Button, ButtonStyle, Card, CardField, Command, Draft, Envelope, EnvelopeVerdict, ExternalIdentity,
+        HostError, HttpRequest, HttpResponse, Member, Message, Presence, Profile, Role, StatusChange, TimerFired,
+        Verdict,
     };
 }
 
@@ -257,7 +259,7 @@ pub mod kv {
 pub mod messaging {
     use crate::HostError;
     use crate::bindings::imfree::plugin::messaging as raw;
-    use crate::types::{Button, ButtonStyle, Card, CardField};
+    use crate::types::{Button, ButtonStyle, Card, CardField, Draft};
 
     /// Post text; returns the message id.
     pub fn post(conversation: &str, text: &str) -> Result<String, HostError> {
@@ -274,6 +276,19 @@ pub mod messaging {
     /// Post a card; returns the message id.
     pub fn post_card(conversation: &str, card: &Card) -> Result<String, HostError> {
         raw::post_card(conversation, card)
+    }
+    /// Post markdown (rendered, sanitised, by every client); returns the message id.
+    pub fn post_markdown(conversation: &str, markdown: &str) -> Result<String, HostError> {
+        send(&Draft {
+            conversation: conversation.into(),
+            content_type: "text/markdown".into(),
+            body: markdown.into(),
+            reply_to: None,
+        })
+    }
+    /// Send a draft (`text/plain` or `text/markdown`, optionally a reply); returns the message id.
+    pub fn send(draft: &Draft) -> Result<String, HostError> {
+        raw::send(draft)
     }
 
     /// Builds a [`Card`].
@@ -316,6 +331,62 @@ pub mod messaging {
         pub fn build(self) -> Card {
             self.0
         }
+    }
+}
+
+/// Who is in the conversations the bot belongs to, with roles (capability `messaging`).
+pub mod conversations {
+    use crate::HostError;
+    use crate::bindings::imfree::plugin::conversations as raw;
+    use crate::types::{Member, Role};
+
+    /// The members of `conversation` and their roles, as the bot's client verified them.
+    pub fn members(conversation: &str) -> Result<Vec<Member>, HostError> {
+        raw::members(conversation)
+    }
+    /// `user`'s role in `conversation`, or `None` if they are not a member.
+    pub fn role_of(conversation: &str, user: &str) -> Result<Option<Role>, HostError> {
+        Ok(members(conversation)?.into_iter().find(|m| m.user == user).map(|m| m.role))
+    }
+    /// Whether `user` is an owner or admin of `conversation` (in a 1:1 conversation both people are).
+    pub fn is_admin(conversation: &str, user: &str) -> Result<bool, HostError> {
+        Ok(matches!(role_of(conversation, user)?, Some(Role::Owner | Role::Admin)))
+    }
+}
+
+/// The relay's accounts, for identity plugins (relay scope, capability `accounts`).
+pub mod accounts {
+    use crate::HostError;
+    use crate::bindings::imfree::plugin::accounts as raw;
+    use crate::types::{ExternalIdentity, Profile};
+
+    /// The account linked to `identity`.
+    pub fn find_linked(identity: &ExternalIdentity) -> Result<Option<String>, HostError> {
+        raw::find_linked(identity)
+    }
+    /// Whether an account called `name` exists.
+    pub fn exists(name: &str) -> Result<bool, HostError> {
+        raw::exists(name)
+    }
+    /// Create `name` (no password) linked to `identity`.
+    pub fn provision(name: &str, identity: &ExternalIdentity, profile: &Profile) -> Result<(), HostError> {
+        raw::provision(name, identity, profile)
+    }
+    /// Link `identity` to the existing account `name`.
+    pub fn link(name: &str, identity: &ExternalIdentity) -> Result<(), HostError> {
+        raw::link(name, identity)
+    }
+    /// Replace the profile the relay keeps for `name`.
+    pub fn update_profile(name: &str, profile: &Profile) -> Result<(), HostError> {
+        raw::update_profile(name, profile)
+    }
+    /// A single-use login code for `name`, bound to the client's S256 PKCE challenge.
+    pub fn issue_login_code(name: &str, client_challenge: &str) -> Result<String, HostError> {
+        raw::issue_login_code(name, client_challenge)
+    }
+    /// End every session of `name`; how many ended.
+    pub fn revoke_sessions(name: &str) -> Result<u32, HostError> {
+        raw::revoke_sessions(name)
     }
 }
 

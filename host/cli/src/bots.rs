@@ -8,7 +8,6 @@
 //! The same pieces serve the client scope (`imfree client --plugin`): [`ClientKv`], [`ClientSink`] and
 //! [`to_plugin_message`].
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -19,8 +18,9 @@ use imfree_client::{Client, ClientError, Event, Trust, new_envelope_id};
 use imfree_plugin_host::host::HostServices;
 use imfree_plugin_host::services::SinkError;
 use imfree_plugin_host::{
-    Action, Card, Command, HostOptions, Incident, IncidentSink, KvBackend, KvError, Message, MessageSink,
-    OutgoingOutcome, PluginConfig, PluginHost, PluginIdentity, PluginManifest, PresenceTracker, Scope, SystemClock,
+    Action, Card, Command, ConversationDirectory, Draft, HostOptions, Incident, IncidentSink, KvBackend, KvError, Member,
+    Message, MessageSink, NoAccounts, OutgoingOutcome, PluginConfig, PluginHost, PluginIdentity, PluginManifest,
+    PresenceTracker, Role, Scope, SystemClock,
 };
 use imfree_proto::ErrorCode;
 use imfree_proto::compress::Compression;
@@ -60,6 +60,8 @@ pub(crate) struct Posted {
     pub(crate) id: String,
     pub(crate) conversation: String,
     pub(crate) content: Content,
+    /// The plugin that posted a card (client scope has several plugins; presses go back to the card's own).
+    pub(crate) card_of: Option<String>,
 }
 
 /// What plugins post, collected for the engine: a hook runs inside the engine's loop, so the posts are composed
@@ -72,6 +74,10 @@ pub(crate) struct ClientSink {
 
 impl ClientSink {
     fn push(&self, conversation: &str, content: Content) -> Result<String, SinkError> {
+        self.push_from(None, conversation, content)
+    }
+
+    fn push_from(&self, card_of: Option<&str>, conversation: &str, content: Content) -> Result<String, SinkError> {
         imfree_proto::validate_user_name(conversation, &imfree_proto::Limits::default())
             .or_else(|e| imfree_client::groups::parse_group(conversation).map(|_| ()).map_err(|_| e))
             .map_err(|_| SinkError::Invalid(format!("{conversation:?} is not a conversation (a user name or group:<id>)")))?;
@@ -80,7 +86,7 @@ impl ClientSink {
         if posted.len() >= 1000 {
             return Err(SinkError::Unavailable("too many messages waiting to be sent; try again later".into()));
         }
-        posted.push(Posted { id: id.clone(), conversation: conversation.to_owned(), content });
+        posted.push(Posted { id: id.clone(), conversation: conversation.to_owned(), content, card_of: card_of.map(str::to_owned) });
         self.wake.notify_one();
         Ok(id)
     }
@@ -97,7 +103,11 @@ impl ClientSink {
 }
 
 fn text(body: &str, reply_to: Option<&str>) -> Content {
-    let mut content = Content::new(imfree_proto::mime::TEXT, body.as_bytes(), Some(Compression::Gzip));
+    typed(imfree_proto::mime::TEXT, body, reply_to)
+}
+
+fn typed(mime: &str, body: &str, reply_to: Option<&str>) -> Content {
+    let mut content = Content::new(mime, body.as_bytes(), Some(Compression::Gzip));
     content.reply_to = reply_to.and_then(|r| r.parse().ok());
     content
 }
@@ -116,8 +126,52 @@ impl MessageSink for ClientSink {
         reaction.check().map_err(|e| SinkError::Invalid(e.to_string()))?;
         self.push(conversation, Content::new(imfree_proto::mime::REACTION, &reaction.encode(), None)).map(|_| ())
     }
-    async fn post_card(&self, _: &PluginIdentity, conversation: &str, card: &Card) -> Result<String, SinkError> {
-        self.push(conversation, Content::new(cards::CARD_MIME, cards::card_json(card).to_string().as_bytes(), Some(Compression::Gzip)))
+    async fn post_card(&self, bot: &PluginIdentity, conversation: &str, card: &Card) -> Result<String, SinkError> {
+        self.push_from(Some(&bot.name), conversation, Content::new(cards::CARD_MIME, cards::card_json(card).to_string().as_bytes(), Some(Compression::Gzip)))
+    }
+    async fn send(&self, _: &PluginIdentity, draft: &Draft) -> Result<String, SinkError> {
+        // The host admits only text/plain and text/markdown; mentions are found as a person's client finds them.
+        let mut content = typed(&draft.content_type, &draft.body, draft.reply_to.as_deref());
+        if draft.content_type == imfree_proto::mime::MARKDOWN {
+            content.mentions = imfree_markdown::mentions(&draft.body);
+        }
+        self.push(&draft.conversation, content)
+    }
+}
+
+/// Members and roles of the conversations of a client (bot or client scope), as its store verified them: a group's
+/// signed membership log as last synced, or the two people of a 1:1 conversation (both owners of it).
+pub(crate) struct ClientConversations {
+    pub(crate) store: LocalStore,
+    pub(crate) me: String,
+}
+
+fn role_of(role: imfree_crypto::membership::Role) -> Role {
+    use imfree_crypto::membership::Role as R;
+    match role {
+        R::Owner => Role::Owner,
+        R::Admin => Role::Admin,
+        R::Member => Role::Member,
+        R::ReadOnly => Role::ReadOnly,
+    }
+}
+
+#[async_trait]
+impl ConversationDirectory for ClientConversations {
+    async fn members(&self, _: &PluginIdentity, conversation: &str) -> Result<Vec<Member>, SinkError> {
+        if conversation.starts_with(imfree_client::groups::GROUP_PREFIX) {
+            let group = imfree_client::groups::parse_group(conversation).map_err(|e| SinkError::Invalid(e.to_string()))?;
+            let roles = imfree_client::groups::verified_roles(&self.store, &group)
+                .await
+                .map_err(|e| SinkError::Unavailable(e.to_string()))?
+                .ok_or_else(|| SinkError::Invalid(format!("{conversation} is not a group this account belongs to")))?;
+            return Ok(roles.into_iter().map(|(user, role)| Member { user, role: role_of(role) }).collect());
+        }
+        imfree_proto::validate_user_name(conversation, &imfree_proto::Limits::default())
+            .map_err(|_| SinkError::Invalid(format!("{conversation:?} is not a conversation (a user name or group:<id>)")))?;
+        let mut people = vec![self.me.clone(), conversation.to_owned()];
+        people.dedup();
+        Ok(people.into_iter().map(|user| Member { user, role: Role::Owner }).collect())
     }
 }
 
@@ -130,6 +184,8 @@ pub(crate) fn client_host(client: &Client, cache: PathBuf, max_instances: u32) -
         kv: Arc::new(ClientKv(client.store().clone())),
         clock: Arc::new(SystemClock),
         incidents: Arc::new(LoggedIncidents),
+        accounts: Arc::new(NoAccounts),
+        conversations: Arc::new(ClientConversations { store: client.store().clone(), me: client.user().to_owned() }),
     };
     let options = HostOptions { cache_dir: Some(cache), max_instances, ..HostOptions::default() };
     let host = PluginHost::new(options, services).map_err(|e| anyhow::anyhow!("plugin runtime: {e}"))?;
@@ -167,11 +223,17 @@ pub(crate) fn to_plugin_message(m: &StoredMessage, me: &str) -> Message {
 }
 
 /// Start a bot for every enabled bot-scope plugin in `plugins`. Each runs until the process ends, reconnecting
-/// when the relay is away.
-pub(crate) fn start(relay_url: String, plugins: &BTreeMap<String, PluginConfig>, base_dir: &Path, bots_dir: &Path) {
-    for (name, config) in plugins {
+/// when the relay is away. A bot whose plugin has the `http` hook answers `/plugins/<name>/…` on the relay.
+pub(crate) fn start(
+    relay_url: String,
+    relay: &imfree_relay::RelayConfig,
+    base_dir: &Path,
+    routes: Arc<imfree_relay::plugins::RelayPlugins>,
+) {
+    let (bots_dir, bundled_dir) = (relay.bots_dir(), relay.bundled_dir());
+    for (name, config) in &relay.plugins {
         let mut config = config.clone();
-        config.resolve_relative(base_dir);
+        config.resolve(name, base_dir, &bundled_dir);
         if !config.enabled {
             continue;
         }
@@ -189,8 +251,9 @@ pub(crate) fn start(relay_url: String, plugins: &BTreeMap<String, PluginConfig>,
         }
         let (name, url, home) = (name.clone(), relay_url.clone(), bots_dir.join(name));
         let cache = bots_dir.join("plugin-cache");
+        let routes = Arc::clone(&routes);
         tokio::spawn(async move {
-            if let Err(e) = run(&name, config, &url, &home, cache).await {
+            if let Err(e) = run(&name, config, &url, &home, cache, &routes).await {
                 tracing::error!(bot = %name, error = %e, "bot stopped");
             }
         });
@@ -240,7 +303,14 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     options.open(path)?.write_all(bytes)
 }
 
-async fn run(name: &str, config: PluginConfig, url: &str, home: &Path, cache: PathBuf) -> anyhow::Result<()> {
+async fn run(
+    name: &str,
+    config: PluginConfig,
+    url: &str,
+    home: &Path,
+    cache: PathBuf,
+    routes: &imfree_relay::plugins::RelayPlugins,
+) -> anyhow::Result<()> {
     let client = loop {
         match open_or_register(name, url, home).await {
             Ok(c) => break c,
@@ -252,7 +322,11 @@ async fn run(name: &str, config: PluginConfig, url: &str, home: &Path, cache: Pa
     };
     let (host, sink) = client_host(&client, cache, 4)?;
     let host = Arc::new(host);
+    let serves_http = PluginManifest::from_path(&config.manifest_path()).is_ok_and(|m| m.hooks.contains(&imfree_plugin_host::Hook::Http));
     host.load(config).await?;
+    if serves_http {
+        routes.register_bot_routes(name, Arc::clone(&host));
+    }
     tracing::info!(bot = %name, "bot running");
     let timers = Arc::clone(&host);
     tokio::spawn(async move {

@@ -590,6 +590,11 @@ async fn send(home: Option<&Path>, plugin_files: &[PathBuf], grants: &[String], 
             text.clone()
         };
         if let Some(plugins) = &plugins {
+            if let Some((plugin, answer)) = plugins.command(&client, to, &text).await? {
+                // A command for a plugin: its answer is for this user alone; nothing is sent.
+                println!("{plugin}: {answer}");
+                continue;
+            }
             match plugins.outgoing(&client, to, mime, &text).await {
                 Outgoing::Send(t) => text = t,
                 // Refused before it was stored: nothing of it is queued or sent.

@@ -1,7 +1,9 @@
 //! Client scope: `imfree client --plugin FILE …` runs plugins inside this user's own client. Outgoing messages pass
 //! through their `outgoing-message` filters before they are queued (a refusal keeps the message from ever leaving);
 //! received messages go to `incoming-message`, contacts' presence changes to `status-change`, due timers to `timer`;
-//! what a plugin posts is sent as this user, end to end encrypted, through the same outgoing filters. Their kv lives
+//! what a plugin posts is sent as this user, end to end encrypted, through the same outgoing filters. A `/name args`
+//! the user types goes to `command` (the answer is shown to the user alone), and a press on a card a plugin posted
+//! (another member's press arrives here, at the card's author) goes to that plugin's `action`. Their kv lives
 //! in the client's local store. The user is the administrator here: `--grant` says which of the
 //! capabilities a plugin's manifest asks for it may use.
 
@@ -10,9 +12,13 @@ use std::sync::Arc;
 
 use imfree_client::Client;
 use imfree_client::store::StoredMessage;
-use imfree_plugin_host::{Grants, Message, OutgoingOutcome, PluginConfig, PluginHost, PresenceTracker};
+use imfree_plugin_host::{Action, Command, Grants, Hook, Message, OutgoingOutcome, PluginConfig, PluginHost, PresenceTracker};
 
 use crate::bots::{ClientSink, client_host, filter_posted, to_plugin_message};
+use crate::cards;
+
+/// The local kv namespace that remembers which plugin posted which card (a dot: no plugin name has one).
+const CARD_OWNERS: &str = "imfree.card-owners";
 
 /// Plugins loaded into this client for one command.
 pub(crate) struct ClientPlugins {
@@ -78,13 +84,63 @@ impl ClientPlugins {
         }
     }
 
-    /// Hand received messages to the plugins; queue what they post (as this user). Returns how many posts.
+    /// A `/name args` this user typed in `to`: offered to the plugins that take commands, in name order, until one
+    /// answers. Returns the plugin and its answer (shown to the user alone; the text is not sent), or `None` when
+    /// none answered, and the text goes out as typed. What the plugin posts is queued as this user.
+    pub(crate) async fn command(&self, client: &Client, to: &str, text: &str) -> anyhow::Result<Option<(String, String)>> {
+        let Some(line) = text.strip_prefix('/') else { return Ok(None) };
+        let (name, args) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
+        if name.is_empty() {
+            return Ok(None);
+        }
+        let cmd = Command { name: name.to_owned(), args: args.trim().to_owned(), conversation: to.to_owned(), sender: client.user().to_owned() };
+        let mut answer = None;
+        for plugin in self.host.plugins().into_iter().filter(|p| p.hooks.contains(&Hook::Command)) {
+            match self.host.command(&plugin.name, cmd.clone()).await {
+                Ok(Some(text)) => {
+                    answer = Some((plugin.name, text));
+                    break;
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(plugin = %plugin.name, "command not handled: {e}"),
+            }
+        }
+        self.send_posted(client).await?;
+        Ok(answer)
+    }
+
+    /// Hand received messages to the plugins (a press on a card one of them posted goes to that plugin's `action`);
+    /// queue what they post (as this user). Returns how many posts.
     pub(crate) async fn incoming(&self, client: &Client, messages: &[StoredMessage]) -> anyhow::Result<usize> {
         let me = client.user().to_owned();
         for m in messages.iter().filter(|m| !m.outgoing && m.status == "received") {
-            self.host.incoming_message(&to_plugin_message(m, &me)).await;
+            if m.mime == cards::ACTION_MIME {
+                self.pressed(client, m).await?;
+            } else {
+                self.host.incoming_message(&to_plugin_message(m, &me)).await;
+            }
         }
         self.fire_due_timers(client).await
+    }
+
+    /// A press sent to this user: for a card this user's client posted, the plugin that posted it gets the action.
+    async fn pressed(&self, client: &Client, press: &StoredMessage) -> anyhow::Result<()> {
+        let Some((message_id, button)) = cards::parse_action(&press.body) else { return Ok(()) };
+        let Some(card) = client.store().message(&message_id).await?.filter(|c| c.outgoing && c.mime == cards::CARD_MIME) else {
+            tracing::debug!("a press on a message that is not one of this client's cards; ignored");
+            return Ok(());
+        };
+        if !cards::button_ids(&card.body).contains(&button) {
+            tracing::debug!("a press on a button the card does not have; ignored");
+            return Ok(());
+        }
+        let Some(plugin) = client.store().kv_get(CARD_OWNERS, &message_id).await? else { return Ok(()) };
+        let plugin = String::from_utf8_lossy(&plugin).into_owned();
+        let action = Action { message_id, conversation: card.to.clone(), button, user: press.from.clone() };
+        if let Err(e) = self.host.action(&plugin, action).await {
+            tracing::warn!(%plugin, "action not handled: {e}");
+        }
+        Ok(())
     }
 
     /// A contact's presence as the relay pushed it: a change goes to `status-change`; queue what the plugins post.
@@ -114,6 +170,9 @@ impl ClientPlugins {
             // What a plugin posts leaves as this user, so it passes the same filters as what the user sends.
             match filter_posted(&self.host, client.user(), p).await {
                 Ok(p) => {
+                    if let Some(plugin) = &p.card_of {
+                        client.store().kv_set(CARD_OWNERS, &p.id, plugin.as_bytes()).await?;
+                    }
                     client.compose_with_id(&p.id, &p.conversation, &p.content).await?;
                     sent += 1;
                 }

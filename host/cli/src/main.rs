@@ -6,6 +6,7 @@
 mod admin;
 mod bench;
 mod bots;
+mod bundled;
 mod cards;
 mod client;
 mod client_plugins;

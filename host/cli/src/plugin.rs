@@ -158,6 +158,8 @@ impl OfflineHost {
             kv: Arc::new(MemoryKv::new()),
             clock: Arc::new(SystemClock),
             incidents: Arc::new(RecordingIncidents::new()),
+            accounts: Arc::new(imfree_plugin_host::NoAccounts),
+            conversations: Arc::new(imfree_plugin_host::NoConversations),
         };
         let inspector = ComponentInspector::new(&options).map_err(|e| anyhow::anyhow!("plugin engine: {e:#}"))?;
         let host = PluginHost::new(options, services).map_err(|e| anyhow::anyhow!("plugin engine: {e:#}"))?;
@@ -241,6 +243,7 @@ async fn check(file: &Path, manifest_path: Option<&Path>) -> anyhow::Result<Exit
         kv: manifest.capabilities.kv,
         messaging: manifest.capabilities.messaging,
         timers: manifest.capabilities.timers,
+        accounts: manifest.capabilities.accounts,
         http_outbound: manifest
             .capabilities
             .http_outbound
@@ -277,10 +280,13 @@ fn join(items: impl Iterator<Item = String>) -> String {
 
 fn requested_names(r: &RequestedCapabilities) -> Vec<String> {
     let mut out = Vec::new();
-    for (on, name) in [(r.kv, "kv"), (r.messaging, "messaging"), (r.timers, "timers")] {
+    for (on, name) in [(r.kv, "kv"), (r.messaging, "messaging"), (r.timers, "timers"), (r.accounts, "accounts")] {
         if on {
             out.push(name.to_owned());
         }
+    }
+    if r.http_outbound_any {
+        out.push("http.outbound(* as granted)".to_owned());
     }
     out.extend(
         r.http_outbound
@@ -292,7 +298,7 @@ fn requested_names(r: &RequestedCapabilities) -> Vec<String> {
 
 fn granted_names(g: &Grants) -> Vec<String> {
     let mut out = Vec::new();
-    for (on, name) in [(g.kv, "kv"), (g.messaging, "messaging"), (g.timers, "timers")] {
+    for (on, name) in [(g.kv, "kv"), (g.messaging, "messaging"), (g.timers, "timers"), (g.accounts, "accounts")] {
         if on {
             out.push(name.to_owned());
         }
@@ -311,6 +317,11 @@ fn plugin_tables(path: &Path) -> anyhow::Result<Vec<(String, Result<PluginConfig
     let Some(plugins) = table.get("plugins") else {
         return Ok(vec![]);
     };
+    // Tables without `path` name a bundled plugin: install them where the relay would.
+    let bundled_dir = imfree_relay::RelayConfig::from_file(path)
+        .map(|c| c.bundled_dir())
+        .with_context(|| format!("{} is not a valid server configuration", path.display()))?;
+    crate::bundled::install(&bundled_dir)?;
     let plugins = plugins
         .as_table()
         .with_context(|| format!("{}: `plugins` must be a table of [plugins.NAME] tables", path.display()))?;
@@ -322,7 +333,7 @@ fn plugin_tables(path: &Path) -> anyhow::Result<Vec<(String, Result<PluginConfig
                 .clone()
                 .try_into::<PluginConfig>()
                 .map(|mut c| {
-                    c.resolve_relative(base);
+                    c.resolve(name, base, &bundled_dir);
                     c
                 })
                 .map_err(|e| format!("[plugins.{name}] is not valid: {}", e.to_string().trim()));

@@ -40,6 +40,8 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(l) = args.listen {
         config.listen = l;
     }
+    // The plugins bundled with this binary, where `[plugins.<name>]` without `path` finds them.
+    crate::bundled::install(&config.bundled_dir())?;
     let relay = Relay::start(config.clone()).await?;
     // Machine-readable start-up lines on stdout; scripts and tests read them. Logs go to stderr.
     println!("imfree relay listening on {}", relay.url());
@@ -53,8 +55,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let scheme = if relay.tls_fingerprint.is_some() { "wss" } else { "ws" };
     let loopback = format!("{scheme}://{}", SocketAddr::new(host, relay.addr.port()));
     let base = config.source.as_deref().and_then(Path::parent).unwrap_or(Path::new(".")).to_path_buf();
-    let bots_dir = config.plugin_host.bots_dir.clone().unwrap_or_else(|| config.data_dir.join("bots"));
-    crate::bots::start(loopback, &config.plugins, &base, &bots_dir);
+    crate::bots::start(loopback, &config, &base, std::sync::Arc::clone(&relay.state.plugins));
     let shutdown = async {
         let ctrl_c = tokio::signal::ctrl_c();
         #[cfg(unix)]

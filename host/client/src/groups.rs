@@ -171,6 +171,16 @@ impl LocalGroup {
     }
 }
 
+/// The members of a group and their roles as this device last verified them (no network: the log is read as it
+/// was synced), or `None` if this device does not know the group, was refused it or left it.
+pub async fn verified_roles(store: &crate::store::LocalStore, group: &GroupId) -> Result<Option<Vec<(String, Role)>>, ClientError> {
+    let Some(g) = store.group(group.as_str()).await?.map(LocalGroup::from_row).transpose()? else { return Ok(None) };
+    if g.status != ACTIVE {
+        return Ok(None);
+    }
+    Ok(Some(sorted(g.state.roles().map(|(m, role)| (m.user.clone(), role)).collect())))
+}
+
 /// Parse `group:<id>` (or a bare id).
 pub fn parse_group(text: &str) -> Result<GroupId, ClientError> {
     text.strip_prefix(GROUP_PREFIX)

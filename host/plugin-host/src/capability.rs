@@ -17,6 +17,8 @@ pub enum Capability {
     Messaging,
     /// Scheduling timers.
     Timers,
+    /// The relay's accounts (linked identities, provisioning, login codes).
+    Accounts,
     /// An outbound HTTP request to this URL.
     HttpOutbound(String),
 }
@@ -27,6 +29,7 @@ impl fmt::Display for Capability {
             Capability::Kv => f.write_str("kv"),
             Capability::Messaging => f.write_str("messaging"),
             Capability::Timers => f.write_str("timers"),
+            Capability::Accounts => f.write_str("accounts"),
             Capability::HttpOutbound(url) => {
                 write!(f, "http.outbound({})", HttpOrigin::redacted(url))
             }
@@ -154,9 +157,10 @@ impl CapabilityCheck {
             Capability::Kv => (self.requested.kv, self.granted.kv),
             Capability::Messaging => (self.requested.messaging, self.granted.messaging),
             Capability::Timers => (self.requested.timers, self.granted.timers),
+            Capability::Accounts => (self.requested.accounts, self.granted.accounts),
             Capability::HttpOutbound(url) => match HttpOrigin::parse(url) {
                 Ok(target) => (
-                    self.requested.http_outbound.iter().any(|o| o.covers(&target)),
+                    self.requested.http_outbound_any || self.requested.http_outbound.iter().any(|o| o.covers(&target)),
                     self.granted_http.iter().any(|o| o.covers(&target)),
                 ),
                 Err(_) => (false, false),
@@ -183,12 +187,18 @@ impl CapabilityCheck {
             (Capability::Kv, "kv"),
             (Capability::Messaging, "messaging"),
             (Capability::Timers, "timers"),
+            (Capability::Accounts, "accounts"),
         ] {
             if self.check(&cap).is_ok() {
                 out.push(name.to_owned());
             }
         }
-        for origin in &self.requested.http_outbound {
+        if self.requested.http_outbound_any {
+            for origin in &self.granted_http {
+                out.push(format!("http.outbound({}://{}:{}{})", origin.scheme, origin.host, origin.port, origin.path));
+            }
+        }
+        for origin in self.requested.http_outbound.iter().filter(|_| !self.requested.http_outbound_any) {
             if self.granted_http.iter().any(|g| g.covers(origin)) {
                 out.push(format!(
                     "http.outbound({}://{}:{}{})",
@@ -210,6 +220,7 @@ mod tests {
             messaging,
             timers,
             http_outbound: http.iter().map(|h| HttpOrigin::parse(h).unwrap()).collect(),
+            ..RequestedCapabilities::default()
         }
     }
 
@@ -219,7 +230,7 @@ mod tests {
             messaging,
             timers,
             http_outbound: http.iter().map(|s| s.to_string()).collect(),
-            http_allow_private: false,
+            ..Grants::default()
         }
     }
 
@@ -313,5 +324,22 @@ mod tests {
         );
         let refusal = Refusal::NotGranted(Capability::HttpOutbound("https://h.example/token/SECRET".into()));
         assert!(!refusal.to_string().contains("SECRET"));
+    }
+
+    #[test]
+    fn a_wildcard_request_leaves_the_choice_to_the_grant_and_accounts_need_both() {
+        let requested = RequestedCapabilities { http_outbound_any: true, accounts: true, ..RequestedCapabilities::default() };
+        let check = CapabilityCheck::new(requested.clone(), grants(false, false, false, &["https://hooks.slack.com/services"]));
+        assert!(check.check(&Capability::HttpOutbound("https://hooks.slack.com/services/T/B/X".into())).is_ok());
+        assert_eq!(
+            check.check(&Capability::HttpOutbound("https://evil.example/x".into())),
+            Err(Refusal::NotGranted(Capability::HttpOutbound("https://evil.example/x".into())))
+        );
+        assert_eq!(check.check(&Capability::Accounts), Err(Refusal::NotGranted(Capability::Accounts)));
+        assert!(check.effective().contains(&"http.outbound(https://hooks.slack.com:443/services)".to_owned()));
+        let granted = CapabilityCheck::new(requested, Grants { accounts: true, ..Grants::default() });
+        assert!(granted.check(&Capability::Accounts).is_ok());
+        let unasked = CapabilityCheck::new(RequestedCapabilities::default(), Grants { accounts: true, ..Grants::default() });
+        assert_eq!(unasked.check(&Capability::Accounts), Err(Refusal::NotRequested(Capability::Accounts)));
     }
 }

@@ -17,7 +17,8 @@ pub struct PluginConfig {
     /// A disabled plugin is not loaded.
     #[serde(default = "yes")]
     pub enabled: bool,
-    /// The component (`.wasm`).
+    /// The component (`.wasm`). Empty (not set): the plugin of this name bundled with imfree (see [`Self::resolve`]).
+    #[serde(default)]
     pub path: PathBuf,
     /// The manifest; defaults to `plugin.toml` beside `path`.
     #[serde(default)]
@@ -54,8 +55,28 @@ impl PluginConfig {
         }
     }
 
-    /// Take relative `path` and `manifest` as relative to `base` (the folder of the configuration file they come
-    /// from), as the relay, the bot runner and `imfree plugin list` all do.
+    /// Whether this configuration names no component, and so means the bundled plugin of its name.
+    pub fn is_bundled(&self) -> bool {
+        self.path.as_os_str().is_empty()
+    }
+
+    /// Where the bundled plugin `name` is installed under `bundled_dir`: `<bundled_dir>/<name>/plugin.wasm`, with
+    /// its `plugin.toml` beside it.
+    pub fn bundled_path(bundled_dir: &std::path::Path, name: &str) -> PathBuf {
+        bundled_dir.join(name).join("plugin.wasm")
+    }
+
+    /// Resolve the paths of `[plugins.<name>]`: no `path` means the bundled plugin `name` (installed under
+    /// `bundled_dir` by the `imfree` binary), and relative paths are relative to `base` (the folder of the
+    /// configuration file they come from). The relay, the bot runner and `imfree plugin list` all do this.
+    pub fn resolve(&mut self, name: &str, base: &std::path::Path, bundled_dir: &std::path::Path) {
+        if self.is_bundled() {
+            self.path = Self::bundled_path(bundled_dir, name);
+        }
+        self.resolve_relative(base);
+    }
+
+    /// Take relative `path` and `manifest` as relative to `base`.
     pub fn resolve_relative(&mut self, base: &std::path::Path) {
         if self.path.is_relative() {
             self.path = base.join(&self.path);
@@ -109,6 +130,11 @@ impl PluginConfig {
             };
             let text = match value {
                 toml::Value::String(s) => s.clone(),
+                // Arrays go to the guest as JSON, which every plugin language parses without a TOML library.
+                toml::Value::Array(_) => serde_json::to_string(value).map_err(|e| ConfigError::SettingType {
+                    key: format!("{key} ({e})"),
+                    expected: spec.kind,
+                })?,
                 other => other.to_string(),
             };
             out.insert(key.clone(), text);
@@ -157,6 +183,9 @@ pub struct Grants {
     /// Timers.
     #[serde(default)]
     pub timers: bool,
+    /// The relay's accounts (identity plugins: SSO).
+    #[serde(default)]
+    pub accounts: bool,
     /// Outbound HTTP origins (`https://host[:port][/path]`).
     #[serde(default)]
     pub http_outbound: Vec<String>,
@@ -349,5 +378,44 @@ mod tests {
                 .resolve_settings(&m),
             Err(ConfigError::HttpGrant { .. })
         ));
+    }
+
+    #[test]
+    fn array_settings_reach_the_guest_as_json_and_other_types_are_refused() {
+        let manifest = PluginManifest::parse(
+            r#"
+            name = "p"
+            version = "1.0.0"
+            api = "0.2.0"
+            scopes = ["bot"]
+            [settings.targets]
+            type = "array"
+            default = []
+            "#,
+        )
+        .unwrap();
+        let config = admin(
+            r#"path = "p.wasm"
+            settings = { targets = [{ name = "ops", url = "https://example.com/hook", retries = 3 }] }"#,
+        );
+        let settings = config.resolve_settings(&manifest).unwrap();
+        let json: serde_json::Value = serde_json::from_str(&settings["targets"]).unwrap();
+        assert_eq!(json, serde_json::json!([{ "name": "ops", "url": "https://example.com/hook", "retries": 3 }]));
+        assert_eq!(PluginConfig::new("p.wasm").resolve_settings(&manifest).unwrap()["targets"], "[]");
+        let wrong = admin(r#"path = "p.wasm"
+            settings = { targets = "https://example.com" }"#);
+        assert!(matches!(wrong.resolve_settings(&manifest), Err(ConfigError::SettingType { .. })));
+    }
+
+    #[test]
+    fn a_table_without_path_means_the_bundled_plugin() {
+        let mut config = admin("grants = { kv = true }");
+        assert!(config.is_bundled());
+        config.resolve("webhooks", std::path::Path::new("/etc/imfree"), std::path::Path::new("/var/lib/imfree/bundled"));
+        assert_eq!(config.path, std::path::Path::new("/var/lib/imfree/bundled/webhooks/plugin.wasm"));
+        assert_eq!(config.manifest_path(), std::path::Path::new("/var/lib/imfree/bundled/webhooks/plugin.toml"));
+        let mut own = admin(r#"path = "plugins/w.wasm""#);
+        own.resolve("webhooks", std::path::Path::new("/etc/imfree"), std::path::Path::new("/var/lib/imfree/bundled"));
+        assert_eq!(own.path, std::path::Path::new("/etc/imfree/plugins/w.wasm"));
     }
 }

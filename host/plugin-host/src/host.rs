@@ -23,7 +23,7 @@ use crate::engine::{ComponentCache, EpochTicker, build_engine};
 use crate::health::{Admission, AfterFailure, Health};
 use crate::incident::{Incident, IncidentKind, IncidentSink};
 use crate::manifest::{Hook, ManifestError, PluginManifest};
-use crate::services::{Clock, KvBackend, MessageSink, PluginIdentity};
+use crate::services::{AccountDirectory, Clock, ConversationDirectory, KvBackend, MessageSink, PluginIdentity};
 use crate::state::{PluginContext, PluginState};
 use crate::wit::latest::{Plugin, PluginPre};
 use crate::{
@@ -72,6 +72,10 @@ pub struct HostServices {
     pub clock: Arc<dyn Clock>,
     /// Incident reports.
     pub incidents: Arc<dyn IncidentSink>,
+    /// The relay's accounts ([`crate::NoAccounts`] outside the relay).
+    pub accounts: Arc<dyn AccountDirectory>,
+    /// Conversation members and roles (bot and client scopes).
+    pub conversations: Arc<dyn ConversationDirectory>,
 }
 
 /// Why a plugin did not load.
@@ -493,6 +497,11 @@ impl PluginHost {
                 }
             })
             .collect()
+    }
+
+    /// Whether a plugin of this name is loaded.
+    pub fn is_loaded(&self, name: &str) -> bool {
+        self.plugin(name).is_some()
     }
 
     fn plugin(&self, name: &str) -> Option<Arc<LoadedPlugin>> {

@@ -33,9 +33,10 @@ pub use inspect::{ComponentInspector, ComponentProblem, ComponentReport};
 pub use manifest::{Hook, ManifestError, PluginManifest, Scope};
 pub use presence::PresenceTracker;
 pub use services::{
-    Clock, KvBackend, KvError, ManualClock, MemoryKv, MessageSink, PluginIdentity, SinkError, SystemClock,
+    AccountDirectory, AccountError, Clock, ConversationDirectory, KvBackend, KvError, ManualClock, MemoryKv,
+    MessageSink, NoAccounts, NoConversations, PluginIdentity, SinkError, SystemClock,
 };
 pub use wit::latest::imfree::plugin::types::{
-    Action, Button, ButtonStyle, Card, CardField, Command, Envelope, EnvelopeVerdict, HttpRequest, HttpResponse,
-    Message, Presence, StatusChange, TimerFired, Verdict,
+    Action, Button, ButtonStyle, Card, CardField, Command, Draft, Envelope, EnvelopeVerdict, ExternalIdentity,
+    HttpRequest, HttpResponse, Member, Message, Presence, Profile, Role, StatusChange, TimerFired, Verdict,
 };

@@ -84,11 +84,13 @@ impl Hook {
     /// Scopes in which the host has the data this hook needs.
     pub fn scopes(self) -> &'static [Scope] {
         match self {
-            Hook::IncomingMessage | Hook::OutgoingMessage => &[Scope::Bot, Scope::Client],
-            Hook::RelayEnvelope | Hook::Http => &[Scope::Relay],
-            Hook::StatusChange | Hook::Command | Hook::Action | Hook::Timer => {
-                &[Scope::Relay, Scope::Bot, Scope::Client]
-            }
+            // A command is typed into an encrypted conversation and a card is posted as an account: the relay sees
+            // neither, so relay scope never calls these.
+            Hook::IncomingMessage | Hook::OutgoingMessage | Hook::Command | Hook::Action => &[Scope::Bot, Scope::Client],
+            Hook::RelayEnvelope => &[Scope::Relay],
+            // Routes under /plugins/<name>/ on the relay: a relay-scope plugin's, or (since API 0.2.0) a bot's.
+            Hook::Http => &[Scope::Relay, Scope::Bot],
+            Hook::StatusChange | Hook::Timer => &[Scope::Relay, Scope::Bot, Scope::Client],
         }
     }
 }
@@ -108,8 +110,13 @@ pub struct RequestedCapabilities {
     pub messaging: bool,
     /// `timers = true`.
     pub timers: bool,
+    /// `accounts = true` (relay scope: linked identities, provisioning, login codes; for SSO). Since API 0.2.0.
+    pub accounts: bool,
     /// `http.outbound = ["https://host[:port][/path]", ...]`.
     pub http_outbound: Vec<HttpOrigin>,
+    /// `http.outbound = ["*"]`: whatever origins the administrator grants, for plugins whose targets are the
+    /// administrator's to choose (webhooks, an identity provider). The grant stays the gate.
+    pub http_outbound_any: bool,
 }
 
 /// Type of a setting.
@@ -124,6 +131,9 @@ pub enum SettingType {
     Float,
     /// TOML boolean.
     Boolean,
+    /// TOML array (of tables or values), given to the plugin as JSON text: structured settings such as a list of
+    /// webhook targets or identity providers.
+    Array,
 }
 
 impl SettingType {
@@ -135,6 +145,7 @@ impl SettingType {
                 | (SettingType::Integer, toml::Value::Integer(_))
                 | (SettingType::Float, toml::Value::Float(_) | toml::Value::Integer(_))
                 | (SettingType::Boolean, toml::Value::Boolean(_))
+                | (SettingType::Array, toml::Value::Array(_))
         )
     }
 }
@@ -249,6 +260,8 @@ struct RawCapabilities {
     #[serde(default)]
     timers: bool,
     #[serde(default)]
+    accounts: bool,
+    #[serde(default)]
     http: RawHttp,
 }
 
@@ -318,6 +331,7 @@ impl PluginManifest {
             .http
             .outbound
             .iter()
+            .filter(|entry| *entry != "*")
             .map(|entry| {
                 HttpOrigin::parse(entry).map_err(|reason| ManifestError::HttpOrigin {
                     entry: entry.clone(),
@@ -339,7 +353,9 @@ impl PluginManifest {
                 kv: raw.capabilities.kv,
                 messaging: raw.capabilities.messaging,
                 timers: raw.capabilities.timers,
+                accounts: raw.capabilities.accounts,
                 http_outbound,
+                http_outbound_any: raw.capabilities.http.outbound.iter().any(|e| e == "*"),
             },
             settings: raw.settings,
         })

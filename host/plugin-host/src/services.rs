@@ -10,7 +10,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 
-use crate::Card;
+use crate::{Card, Draft, ExternalIdentity, Member, Profile};
 
 /// Who is acting: the plugin's name (its bot account and kv namespace) and version.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,6 +55,98 @@ pub trait MessageSink: Send + Sync {
     ) -> Result<(), SinkError>;
     /// Post a card; returns the new message id.
     async fn post_card(&self, bot: &PluginIdentity, conversation: &str, card: &Card) -> Result<String, SinkError>;
+    /// Send a draft with its content type. The provided method sends `text/plain` through [`Self::post`] and
+    /// [`Self::reply`] and refuses other types; a sink that can send markdown overrides it.
+    async fn send(&self, bot: &PluginIdentity, draft: &Draft) -> Result<String, SinkError> {
+        if draft.content_type != "text/plain" {
+            return Err(SinkError::Invalid(format!("content type {:?} cannot be sent here", draft.content_type)));
+        }
+        match &draft.reply_to {
+            Some(to) => self.reply(bot, &draft.conversation, to, &draft.body).await,
+            None => self.post(bot, &draft.conversation, &draft.body).await,
+        }
+    }
+}
+
+/// The roles and members of conversations, as the bot's (or user's) client verified them, and markdown posts.
+/// Provided methods refuse, so an embedder without conversations (the relay) need not implement them.
+#[async_trait]
+pub trait ConversationDirectory: Send + Sync {
+    /// The members of `conversation` with their roles.
+    async fn members(&self, bot: &PluginIdentity, conversation: &str) -> Result<Vec<Member>, SinkError> {
+        let _ = (bot, conversation);
+        Err(SinkError::Invalid("there are no conversations in this scope".into()))
+    }
+}
+
+/// A [`ConversationDirectory`] for scopes without conversations (the relay, tests): every call is refused.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoConversations;
+
+impl ConversationDirectory for NoConversations {}
+
+/// Why an account operation failed; the text reaches the guest, so it must not carry secrets.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AccountError {
+    /// Refused: bad name, name taken, identity linked elsewhere, unknown account.
+    #[error("{0}")]
+    Invalid(String),
+    /// Temporarily impossible (storage down).
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// The relay's accounts, for identity plugins (SSO): linked external identities, provisioning, login codes. Only
+/// the relay implements it; elsewhere [`NoAccounts`] refuses every call.
+#[async_trait]
+pub trait AccountDirectory: Send + Sync {
+    /// The account linked to `identity`.
+    async fn find_linked(&self, identity: &ExternalIdentity) -> Result<Option<String>, AccountError>;
+    /// Whether `name` exists.
+    async fn exists(&self, name: &str) -> Result<bool, AccountError>;
+    /// Create `name` without a password, linked to `identity`.
+    async fn provision(&self, name: &str, identity: &ExternalIdentity, profile: &Profile) -> Result<(), AccountError>;
+    /// Link `identity` to the existing `name`.
+    async fn link(&self, name: &str, identity: &ExternalIdentity) -> Result<(), AccountError>;
+    /// Replace `name`'s profile.
+    async fn update_profile(&self, name: &str, profile: &Profile) -> Result<(), AccountError>;
+    /// A single-use login code for `name`, bound to the client's PKCE S256 challenge.
+    async fn issue_login_code(&self, name: &str, client_challenge: &str) -> Result<String, AccountError>;
+    /// End every session of `name`; how many ended.
+    async fn revoke_sessions(&self, name: &str) -> Result<u32, AccountError>;
+}
+
+/// An [`AccountDirectory`] for scopes without accounts (bots, clients, tests): every call is refused.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoAccounts;
+
+fn no_accounts<T>() -> Result<T, AccountError> {
+    Err(AccountError::Invalid("accounts are only available to relay-scope plugins".into()))
+}
+
+#[async_trait]
+impl AccountDirectory for NoAccounts {
+    async fn find_linked(&self, _: &ExternalIdentity) -> Result<Option<String>, AccountError> {
+        no_accounts()
+    }
+    async fn exists(&self, _: &str) -> Result<bool, AccountError> {
+        no_accounts()
+    }
+    async fn provision(&self, _: &str, _: &ExternalIdentity, _: &Profile) -> Result<(), AccountError> {
+        no_accounts()
+    }
+    async fn link(&self, _: &str, _: &ExternalIdentity) -> Result<(), AccountError> {
+        no_accounts()
+    }
+    async fn update_profile(&self, _: &str, _: &Profile) -> Result<(), AccountError> {
+        no_accounts()
+    }
+    async fn issue_login_code(&self, _: &str, _: &str) -> Result<String, AccountError> {
+        no_accounts()
+    }
+    async fn revoke_sessions(&self, _: &str) -> Result<u32, AccountError> {
+        no_accounts()
+    }
 }
 
 /// Why a kv operation failed.

@@ -232,6 +232,16 @@ pub enum ConfigError {
 }
 
 impl RelayConfig {
+    /// Where bundled plugins are installed (`plugin_host.bundled_dir`, default `<data_dir>/bundled`).
+    pub fn bundled_dir(&self) -> std::path::PathBuf {
+        self.plugin_host.bundled_dir.clone().unwrap_or_else(|| self.data_dir.join("bundled"))
+    }
+
+    /// Where bot-scope plugins keep their accounts (`plugin_host.bots_dir`, default `<data_dir>/bots`).
+    pub fn bots_dir(&self) -> std::path::PathBuf {
+        self.plugin_host.bots_dir.clone().unwrap_or_else(|| self.data_dir.join("bots"))
+    }
+
     /// Read and validate a TOML file.
     pub fn from_file(path: &std::path::Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;

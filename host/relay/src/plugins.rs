@@ -45,6 +45,9 @@ pub struct PluginHostConfig {
     /// Where bot-scope plugins keep their accounts: keys, the messages sent to them (decrypted) and their kv, one
     /// folder per bot. Default `<data_dir>/bots`. It holds plaintext: protect and back it up like a user's device.
     pub bots_dir: Option<PathBuf>,
+    /// Where the `imfree` binary installs the plugins bundled with it (`[plugins.<name>]` without `path`).
+    /// Default `<data_dir>/bundled`.
+    pub bundled_dir: Option<PathBuf>,
 }
 
 impl Default for PluginHostConfig {
@@ -56,6 +59,7 @@ impl Default for PluginHostConfig {
             max_http_body_bytes: 1 << 20,
             timer_tick_ms: 200,
             bots_dir: None,
+            bundled_dir: None,
         }
     }
 }
@@ -68,32 +72,52 @@ pub struct RelayPlugins {
     accounts: crate::accounts::RelayAccounts,
     settings: PluginHostConfig,
     cache_dir: PathBuf,
+    bundled_dir: PathBuf,
     /// Name → fingerprint of what is loaded (its configuration and the files' sizes and times).
     loaded: tokio::sync::Mutex<BTreeMap<String, String>>,
     incidents: Arc<LoggedIncidents>,
     /// The presence last told to plugins, per user (`status-change` carries the previous one).
     presence: PresenceTracker,
+    /// Bot-scope plugins' runtimes by plugin name, for their HTTP routes (the embedder registers them).
+    bot_routes: std::sync::RwLock<BTreeMap<String, Arc<PluginHost>>>,
 }
 
 impl RelayPlugins {
     /// Plugins for a relay whose data lives in `data_dir`, checking account names against `limits`; nothing is loaded
     /// yet.
     pub fn new(store: Arc<dyn RelayStore>, settings: PluginHostConfig, data_dir: &Path, limits: imfree_proto::Limits) -> Arc<Self> {
+        let bundled_dir = settings.bundled_dir.clone().unwrap_or_else(|| data_dir.join("bundled"));
         Arc::new(RelayPlugins {
             host: OnceLock::new(),
             accounts: crate::accounts::RelayAccounts::new(Arc::clone(&store), limits),
             store,
             settings,
             cache_dir: data_dir.join("plugin-cache"),
+            bundled_dir,
             loaded: tokio::sync::Mutex::new(BTreeMap::new()),
             incidents: Arc::new(LoggedIncidents),
             presence: PresenceTracker::new(),
+            bot_routes: std::sync::RwLock::new(BTreeMap::new()),
         })
     }
 
     /// The account directory given to relay-scope plugins.
     pub fn accounts(&self) -> &crate::accounts::RelayAccounts {
         &self.accounts
+    }
+
+    /// Serve `/plugins/<name>/…` from a bot-scope plugin's runtime (its bot's engine) when no relay-scope plugin of
+    /// that name is loaded. The relay stays unaware of bots: the embedder that runs them registers the route.
+    pub fn register_bot_routes(&self, name: &str, host: Arc<PluginHost>) {
+        self.bot_routes.write().unwrap_or_else(|p| p.into_inner()).insert(name.to_owned(), host);
+    }
+
+    /// The runtime that answers `/plugins/<name>/…`: the relay's own if it has the plugin, else a bot's.
+    pub fn http_host(&self, name: &str) -> Option<Arc<PluginHost>> {
+        if let Some(host) = self.host.get().filter(|h| h.is_loaded(name)) {
+            return Some(Arc::clone(host));
+        }
+        self.bot_routes.read().unwrap_or_else(|p| p.into_inner()).get(name).cloned()
     }
 
     /// The runtime, once a plugin needed it (no engine and no instance pool are made for a relay without plugins).
@@ -116,6 +140,8 @@ impl RelayPlugins {
             kv: Arc::new(RelayKv(Arc::clone(&self.store))),
             clock: Arc::new(SystemClock),
             incidents: Arc::clone(&self.incidents) as Arc<dyn IncidentSink>,
+            accounts: Arc::new(imfree_plugin_host::NoAccounts),
+            conversations: Arc::new(imfree_plugin_host::NoConversations),
         };
         let host = PluginHost::new(options, services).map_err(|e| anyhow::anyhow!("cannot start the plugin runtime: {e}"))?;
         Ok(self.host.get_or_init(|| Arc::new(host)))
@@ -129,7 +155,7 @@ impl RelayPlugins {
         let mut wanted = BTreeMap::new();
         for (name, config) in configs {
             let mut config = config.clone();
-            config.resolve_relative(base_dir);
+            config.resolve(name, base_dir, &self.bundled_dir);
             if !config.enabled {
                 continue;
             }

@@ -96,7 +96,9 @@ const FORBIDDEN_RESPONSE_HEADERS: &[&str] = &[
     "access-control-allow-credentials",
 ];
 
-/// `/plugins/<name>/…`: handed to the relay-scope plugin of that name. Its answer is served with
+/// `/plugins/<name>/…`: handed to the relay-scope plugin of that name (or, failing that, to the bot-scope plugin of
+/// that name, through its bot's engine). Nothing about the request is logged: paths may carry secrets (incoming
+/// webhook URLs). Its answer is served with
 /// `Content-Security-Policy: sandbox`, so a plugin's page runs in an opaque origin and can never reach the web
 /// client's storage, cookies or scripts on the relay's origin; cookies it tries to set are dropped.
 async fn plugin_http(
@@ -104,10 +106,10 @@ async fn plugin_http(
     axum::extract::Path(params): axum::extract::Path<Vec<(String, String)>>,
     request: axum::extract::Request,
 ) -> Response {
-    let Some(host) = state.plugins.host() else {
+    let name = params.iter().find(|(k, _)| k == "name").map(|(_, v)| v.clone()).unwrap_or_default();
+    let Some(host) = state.plugins.http_host(&name) else {
         return (StatusCode::NOT_FOUND, "not found\n").into_response();
     };
-    let name = params.iter().find(|(k, _)| k == "name").map(|(_, v)| v.clone()).unwrap_or_default();
     let rest = params.iter().find(|(k, _)| k == "rest").map(|(_, v)| v.as_str()).unwrap_or("");
     let (parts, body) = request.into_parts();
     let body = match axum::body::to_bytes(body, state.config.plugin_host.max_http_body_bytes).await {

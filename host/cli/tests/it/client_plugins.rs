@@ -196,3 +196,38 @@ fn a_client_plugin_sees_a_contact_change_presence() {
         seen.iter().any(|b| b.starts_with("alice ") && b.ends_with("Away"))
     });
 }
+
+#[test]
+fn a_command_typed_in_the_client_goes_to_its_plugin_and_a_press_on_its_card_comes_back_to_it() {
+    let dir = tempdir();
+    let relay = RelayProc::start(&dir.path().join("relay"), None);
+    let (alice, bob) = (dir.path().join("alice"), dir.path().join("bob"));
+    register(&relay, &alice, "alice", "alice-password");
+    register(&relay, &bob, "bob", "bob-password-1");
+    let probe = dir.path().join(install_probe(dir.path(), "probe", "kv = true\nmessaging = true"));
+    let with_probe = |args: &[&str]| {
+        let mut all = vec!["--plugin", probe.to_str().unwrap(), "--grant", "kv", "--grant", "messaging"];
+        all.extend_from_slice(args);
+        ok(&alice, &all)
+    };
+
+    // A command is answered to alice alone: nothing reaches bob.
+    let answer = with_probe(&["send", "bob", "/kv-set colour blue"]);
+    assert!(answer.contains("probe: ok ()"), "{answer}");
+    assert_eq!(with_probe(&["send", "bob", "/kv-get colour"]).lines().next(), Some("probe: ok Some(\"blue\")"));
+    assert!(bodies(&bob).is_empty(), "commands are not messages");
+    // A slash no plugin takes goes out as typed.
+    with_probe(&["send", "bob", "/shrug"]);
+    assert_eq!(bodies(&bob), ["/shrug"]);
+
+    // The plugin posts a card as alice; bob presses a button; alice's client hands the press to that plugin.
+    with_probe(&["send", "bob", "/card bob"]);
+    let got = parse_json_lines(&ok(&bob, &["recv", "--json"]));
+    let card = got.iter().find(|m| m["mime"].as_str().is_some_and(|t| t.contains("card"))).unwrap_or_else(|| panic!("a card: {got:?}"));
+    let card_id = card["id"].as_str().unwrap().to_owned();
+    ok(&bob, &["press", &card_id, "yes"]);
+    with_probe(&["recv"]);
+    assert_eq!(bodies(&bob), [format!("bob pressed yes on {card_id}")]);
+    // A press on a button the card does not have never reaches the plugin (bob's client refuses to send it).
+    assert!(!client(&bob, &["press", &card_id, "maybe"]).status.success());
+}

@@ -143,3 +143,97 @@ fn a_relay_plugin_filters_counts_serves_and_reloads_without_losing_a_message() {
     assert_eq!(counter(&relay, "refused"), refused);
     assert!(relay.log().contains("plugin loaded"));
 }
+
+/// POST `args` to the probe's `/cmd/NAME` route (relay scope has no other way in); returns the command's answer.
+fn probe_cmd(relay: &RelayProc, name: &str, args: &str) -> String {
+    let url = format!("{}/plugins/probe/cmd/{name}", relay.url.replacen("wss://", "https://", 1));
+    let out = Command::new("curl").args(["-sk", "--max-time", "20", "--data-binary", args, &url]).output().expect("curl");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn write_probe_config(path: &Path, origin: &str, grants: &str) {
+    let config = format!(
+        r#"
+[plugin_host]
+reload_interval_ms = 200
+
+[plugins.probe]
+path = "probe/probe.wasm"
+grants = {{ {grants} }}
+"#
+    );
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, config).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+    let manifest = format!(
+        r#"
+name = "probe"
+version = "1.2.3"
+api = "0.2.0"
+scopes = ["relay"]
+hooks = ["relay-envelope", "status-change", "http", "timer"]
+[capabilities]
+kv = true
+messaging = true
+timers = true
+http.outbound = ["{origin}"]
+"#
+    );
+    std::fs::write(path.parent().unwrap().join("probe/plugin.toml"), manifest).unwrap();
+}
+
+#[test]
+fn a_relay_plugin_uses_each_capability_only_when_asked_for_and_granted() {
+    let dir = tempdir();
+    let server = LoopbackHttp::start();
+    let origin = format!("http://127.0.0.1:{}", server.port);
+    std::fs::create_dir_all(dir.path().join("probe")).unwrap();
+    std::fs::copy(guest_wasm("guest-probe"), dir.path().join("probe/probe.wasm")).unwrap();
+    let config = dir.path().join("imfree.toml");
+    write_probe_config(&config, &origin, "kv = true");
+    let relay = RelayProc::start(&dir.path().join("data"), Some(&config));
+
+    // kv granted: it works, in the relay's store.
+    assert_eq!(probe_cmd(&relay, "kv-set", "colour blue"), "ok ()");
+    assert_eq!(probe_cmd(&relay, "kv-get", "colour"), "ok Some(\"blue\")");
+    // Asked for but not granted: refused, each named.
+    for (cmd, args) in [("timer-once", "t 10"), ("post", "alice hi"), ("http-get", &format!("{origin}/x") as &str)] {
+        let answer = probe_cmd(&relay, cmd, args);
+        let refused = answer.contains("not granted") || answer.contains("not both requested in plugin.toml and granted");
+        assert!(answer.starts_with("err") && refused, "{cmd}: {answer}");
+    }
+    // Not even asked for: refused whatever the grant.
+    let answer = probe_cmd(&relay, "account-exists", "alice");
+    assert!(answer.starts_with("err denied") && answer.contains("not requested"), "{answer}");
+    assert_eq!(server.hits(), 0, "no request left the relay");
+
+    // Granted on the fly (hot reload): timers fire, HTTP reaches the loopback server (private addresses allowed),
+    // and messaging is granted but the relay has no bot to post as: an honest refusal, not a trap.
+    write_probe_config(
+        &config,
+        &origin,
+        &format!("kv = true, timers = true, messaging = true, http-outbound = [\"{origin}\"], http-allow-private = true"),
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut answer = String::new();
+    while std::time::Instant::now() < deadline {
+        answer = probe_cmd(&relay, "timer-once", "tick 10");
+        if answer.starts_with("ok") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(answer.starts_with("ok"), "the reloaded grant allows timers: {answer}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while probe_cmd(&relay, "kv-get", "last-timer") != "ok Some(\"tick\")" {
+        assert!(std::time::Instant::now() < deadline, "the timer fired in the relay");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let answer = probe_cmd(&relay, "http-get", &format!("{origin}/hello"));
+    assert!(answer.starts_with("ok 200"), "{answer}");
+    assert_eq!(server.hits(), 1);
+    let answer = probe_cmd(&relay, "post", "alice hi");
+    assert!(answer.starts_with("err invalid"), "{answer}");
+    // The kv written before the reload is still there.
+    assert_eq!(probe_cmd(&relay, "kv-get", "colour"), "ok Some(\"blue\")");
+}

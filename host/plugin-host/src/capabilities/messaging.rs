@@ -1,16 +1,19 @@
 //! `messaging`: post, reply, react and post cards as the plugin's bot through the embedder's
 //! [`crate::MessageSink`]. Needs `messaging` requested and granted; text is capped at `max-output-bytes`.
+//! `conversations` (members and roles) rides on the same capability: a plugin that may post somewhere may know who
+//! reads it.
 
 use wasmtime::component::{HasSelf, Linker};
 
 use crate::capability::Capability;
 use crate::services::SinkError;
 use crate::state::{PluginContext, PluginState};
-use crate::wit::latest::imfree::plugin::messaging;
-use crate::wit::latest::imfree::plugin::types::{Card, HostError};
+use crate::wit::latest::imfree::plugin::{conversations, messaging};
+use crate::wit::latest::imfree::plugin::types::{Card, Draft, HostError, Member};
 
 pub(crate) fn add_to_linker(linker: &mut Linker<PluginState>) -> wasmtime::Result<()> {
-    messaging::add_to_linker::<PluginState, HasSelf<PluginState>>(linker, |s| s)
+    messaging::add_to_linker::<PluginState, HasSelf<PluginState>>(linker, |s| s)?;
+    conversations::add_to_linker::<PluginState, HasSelf<PluginState>>(linker, |s| s)
 }
 
 fn sink_error(e: SinkError) -> HostError {
@@ -95,6 +98,40 @@ impl messaging::Host for PluginState {
             ctx.services
                 .messages
                 .post_card(&ctx.identity, &conversation, &card)
+                .await
+                .map_err(sink_error)
+        }
+        .await)
+    }
+
+    async fn send(&mut self, draft: Draft) -> wasmtime::Result<Result<String, HostError>> {
+        let ctx = self.ctx.clone();
+        Ok(async {
+            admit(&ctx, draft.body.len())?;
+            if !SENDABLE.contains(&draft.content_type.as_str()) {
+                return Err(HostError::Invalid(format!(
+                    "content type {:?} cannot be sent; use one of {}",
+                    draft.content_type,
+                    SENDABLE.join(", ")
+                )));
+            }
+            ctx.services.messages.send(&ctx.identity, &draft).await.map_err(sink_error)
+        }
+        .await)
+    }
+}
+
+/// What `messaging.send` accepts: text that every client renders (markdown sanitised by the client).
+const SENDABLE: &[&str] = &["text/plain", "text/markdown"];
+
+impl conversations::Host for PluginState {
+    async fn members(&mut self, conversation: String) -> wasmtime::Result<Result<Vec<Member>, HostError>> {
+        let ctx = self.ctx.clone();
+        Ok(async {
+            ctx.require(Capability::Messaging)?;
+            ctx.services
+                .conversations
+                .members(&ctx.identity, &conversation)
                 .await
                 .map_err(sink_error)
         }

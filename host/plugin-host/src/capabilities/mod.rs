@@ -1,13 +1,16 @@
 //! One module per host capability (Spin's "factors"): each owns its WIT `Host` implementation, its grant check
 //! and its linker function, with its tests in the integration suite (`tests/it/capabilities.rs`).
-//! `log` and `config` are always available; `kv`, `messaging`, `timers` and outbound `http` need request + grant.
+//! `log` and `config` are always available; `kv`, `messaging` (with `conversations`), `timers`, `accounts` and
+//! outbound `http` need request + grant. [`v0_1`] serves plugins built against the first API version.
 
+pub mod accounts;
 pub mod config;
 pub mod http;
 pub mod kv;
 pub mod log;
 pub mod messaging;
 pub mod timers;
+pub mod v0_1;
 
 use wasmtime::component::{HasSelf, Linker};
 
@@ -27,6 +30,8 @@ pub(crate) fn add_to_linker(linker: &mut Linker<PluginState>) -> wasmtime::Resul
     kv::add_to_linker(linker)?;
     messaging::add_to_linker(linker)?;
     timers::add_to_linker(linker)?;
+    accounts::add_to_linker(linker)?;
+    v0_1::add_to_linker(linker)?;
     http::add_to_linker(linker)?;
     Ok(())
 }

@@ -4,6 +4,7 @@
 
 #![allow(unreachable_pub)]
 
+mod api_versions;
 mod capabilities;
 mod hooks;
 mod http;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use imfree_plugin_sdk::messaging::CardBuilder;
 use imfree_plugin_sdk::types::*;
-use imfree_plugin_sdk::{HostErrorExt, Plugin, config, export_plugin, http, kv, log, messaging, timers};
+use imfree_plugin_sdk::{HostErrorExt, Plugin, accounts, config, conversations, export_plugin, http, kv, log, messaging, timers};
 
 struct Probe;
 
@@ -102,6 +102,17 @@ impl Plugin for Probe {
                     .button("no", "Cancel", ButtonStyle::Danger)
                     .build(),
             )),
+            "send-markdown" => answer(messaging::post_markdown(arg(0), arg(1))),
+            "send-typed" => answer(messaging::send(&Draft {
+                conversation: arg(0).into(),
+                content_type: arg(1).into(),
+                body: arg(2).into(),
+                reply_to: None,
+            })),
+            "members" => answer(conversations::members(arg(0)).map(|m| {
+                m.iter().map(|m| format!("{}:{:?}", m.user, m.role)).collect::<Vec<_>>().join(",")
+            })),
+            "account-exists" => answer(accounts::exists(arg(0))),
             "timer-once" => answer(timers::once(arg(0), Duration::from_millis(arg(1).parse().unwrap_or(0)))),
             "timer-every" => answer(timers::repeating(
                 arg(0),
@@ -180,6 +191,17 @@ impl Plugin for Probe {
     }
 
     fn http(req: HttpRequest) -> HttpResponse {
+        // `POST /cmd/NAME` with the arguments as the body runs a command (relay scope has no other way in).
+        if let Some(name) = req.path.strip_prefix("/cmd/") {
+            let answer = Self::command(Command {
+                name: name.into(),
+                args: String::from_utf8_lossy(&req.body).into_owned(),
+                conversation: String::new(),
+                sender: String::new(),
+            })
+            .unwrap_or_else(|| format!("no command {name}"));
+            return HttpResponse { status: 200, headers: vec![], body: answer.into_bytes() };
+        }
         let body = format!(
             "{} {} ?{} {}",
             req.method,
@@ -195,6 +217,8 @@ impl Plugin for Probe {
     }
 
     fn timer(t: TimerFired) {
+        // Seen through kv where there is no one to post to (relay scope).
+        let _ = kv::set_string("last-timer", &t.name);
         let _ = messaging::post("timers", &format!("fired {} {}", t.id, t.name));
     }
 }
