@@ -49,4 +49,6 @@ fn auth_payload_corpus() {
         let _ = serde_json::from_slice::<XxAuth>(&data);
     }
     assert!(serde_json::from_slice::<IkAuth>(&corpus("auth_payload")[0].1).is_ok(), "the IK seed parses");
+    let sso = corpus("auth_payload").into_iter().find(|(name, _)| name == "xx_sso_login").expect("the SSO login seed");
+    assert!(serde_json::from_slice::<XxAuth>(&sso.1).is_ok(), "the SSO login seed parses");
 }

@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use imfree_plugin_host::{AccountDirectory, AccountError, ExternalIdentity, Profile};
 use imfree_proto::{Limits, validate_user_name};
 use imfree_store::{AccountProfile, AuditEvent, ExternalIdentityRef, RelayStore, StoreError, UserRecord};
 use rand_core::{OsRng, RngCore};
@@ -166,6 +167,55 @@ impl RelayAccounts {
     }
 }
 
+/// What relay-scope plugins reach through the `accounts` capability: the methods above, with the WIT types.
+#[async_trait::async_trait]
+impl AccountDirectory for RelayAccounts {
+    async fn find_linked(&self, identity: &ExternalIdentity) -> Result<Option<String>, AccountError> {
+        RelayAccounts::find_linked(self, &identity_ref(identity)).await.map_err(Into::into)
+    }
+
+    async fn exists(&self, name: &str) -> Result<bool, AccountError> {
+        RelayAccounts::exists(self, name).await.map_err(Into::into)
+    }
+
+    async fn provision(&self, name: &str, identity: &ExternalIdentity, profile: &Profile) -> Result<(), AccountError> {
+        RelayAccounts::provision(self, name, &identity_ref(identity), &account_profile(profile)).await.map_err(Into::into)
+    }
+
+    async fn link(&self, name: &str, identity: &ExternalIdentity) -> Result<(), AccountError> {
+        RelayAccounts::link(self, name, &identity_ref(identity)).await.map_err(Into::into)
+    }
+
+    async fn update_profile(&self, name: &str, profile: &Profile) -> Result<(), AccountError> {
+        RelayAccounts::update_profile(self, name, &account_profile(profile)).await.map_err(Into::into)
+    }
+
+    async fn issue_login_code(&self, name: &str, client_challenge: &str) -> Result<String, AccountError> {
+        RelayAccounts::issue_login_code(self, name, client_challenge).await.map_err(Into::into)
+    }
+
+    async fn revoke_sessions(&self, name: &str) -> Result<u32, AccountError> {
+        RelayAccounts::revoke_sessions(self, name).await.map_err(Into::into)
+    }
+}
+
+impl From<DirectoryError> for AccountError {
+    fn from(e: DirectoryError) -> Self {
+        match e {
+            DirectoryError::Invalid(m) => AccountError::Invalid(m),
+            DirectoryError::Unavailable(m) => AccountError::Unavailable(m),
+        }
+    }
+}
+
+fn identity_ref(identity: &ExternalIdentity) -> ExternalIdentityRef {
+    ExternalIdentityRef { issuer: identity.issuer.clone(), subject: identity.subject.clone() }
+}
+
+fn account_profile(profile: &Profile) -> AccountProfile {
+    AccountProfile { display_name: profile.display_name.clone(), email: profile.email.clone(), groups: profile.groups.clone() }
+}
+
 /// Lengths the store accepts for an identity's parts and profile fields; the limits keep a misbehaving plugin from
 /// filling the database.
 const MAX_IDENTITY_LEN: usize = 512;
@@ -242,6 +292,21 @@ mod tests {
         let log = store.audit_log(&imfree_store::AuditFilter { limit: 10, ..Default::default() }).await.unwrap();
         let actions: Vec<_> = log.iter().map(|r| (r.event.action.as_str(), r.event.subject.as_deref())).collect();
         assert_eq!(actions, vec![("account.link", Some("alice")), ("account.provision", Some("alice"))]);
+    }
+
+    #[tokio::test]
+    async fn the_plugin_host_trait_reaches_the_same_directory() {
+        let (_dir, d, store) = directory().await;
+        let directory: Arc<dyn AccountDirectory> = Arc::new(d);
+        let id = ExternalIdentity { issuer: "https://idp.example".into(), subject: "9".into() };
+        let profile = Profile { display_name: Some("Dee".into()), email: None, groups: vec!["ops".into()] };
+        directory.provision("dee", &id, &profile).await.unwrap();
+        assert_eq!(directory.find_linked(&id).await.unwrap().as_deref(), Some("dee"));
+        let e = directory.provision("dee", &id, &profile).await.unwrap_err();
+        assert!(matches!(e, AccountError::Invalid(_)), "{e:?}");
+        let user = store.user_by_name("dee").await.unwrap().unwrap();
+        assert_eq!(store.profile(user.id).await.unwrap().unwrap().groups, vec!["ops".to_owned()]);
+        assert_eq!(directory.revoke_sessions("dee").await.unwrap(), 0);
     }
 
     #[tokio::test]

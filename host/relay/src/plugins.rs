@@ -140,7 +140,8 @@ impl RelayPlugins {
             kv: Arc::new(RelayKv(Arc::clone(&self.store))),
             clock: Arc::new(SystemClock),
             incidents: Arc::clone(&self.incidents) as Arc<dyn IncidentSink>,
-            accounts: Arc::new(imfree_plugin_host::NoAccounts),
+            // Single sign-on: the relay's accounts, behind the manifest's `accounts` capability and its grant.
+            accounts: Arc::new(self.accounts.clone()),
             conversations: Arc::new(imfree_plugin_host::NoConversations),
         };
         let host = PluginHost::new(options, services).map_err(|e| anyhow::anyhow!("cannot start the plugin runtime: {e}"))?;
