@@ -87,6 +87,7 @@ pub(crate) async fn run(args: AdminArgs) -> anyhow::Result<()> {
                 let (issuers, groups) = match store.user_by_name(&u.name).await? {
                     Some(record) => {
                         let mut issuers: Vec<String> = store.identities_of(record.id).await?.into_iter().map(|i| i.issuer).collect();
+                        issuers.sort();
                         issuers.dedup();
                         let groups = store.profile(record.id).await?.map(|p| p.groups).unwrap_or_default();
                         (issuers, groups)

@@ -16,7 +16,7 @@ use imfree_proto::auth::sso_challenge;
 use imfree_relay::accounts::RelayAccounts;
 use imfree_store::{AccountProfile, ExternalIdentityRef, RelayStore, SqliteStore};
 
-use crate::common::{RelayProc, bin, client_with, ok, register, tempdir};
+use crate::common::{RelayProc, bin, client_with, guest_wasm, ok, register, tempdir};
 
 const ISSUER: &str = "https://idp.example.test";
 
@@ -265,4 +265,30 @@ fn list_sso_says_when_the_relay_offers_no_single_sign_on() {
     // Password and SSO options do not mix.
     let out = client_with(&dir.path().join("h"), &["login", "--sso", "corp", "--user", "sam", "--server", &relay.url], "", &[]);
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("cannot be used with"), "{out:?}");
+}
+
+/// The relay gives relay-scope plugins its own account directory (not the refusing default) when the manifest asks
+/// for `accounts` and the operator grants it: the host's probe guest asks whether accounts exist.
+#[test]
+fn a_relay_plugin_granted_accounts_reaches_the_relays_directory() {
+    let dir = tempdir();
+    std::fs::create_dir_all(dir.path().join("probe")).unwrap();
+    std::fs::copy(guest_wasm("guest-probe"), dir.path().join("probe/probe.wasm")).unwrap();
+    std::fs::write(
+        dir.path().join("probe/plugin.toml"),
+        "name = \"probe\"\nversion = \"1.0.0\"\napi = \"0.2.0\"\nscopes = [\"relay\"]\nhooks = [\"http\"]\n[capabilities]\naccounts = true\n",
+    )
+    .unwrap();
+    let config = dir.path().join("imfree.toml");
+    std::fs::write(&config, "[plugins.probe]\npath = \"probe/probe.wasm\"\ngrants = { accounts = true }\n").unwrap();
+    let relay = RelayProc::start(&dir.path().join("data"), Some(&config));
+    register(&relay, &dir.path().join("alice"), "alice", "correct horse battery");
+    let probe = |name: &str, args: &str| {
+        let url = format!("{}/plugins/probe/cmd/{name}", relay.url.replacen("wss://", "https://", 1));
+        let out = Command::new("curl").args(["-sk", "--max-time", "20", "--data-binary", args, &url]).output().expect("curl");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    crate::common::wait_until("the probe plugin loads", || probe("account-exists", "alice").starts_with("ok"));
+    assert_eq!(probe("account-exists", "alice"), "ok true");
+    assert_eq!(probe("account-exists", "nobody"), "ok false");
 }
