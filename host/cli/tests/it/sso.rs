@@ -1,4 +1,4 @@
-//! Single sign-on end to end: the sso plugin (plugins/sso, built from source for wasm32-wasip2) in a real relay, two
+//! Single sign-on end to end: the sso plugin bundled in the binary (plugins/sso) in a real relay, two
 //! real OpenID Connect providers on loopback (npm oidc-provider, host/cli/tests/oidc/provider.mjs), the real
 //! `imfree client login --sso`, and a browser played by this test: it follows redirects, keeps cookies, and pins the
 //! relay's self-signed certificate by fingerprint as the client does.
@@ -286,16 +286,10 @@ fn world() -> World {
     let corp = Idp::start(dir.path(), "corp", &callback, corp_users());
     let lab = Idp::start(dir.path(), "lab", &callback, lab_users());
 
-    // The plugin, built from source, with its manifest.
-    let plugin_dir = dir.path().join("sso");
-    std::fs::create_dir_all(&plugin_dir).unwrap();
-    std::fs::copy(guest_wasm("sso"), plugin_dir.join("sso.wasm")).unwrap();
-    std::fs::copy(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../plugins/sso/plugin.toml"), plugin_dir.join("plugin.toml")).unwrap();
-
     let config = format!(
         r#"
+# No path: the sso plugin bundled in the imfree binary (built from plugins/sso by build.rs).
 [plugins.sso]
-path = "sso/sso.wasm"
 
 [plugins.sso.grants]
 kv = true
