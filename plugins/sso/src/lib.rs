@@ -124,14 +124,12 @@ impl openidconnect::SyncHttpClient for HostHttp {
 /// The provider's discovery document, from kv when fresh, else fetched (and stored).
 fn discovery(provider: &ProviderConfig) -> Result<Discovery, Refusal> {
     let key = format!("discovery/{}", provider.id);
-    if let Ok(Some(bytes)) = kv::get(&key) {
-        if let Ok(cached) = serde_json::from_slice::<CachedDiscovery>(&bytes) {
-            if now().timestamp() - cached.fetched < DISCOVERY_TTL_SECS {
-                if let Ok(d) = oidc::parse_discovery(&provider.issuer, cached.document.as_bytes()) {
-                    return Ok(d);
-                }
-            }
-        }
+    if let Ok(Some(bytes)) = kv::get(&key)
+        && let Ok(cached) = serde_json::from_slice::<CachedDiscovery>(&bytes)
+        && now().timestamp() - cached.fetched < DISCOVERY_TTL_SECS
+        && let Ok(d) = oidc::parse_discovery(&provider.issuer, cached.document.as_bytes())
+    {
+        return Ok(d);
     }
     let url = oidc::discovery_url(&provider.issuer);
     let response = http::get(&url, &[("accept", "application/json")]).map_err(|e| {
@@ -145,10 +143,10 @@ fn discovery(provider: &ProviderConfig) -> Result<Discovery, Refusal> {
     }
     let parsed = oidc::parse_discovery(&provider.issuer, &response.body)?;
     let cached = CachedDiscovery { fetched: now().timestamp(), document: response.text() };
-    if let Ok(bytes) = serde_json::to_vec(&cached) {
-        if let Err(e) = kv::set(&key, &bytes) {
-            log::warn(&format!("sso: cannot cache the discovery document of {}: {}", provider.id, e.describe()));
-        }
+    if let Ok(bytes) = serde_json::to_vec(&cached)
+        && let Err(e) = kv::set(&key, &bytes)
+    {
+        log::warn(&format!("sso: cannot cache the discovery document of {}: {}", provider.id, e.describe()));
     }
     Ok(parsed)
 }
@@ -337,16 +335,13 @@ fn finish_login(pending: &PendingLogin, query: &[(String, String)]) -> Result<St
         ));
     }
     let discovery = discovery(&provider)?;
-    let verified = oidc::exchange_and_verify(
-        &HostHttp,
-        &provider,
-        &discovery,
-        &callback_url(),
+    let grant = oidc::CodeGrant {
         code,
-        &pending.pkce_verifier,
-        &pending.nonce,
-        started,
-    )?;
+        pkce_verifier: &pending.pkce_verifier,
+        nonce: &pending.nonce,
+        login_started: started,
+    };
+    let verified = oidc::exchange_and_verify(&HostHttp, &provider, &discovery, &callback_url(), &grant)?;
 
     // Replay: a nonce is accepted once, and remembered until its token expires.
     let nonce_key = format!("nonce/{}", pending.nonce);
@@ -474,10 +469,10 @@ impl Plugin for Sso {
             log::warn("sso: no providers are configured");
         }
         // Every fresh instance runs init: replace the sweep timer rather than add another.
-        if let Ok(Some(id)) = kv::get_string("sweep-timer") {
-            if let Ok(id) = id.parse() {
-                let _ = timers::cancel(id);
-            }
+        if let Ok(Some(id)) = kv::get_string("sweep-timer")
+            && let Ok(id) = id.parse()
+        {
+            let _ = timers::cancel(id);
         }
         match timers::repeating("sweep", Duration::from_secs(60)) {
             Ok(id) => {

@@ -177,7 +177,20 @@ impl Verified {
     }
 }
 
-/// Exchange `code` (with the PKCE verifier) and verify the ID token: signature against the provider's current
+/// What the callback brings and the pending login kept: the code and what it must be checked against.
+#[derive(Debug, Clone, Copy)]
+pub struct CodeGrant<'a> {
+    /// The authorization code from the callback.
+    pub code: &'a str,
+    /// The PKCE verifier made at `/login`.
+    pub pkce_verifier: &'a str,
+    /// The nonce the ID token must carry.
+    pub nonce: &'a str,
+    /// When `/login` ran: the token may not be issued before.
+    pub login_started: DateTime<Utc>,
+}
+
+/// Exchange the code (with the PKCE verifier) and verify the ID token: signature against the provider's current
 /// keys with only the allowed algorithms, `iss`, `aud` (and `azp` when there are several audiences), `exp`, `iat`
 /// (not before the login started, not in the future) and `nonce`.
 pub fn exchange_and_verify<C: SyncHttpClient>(
@@ -185,10 +198,7 @@ pub fn exchange_and_verify<C: SyncHttpClient>(
     provider: &ProviderConfig,
     discovery: &Discovery,
     callback_url: &str,
-    code: &str,
-    pkce_verifier: &str,
-    nonce: &str,
-    login_started: DateTime<Utc>,
+    grant: &CodeGrant<'_>,
 ) -> Result<Verified, Refusal> {
     let mut discovery = discovery.clone();
     let jwks = JsonWebKeySet::<CoreJsonWebKey>::fetch(discovery.metadata.jwks_uri(), http)
@@ -197,9 +207,9 @@ pub fn exchange_and_verify<C: SyncHttpClient>(
     let client = client(provider, &discovery, callback_url)?;
 
     let response = client
-        .exchange_code(AuthorizationCode::new(code.to_owned()))
+        .exchange_code(AuthorizationCode::new(grant.code.to_owned()))
         .map_err(|e| Refusal::new("provider_unavailable", format!("the provider has no token endpoint: {e}")))?
-        .set_pkce_verifier(PkceCodeVerifier::new(pkce_verifier.to_owned()))
+        .set_pkce_verifier(PkceCodeVerifier::new(grant.pkce_verifier.to_owned()))
         .request(http)
         .map_err(|e| exchange_refusal(&e))?;
     let raw = response
@@ -216,7 +226,7 @@ pub fn exchange_and_verify<C: SyncHttpClient>(
             .map_err(|_| Refusal::new("server_error", format!("algorithm {name:?} is unknown")))?;
         algorithms.push(alg);
     }
-    let not_before = login_started - Duration::seconds(CLOCK_SKEW_SECS);
+    let not_before = grant.login_started - Duration::seconds(CLOCK_SKEW_SECS);
     let verifier = client
         .id_token_verifier()
         .set_allowed_algs(algorithms)
@@ -230,7 +240,7 @@ pub fn exchange_and_verify<C: SyncHttpClient>(
                 Ok(())
             }
         });
-    let claims = token.claims(&verifier, &Nonce::new(nonce.to_owned())).map_err(refusal_for)?;
+    let claims = token.claims(&verifier, &Nonce::new(grant.nonce.to_owned())).map_err(refusal_for)?;
 
     let mut all = claims.additional_claims().claims.clone();
     // The standard claims are parsed into their own fields; put the ones an administrator may name back in.
