@@ -343,8 +343,13 @@ fn finish_login(pending: &PendingLogin, query: &[(String, String)]) -> Result<St
     };
     let verified = oidc::exchange_and_verify(&HostHttp, &provider, &discovery, &callback_url(), &grant)?;
 
-    // Replay: a nonce is accepted once, and remembered until its token expires.
-    let nonce_key = format!("nonce/{}", pending.nonce);
+    // Replay: a token's nonce is accepted once, and remembered until the token expires (keyed by the token's own
+    // claim, so the record holds even if the comparison above were ever wrong).
+    let token_nonce = verified.nonce.as_deref().unwrap_or(&pending.nonce);
+    if !policy::plausible_state(token_nonce) {
+        return Err(Refusal::new("invalid_nonce", "the ID token's nonce is malformed"));
+    }
+    let nonce_key = format!("nonce/{token_nonce}");
     match kv::get(&nonce_key) {
         Ok(Some(_)) => return Err(Refusal::new("nonce_replayed", "this ID token's nonce was already used")),
         Ok(None) => {}

@@ -164,6 +164,8 @@ pub struct Verified {
     pub claims: Map<String, Value>,
     /// Whether `email_verified` was true.
     pub email_verified: bool,
+    /// The token's `nonce` claim (equal to the login's after verification).
+    pub nonce: Option<String>,
 }
 
 impl Verified {
@@ -255,6 +257,7 @@ pub fn exchange_and_verify<C: SyncHttpClient>(
         subject: claims.subject().as_str().to_owned(),
         expires: claims.expiration().timestamp(),
         email_verified: claims.email_verified() == Some(true),
+        nonce: claims.nonce().map(|n| n.secret().clone()),
         claims: all,
     })
 }
