@@ -16,5 +16,6 @@ mod linking;
 mod relay_plugins;
 mod permissions;
 mod search;
+mod sso;
 mod sso_login;
 mod plugin;
