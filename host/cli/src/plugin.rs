@@ -317,11 +317,15 @@ fn plugin_tables(path: &Path) -> anyhow::Result<Vec<(String, Result<PluginConfig
     let Some(plugins) = table.get("plugins") else {
         return Ok(vec![]);
     };
-    // Tables without `path` name a bundled plugin: install them where the relay would.
+    // Tables without `path` name a bundled plugin: install them where the relay would (only then: listing plugins
+    // that all have their own files writes nothing).
     let bundled_dir = imfree_relay::RelayConfig::from_file(path)
         .map(|c| c.bundled_dir())
         .with_context(|| format!("{} is not a valid server configuration", path.display()))?;
-    crate::bundled::install(&bundled_dir)?;
+    let names_bundled = plugins.as_table().is_some_and(|t| t.values().any(|v| v.get("path").is_none()));
+    if names_bundled {
+        crate::bundled::install(&bundled_dir)?;
+    }
     let plugins = plugins
         .as_table()
         .with_context(|| format!("{}: `plugins` must be a table of [plugins.NAME] tables", path.display()))?;

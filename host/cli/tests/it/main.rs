@@ -16,6 +16,7 @@ mod linking;
 mod relay_plugins;
 mod permissions;
 mod search;
+mod sso;
 mod sso_login;
 mod plugin;
 mod webhooks;
