@@ -348,6 +348,9 @@ impl MessageSink for NoMessaging {
     async fn react(&self, _: &PluginIdentity, _: &str, _: &str, _: &str) -> Result<(), SinkError> {
         Err(no_messaging())
     }
+    async fn send(&self, _: &PluginIdentity, _: &imfree_plugin_host::Draft) -> Result<String, SinkError> {
+        Err(no_messaging())
+    }
     async fn post_card(&self, _: &PluginIdentity, _: &str, _: &Card) -> Result<String, SinkError> {
         Err(no_messaging())
     }

@@ -238,8 +238,10 @@ fn a_relay_plugin_uses_each_capability_only_when_asked_for_and_granted() {
     let answer = probe_cmd(&relay, "http-get", &format!("{origin}/hello"));
     assert!(answer.starts_with("ok 200"), "{answer}");
     assert_eq!(server.hits(), 1);
-    let answer = probe_cmd(&relay, "post", "alice hi");
-    assert!(answer.starts_with("err invalid"), "{answer}");
+    for (cmd, args) in [("post", "alice hi"), ("send-markdown", "alice **hi**")] {
+        let answer = probe_cmd(&relay, cmd, args);
+        assert!(answer.starts_with("err invalid") && answer.contains("holds no keys"), "{cmd}: {answer}");
+    }
     // The kv written before the reload is still there.
     assert_eq!(probe_cmd(&relay, "kv-get", "colour"), "ok Some(\"blue\")");
 }
