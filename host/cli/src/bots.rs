@@ -403,13 +403,16 @@ async fn serve(
         let msg = to_plugin_message(&m, &me);
         if m.mime == cards::ACTION_MIME {
             // A button press on one of this bot's cards, sent to the bot by the user who pressed it.
-            match cards::parse_action(&m.body) {
-                Some((message_id, button)) if is_own_card(client, &message_id).await? => {
-                    let conversation = client.store().message(&message_id).await?.map(|c| c.to).unwrap_or_default();
-                    let action = Action { message_id, conversation, button, user: m.from.clone() };
+            let card = match cards::parse_action(&m.body) {
+                Some((message_id, button)) => pressable_card(client.store(), &message_id, &button, &m.from).await?.map(|c| (c, button)),
+                None => None,
+            };
+            match card {
+                Some((card, button)) => {
+                    let action = Action { message_id: card.id, conversation: card.to, button, user: m.from.clone() };
                     let _ = host.action(name, action).await;
                 }
-                _ => tracing::debug!(bot = %name, "press on a message that is not this bot's card; ignored"),
+                None => tracing::debug!(bot = %name, "press on a button of no card of this bot's that the presser can see; ignored"),
             }
         } else if let Some((command, args)) = msg.body.strip_prefix('/').and_then(|c| c.split_once(' ').or(Some((c, "")))) {
             let cmd = Command { name: command.to_owned(), args: args.trim().to_owned(), conversation: msg.conversation.clone(), sender: m.from.clone() };
@@ -454,8 +457,32 @@ pub(crate) async fn filter_posted(host: &PluginHost, me: &str, p: Posted) -> Res
     Ok(Posted { content, ..p })
 }
 
-async fn is_own_card(client: &Client, message_id: &str) -> Result<bool, ClientError> {
-    Ok(client.store().message(message_id).await?.is_some_and(|m| m.outgoing && m.mime == cards::CARD_MIME))
+/// The card a press is for, if the press may reach a plugin: a card this client posted, with that button, that the
+/// presser can see — a member of the card's group (as verified here), or the person it was sent to. Anyone can send
+/// a press for any message id; only these reach the plugin.
+pub(crate) async fn pressable_card(
+    store: &LocalStore,
+    message_id: &str,
+    button: &str,
+    presser: &str,
+) -> Result<Option<StoredMessage>, ClientError> {
+    let Some(card) = store.message(message_id).await?.filter(|c| c.outgoing && c.mime == cards::CARD_MIME) else {
+        return Ok(None);
+    };
+    if !cards::button_ids(&card.body).iter().any(|b| b == button) {
+        return Ok(None);
+    }
+    let sees_it = if card.to.starts_with(imfree_client::groups::GROUP_PREFIX) {
+        match imfree_client::groups::parse_group(&card.to) {
+            Ok(group) => imfree_client::groups::verified_roles(store, &group)
+                .await?
+                .is_some_and(|members| members.iter().any(|(user, _)| user == presser)),
+            Err(_) => false,
+        }
+    } else {
+        card.to == presser
+    };
+    Ok(sees_it.then_some(card))
 }
 
 /// Compose what the plugin posted (each through the plugin's own outgoing-message filter, if it has one) and flush.

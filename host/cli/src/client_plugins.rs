@@ -14,7 +14,7 @@ use imfree_client::Client;
 use imfree_client::store::StoredMessage;
 use imfree_plugin_host::{Action, Command, Grants, Hook, Message, OutgoingOutcome, PluginConfig, PluginHost, PresenceTracker};
 
-use crate::bots::{ClientSink, client_host, filter_posted, to_plugin_message};
+use crate::bots::{ClientSink, client_host, filter_posted, pressable_card, to_plugin_message};
 use crate::cards;
 
 /// The local kv namespace that remembers which plugin posted which card (a dot: no plugin name has one).
@@ -126,14 +126,10 @@ impl ClientPlugins {
     /// A press sent to this user: for a card this user's client posted, the plugin that posted it gets the action.
     async fn pressed(&self, client: &Client, press: &StoredMessage) -> anyhow::Result<()> {
         let Some((message_id, button)) = cards::parse_action(&press.body) else { return Ok(()) };
-        let Some(card) = client.store().message(&message_id).await?.filter(|c| c.outgoing && c.mime == cards::CARD_MIME) else {
-            tracing::debug!("a press on a message that is not one of this client's cards; ignored");
+        let Some(card) = pressable_card(client.store(), &message_id, &button, &press.from).await? else {
+            tracing::debug!("a press on a button of no card of this client's that the presser can see; ignored");
             return Ok(());
         };
-        if !cards::button_ids(&card.body).contains(&button) {
-            tracing::debug!("a press on a button the card does not have; ignored");
-            return Ok(());
-        }
         let Some(plugin) = client.store().kv_get(CARD_OWNERS, &message_id).await? else { return Ok(()) };
         let plugin = String::from_utf8_lossy(&plugin).into_owned();
         let action = Action { message_id, conversation: card.to.clone(), button, user: press.from.clone() };
