@@ -322,9 +322,8 @@ async fn run(
     };
     let (host, sink) = client_host(&client, cache, 4)?;
     let host = Arc::new(host);
-    let serves_http = PluginManifest::from_path(&config.manifest_path()).is_ok_and(|m| m.hooks.contains(&imfree_plugin_host::Hook::Http));
     host.load(config).await?;
-    if serves_http {
+    if host.plugins().iter().any(|p| p.name == name && p.hooks.contains(&imfree_plugin_host::Hook::Http)) {
         routes.register_bot_routes(name, Arc::clone(&host));
     }
     tracing::info!(bot = %name, "bot running");
