@@ -2,7 +2,7 @@
 //!
 //! Implement [`Plugin`] (every hook has a neutral default), list the hooks you implement in `plugin.toml`, and
 //! export the type with [`export_plugin!`]. Build with `cargo build --target wasm32-wasip2 --profile wasm`; the
-//! resulting `.wasm` is a WebAssembly component for the `imfree:plugin/plugin@0.2.0` world (write `api = "0.2.0"` in
+//! resulting `.wasm` is a WebAssembly component for the `imfree:plugin/plugin@0.3.0` world (write `api = "0.3.0"` in
 //! plugin.toml).
 //!
 //! ```ignore
@@ -17,20 +17,21 @@
 //! export_plugin!(Echo);
 //! ```
 //!
-//! Host calls need capabilities: `kv`, `messaging` (also [`conversations`]), `timers` and `accounts` work only when plugin.toml asks for them and the
+//! Host calls need capabilities: `kv`, `messaging` (also [`conversations`]), `timers`, `accounts`, `files` and
+//! `mail` work only when plugin.toml asks for them and the
 //! administrator grants them; otherwise they return [`HostError::Denied`]. `log` and `config` always work.
 //! Outbound HTTP ([`http`], over `wasi:http`) works only for the origins plugin.toml lists under `http.outbound`
 //! and the administrator grants; anything else is an [`http::HttpError::Denied`].
 
 #![deny(missing_docs)]
 
-/// The generated bindings (`wit-bindgen`) for `imfree:plugin/plugin@0.2.0`.
+/// The generated bindings (`wit-bindgen`) for `imfree:plugin/plugin@0.3.0`.
 #[doc(hidden)]
 pub mod bindings {
     #![allow(missing_docs)]
     wit_bindgen::generate!({
-        path: "../wit/imfree-plugin@0.2.0",
-        world: "imfree:plugin/plugin@0.2.0",
+        path: "../wit/imfree-plugin@0.3.0",
+        world: "imfree:plugin/plugin@0.3.0",
         pub_export_macro: true,
         export_macro_name: "__export_plugin_world",
         default_bindings_module: "imfree_plugin_sdk::bindings",
@@ -55,9 +56,14 @@ pub mod http;
 pub mod types {
     pub use crate::bindings::imfree::plugin::types::{
         Action, Button, ButtonStyle, Card, CardField, Command, Draft, Envelope, EnvelopeVerdict, ExternalIdentity,
-        HostError, HttpRequest, HttpResponse, Member, Message, Presence, Profile, Role, StatusChange, TimerFired,
-        Verdict,
+        FileDraft, FileInfo, HostError, HttpRequest, HttpResponse, InboundMail, Member, Message, Presence, Profile,
+        Role, StatusChange, TimerFired, Verdict,
     };
+
+    /// Content type of a reaction delivered to `incoming-message` (body: `{"to", "emoji", "remove"?}`).
+    pub const REACTION_MIME: &str = "application/vnd.imfree.reaction+json";
+    /// Content type of a file message (body: the file's summary as JSON; read it with [`crate::files`]).
+    pub const FILE_MIME: &str = "application/vnd.imfree.file+json";
 }
 
 pub use types::HostError;
@@ -387,6 +393,55 @@ pub mod accounts {
     /// End every session of `name`; how many ended.
     pub fn revoke_sessions(name: &str) -> Result<u32, HostError> {
         raw::revoke_sessions(name)
+    }
+}
+
+/// Files of the bot's conversations (bot and client scopes, capability `files`), end-to-end encrypted by the host.
+pub mod files {
+    use crate::HostError;
+    use crate::bindings::imfree::plugin::files as raw;
+    use crate::types::{FileDraft, FileInfo};
+
+    /// What the file message `message_id` carries.
+    pub fn info(message_id: &str) -> Result<FileInfo, HostError> {
+        raw::info(message_id)
+    }
+    /// The file's contents (at most the administrator's `files-max-bytes`).
+    pub fn read(message_id: &str) -> Result<Vec<u8>, HostError> {
+        raw::read(message_id)
+    }
+    /// Send `data` as the file `name` of type `content_type` into `conversation`; returns the message id.
+    pub fn send(conversation: &str, name: &str, content_type: &str, data: &[u8]) -> Result<String, HostError> {
+        raw::send(&FileDraft {
+            conversation: conversation.to_owned(),
+            name: name.to_owned(),
+            content_type: content_type.to_owned(),
+            data: data.to_vec(),
+        })
+    }
+}
+
+/// E-mail through the administrator's SMTP and IMAP servers (bot scope, capability `mail`).
+pub mod mail {
+    use crate::HostError;
+    use crate::bindings::imfree::plugin::mail as raw;
+    use crate::types::InboundMail;
+
+    /// The address this plugin sends from.
+    pub fn address() -> Result<String, HostError> {
+        raw::address()
+    }
+    /// Submit an RFC 5322 `message` (CRLF line ends) to `recipients`.
+    pub fn send(recipients: &[String], message: &[u8]) -> Result<(), HostError> {
+        raw::send(recipients, message)
+    }
+    /// Up to `max` waiting messages, oldest first; each stays until [`remove`]d.
+    pub fn fetch(max: u32) -> Result<Vec<InboundMail>, HostError> {
+        raw::fetch(max)
+    }
+    /// Remove handled messages by id.
+    pub fn remove(ids: &[String]) -> Result<(), HostError> {
+        raw::remove(ids)
     }
 }
 

@@ -186,6 +186,8 @@ pub(crate) fn client_host(client: &Client, cache: PathBuf, max_instances: u32) -
         incidents: Arc::new(LoggedIncidents),
         accounts: Arc::new(NoAccounts),
         conversations: Arc::new(ClientConversations { store: client.store().clone(), me: client.user().to_owned() }),
+        files: Arc::new(imfree_plugin_host::NoFiles),
+        mail: Arc::new(imfree_plugin_host::NoMail),
     };
     let options = HostOptions { cache_dir: Some(cache), max_instances, ..HostOptions::default() };
     let host = PluginHost::new(options, services).map_err(|e| anyhow::anyhow!("plugin runtime: {e}"))?;

@@ -160,6 +160,8 @@ impl OfflineHost {
             incidents: Arc::new(RecordingIncidents::new()),
             accounts: Arc::new(imfree_plugin_host::NoAccounts),
             conversations: Arc::new(imfree_plugin_host::NoConversations),
+            files: Arc::new(imfree_plugin_host::NoFiles),
+            mail: Arc::new(imfree_plugin_host::NoMail),
         };
         let inspector = ComponentInspector::new(&options).map_err(|e| anyhow::anyhow!("plugin engine: {e:#}"))?;
         let host = PluginHost::new(options, services).map_err(|e| anyhow::anyhow!("plugin engine: {e:#}"))?;
@@ -244,6 +246,8 @@ async fn check(file: &Path, manifest_path: Option<&Path>) -> anyhow::Result<Exit
         messaging: manifest.capabilities.messaging,
         timers: manifest.capabilities.timers,
         accounts: manifest.capabilities.accounts,
+        files: manifest.capabilities.files,
+        mail: manifest.capabilities.mail,
         http_outbound: manifest
             .capabilities
             .http_outbound

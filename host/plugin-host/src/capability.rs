@@ -19,6 +19,10 @@ pub enum Capability {
     Timers,
     /// The relay's accounts (linked identities, provisioning, login codes).
     Accounts,
+    /// Reading and sending the files of the bot's conversations.
+    Files,
+    /// E-mail through the administrator's servers.
+    Mail,
     /// An outbound HTTP request to this URL.
     HttpOutbound(String),
 }
@@ -30,6 +34,8 @@ impl fmt::Display for Capability {
             Capability::Messaging => f.write_str("messaging"),
             Capability::Timers => f.write_str("timers"),
             Capability::Accounts => f.write_str("accounts"),
+            Capability::Files => f.write_str("files"),
+            Capability::Mail => f.write_str("mail"),
             Capability::HttpOutbound(url) => {
                 write!(f, "http.outbound({})", HttpOrigin::redacted(url))
             }
@@ -158,6 +164,8 @@ impl CapabilityCheck {
             Capability::Messaging => (self.requested.messaging, self.granted.messaging),
             Capability::Timers => (self.requested.timers, self.granted.timers),
             Capability::Accounts => (self.requested.accounts, self.granted.accounts),
+            Capability::Files => (self.requested.files, self.granted.files),
+            Capability::Mail => (self.requested.mail, self.granted.mail),
             Capability::HttpOutbound(url) => match HttpOrigin::parse(url) {
                 Ok(target) => (
                     self.requested.http_outbound_any || self.requested.http_outbound.iter().any(|o| o.covers(&target)),
@@ -188,6 +196,8 @@ impl CapabilityCheck {
             (Capability::Messaging, "messaging"),
             (Capability::Timers, "timers"),
             (Capability::Accounts, "accounts"),
+            (Capability::Files, "files"),
+            (Capability::Mail, "mail"),
         ] {
             if self.check(&cap).is_ok() {
                 out.push(name.to_owned());

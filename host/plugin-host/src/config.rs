@@ -35,6 +35,10 @@ pub struct PluginConfig {
     /// What happens when the plugin fails.
     #[serde(default)]
     pub failure: FailureSettings,
+    /// The mail servers of a plugin with the `mail` capability (the embedder connects; the plugin never sees
+    /// these settings).
+    #[serde(default)]
+    pub mail: Option<MailSettings>,
 }
 
 fn yes() -> bool {
@@ -52,6 +56,7 @@ impl PluginConfig {
             settings: BTreeMap::new(),
             limits: Limits::default(),
             failure: FailureSettings::default(),
+            mail: None,
         }
     }
 
@@ -170,6 +175,64 @@ pub enum ConfigError {
     },
 }
 
+/// `[plugins.<name>.mail]`: where a mail plugin's messages go out and come in. Secrets come from files (mode
+/// 0600 is the administrator's business) or the environment, never from this file.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct MailSettings {
+    /// The address the plugin sends from (envelope sender, and the address its mail comes back to).
+    pub from: String,
+    /// Outgoing mail.
+    #[serde(default)]
+    pub smtp: Option<MailServer>,
+    /// The mailbox incoming mail is fetched from.
+    #[serde(default)]
+    pub imap: Option<MailServer>,
+}
+
+/// One mail server.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct MailServer {
+    /// Host name or address.
+    pub host: String,
+    /// Port; defaults by protocol and `tls` (SMTP 587 / 465, IMAP 143 / 993).
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// `starttls` (the default: upgrade, and refuse a server that does not offer it), `tls` (implicit TLS) or
+    /// `none` (plain text; only for loopback test servers).
+    #[serde(default)]
+    pub tls: MailTls,
+    /// A PEM file of extra root certificates to trust (a private CA, a test server's self-signed certificate).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// User name for AUTH / LOGIN; none: no authentication.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// File holding the password (first line).
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// Environment variable holding the password.
+    #[serde(default)]
+    pub password_env: Option<String>,
+    /// IMAP mailbox to read (default `INBOX`).
+    #[serde(default)]
+    pub mailbox: Option<String>,
+}
+
+/// How a mail connection is protected.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MailTls {
+    /// Plain connection upgraded with STARTTLS; a server that does not offer it is refused.
+    #[default]
+    Starttls,
+    /// TLS from the first byte.
+    Tls,
+    /// No TLS at all (loopback test servers).
+    None,
+}
+
 /// What the administrator allows. Everything defaults to refused.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -186,6 +249,12 @@ pub struct Grants {
     /// The relay's accounts (identity plugins: SSO).
     #[serde(default)]
     pub accounts: bool,
+    /// The files of the bot's conversations.
+    #[serde(default)]
+    pub files: bool,
+    /// E-mail through the servers of `[plugins.<name>.mail]`.
+    #[serde(default)]
+    pub mail: bool,
     /// Outbound HTTP origins (`https://host[:port][/path]`).
     #[serde(default)]
     pub http_outbound: Vec<String>,
@@ -221,6 +290,11 @@ pub struct Limits {
     /// Outbound HTTP requests of this plugin in flight at once, across calls (a guest that leaks response
     /// futures cannot pile up connections).
     pub http_max_concurrent: u32,
+    /// Largest file the plugin may read or send through `files`, bytes (it lands in the guest's memory, so keep
+    /// it well under `memory-mib`).
+    pub files_max_bytes: u64,
+    /// Largest e-mail the plugin may send or be handed through `mail`, bytes.
+    pub mail_max_bytes: u64,
 }
 
 impl Default for Limits {
@@ -236,6 +310,8 @@ impl Default for Limits {
             http_timeout_ms: 10_000,
             http_max_requests_per_call: 16,
             http_max_concurrent: 16,
+            files_max_bytes: 16 << 20,
+            mail_max_bytes: 16 << 20,
         }
     }
 }

@@ -76,6 +76,10 @@ pub struct HostServices {
     pub accounts: Arc<dyn AccountDirectory>,
     /// Conversation members and roles (bot and client scopes).
     pub conversations: Arc<dyn ConversationDirectory>,
+    /// Files of the conversations (bot and client scopes; [`crate::NoFiles`] elsewhere).
+    pub files: Arc<dyn crate::FileStore>,
+    /// E-mail through the administrator's servers (bot scope; [`crate::NoMail`] elsewhere).
+    pub mail: Arc<dyn crate::MailTransport>,
 }
 
 /// Why a plugin did not load.

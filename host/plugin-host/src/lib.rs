@@ -24,7 +24,7 @@ mod state;
 pub mod wit;
 
 pub use capability::{Capability, CapabilityCheck, Refusal};
-pub use config::{FailurePolicy, FailureSettings, Grants, Limits, PluginConfig};
+pub use config::{FailurePolicy, FailureSettings, Grants, Limits, MailServer, MailSettings, MailTls, PluginConfig};
 pub use host::{
     EnvelopeOutcome, FailureKind, HookFailure, HostOptions, LoadError, OutgoingOutcome, PluginHost, PluginStatus,
 };
@@ -33,10 +33,11 @@ pub use inspect::{ComponentInspector, ComponentProblem, ComponentReport};
 pub use manifest::{Hook, ManifestError, PluginManifest, Scope};
 pub use presence::PresenceTracker;
 pub use services::{
-    AccountDirectory, AccountError, Clock, ConversationDirectory, KvBackend, KvError, ManualClock, MemoryKv,
-    MessageSink, NoAccounts, NoConversations, PluginIdentity, SinkError, SystemClock,
+    AccountDirectory, AccountError, Clock, ConversationDirectory, FileStore, KvBackend, KvError,
+    MailError, MailTransport, ManualClock, MemoryKv, MessageSink, NoAccounts, NoConversations, NoFiles, NoMail,
+    PluginIdentity, SinkError, SystemClock,
 };
 pub use wit::latest::imfree::plugin::types::{
     Action, Button, ButtonStyle, Card, CardField, Command, Draft, Envelope, EnvelopeVerdict, ExternalIdentity,
-    HttpRequest, HttpResponse, Member, Message, Presence, Profile, Role, StatusChange, TimerFired, Verdict,
+    FileDraft, FileInfo, HttpRequest, InboundMail, HttpResponse, Member, Message, Presence, Profile, Role, StatusChange, TimerFired, Verdict,
 };

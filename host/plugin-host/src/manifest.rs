@@ -112,6 +112,10 @@ pub struct RequestedCapabilities {
     pub timers: bool,
     /// `accounts = true` (relay scope: linked identities, provisioning, login codes; for SSO). Since API 0.2.0.
     pub accounts: bool,
+    /// `files = true` (bot and client scopes: read and send the files of the conversations). Since API 0.3.0.
+    pub files: bool,
+    /// `mail = true` (bot scope: e-mail through the administrator's SMTP and IMAP servers). Since API 0.3.0.
+    pub mail: bool,
     /// `http.outbound = ["https://host[:port][/path]", ...]`.
     pub http_outbound: Vec<HttpOrigin>,
     /// `http.outbound = ["*"]`: whatever origins the administrator grants, for plugins whose targets are the
@@ -262,6 +266,10 @@ struct RawCapabilities {
     #[serde(default)]
     accounts: bool,
     #[serde(default)]
+    files: bool,
+    #[serde(default)]
+    mail: bool,
+    #[serde(default)]
     http: RawHttp,
 }
 
@@ -354,6 +362,8 @@ impl PluginManifest {
                 messaging: raw.capabilities.messaging,
                 timers: raw.capabilities.timers,
                 accounts: raw.capabilities.accounts,
+                files: raw.capabilities.files,
+                mail: raw.capabilities.mail,
                 http_outbound,
                 http_outbound_any: raw.capabilities.http.outbound.iter().any(|e| e == "*"),
             },

@@ -10,7 +10,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 
-use crate::{Card, Draft, ExternalIdentity, Member, Profile};
+use crate::{Card, Draft, ExternalIdentity, FileDraft, FileInfo, InboundMail, Member, Profile};
 
 /// Who is acting: the plugin's name (its bot account and kv namespace) and version.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -148,6 +148,78 @@ impl AccountDirectory for NoAccounts {
         no_accounts()
     }
 }
+
+/// Files of the conversations of a bot or a client: described, fetched (decrypted and checked by the client) and
+/// sent. Provided methods refuse, so an embedder without files (the relay) need not implement them.
+#[async_trait]
+pub trait FileStore: Send + Sync {
+    /// The file message `message_id`.
+    async fn info(&self, bot: &PluginIdentity, message_id: &str) -> Result<FileInfo, SinkError> {
+        let _ = (bot, message_id);
+        Err(SinkError::Invalid("there are no files in this scope".into()))
+    }
+    /// The contents of the file of `message_id`; the host has checked its size against the plugin's limit.
+    async fn read(&self, bot: &PluginIdentity, message_id: &str) -> Result<Vec<u8>, SinkError> {
+        let _ = (bot, message_id);
+        Err(SinkError::Invalid("there are no files in this scope".into()))
+    }
+    /// Send `file`; returns the new message id.
+    async fn send(&self, bot: &PluginIdentity, file: &FileDraft) -> Result<String, SinkError> {
+        let _ = (bot, file);
+        Err(SinkError::Invalid("there are no files in this scope".into()))
+    }
+}
+
+/// A [`FileStore`] for scopes without files (the relay, tests): every call is refused.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoFiles;
+
+impl FileStore for NoFiles {}
+
+/// Why a mail operation failed; the text reaches the guest, so it must not carry secrets (no passwords, no
+/// server greeting that echoes credentials).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MailError {
+    /// Refused for good: a recipient or the message was rejected, or no mail server is configured.
+    #[error("{0}")]
+    Invalid(String),
+    /// Temporarily impossible (server down, 4xx reply); retrying later may work.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// E-mail for a bot-scope plugin through the servers its administrator configured (`[plugins.<name>.mail]`):
+/// the embedder connects, negotiates TLS and authenticates; the plugin sees only messages. Provided methods
+/// refuse, so scopes without mail need not implement it.
+#[async_trait]
+pub trait MailTransport: Send + Sync {
+    /// The plugin's sending address.
+    async fn address(&self, bot: &PluginIdentity) -> Result<String, MailError> {
+        let _ = bot;
+        Err(MailError::Invalid("no mail server is configured for this plugin ([plugins.<name>.mail])".into()))
+    }
+    /// Submit `message` to `recipients`.
+    async fn send(&self, bot: &PluginIdentity, recipients: &[String], message: &[u8]) -> Result<(), MailError> {
+        let _ = (bot, recipients, message);
+        Err(MailError::Invalid("no mail server is configured for this plugin ([plugins.<name>.mail])".into()))
+    }
+    /// Up to `max` waiting messages, oldest first.
+    async fn fetch(&self, bot: &PluginIdentity, max: u32) -> Result<Vec<InboundMail>, MailError> {
+        let _ = (bot, max);
+        Err(MailError::Invalid("no mailbox is configured for this plugin ([plugins.<name>.mail])".into()))
+    }
+    /// Remove handled messages.
+    async fn remove(&self, bot: &PluginIdentity, ids: &[String]) -> Result<(), MailError> {
+        let _ = (bot, ids);
+        Err(MailError::Invalid("no mailbox is configured for this plugin ([plugins.<name>.mail])".into()))
+    }
+}
+
+/// A [`MailTransport`] for scopes without mail: every call is refused.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoMail;
+
+impl MailTransport for NoMail {}
 
 /// Why a kv operation failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -1,5 +1,6 @@
 //! Per-store state: what one plugin instance can reach. Nothing ambient: WASI gets no preopens, no environment,
-//! no arguments, no inherited stdio and no sockets; only what the capability modules expose on top of it.
+//! no arguments, no inherited stdio and no sockets, and its wall clock is the embedder's [`crate::Clock`]; only
+//! what the capability modules expose on top of it.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -100,7 +101,8 @@ impl PluginState {
     pub(crate) fn new(ctx: Arc<PluginContext>) -> Self {
         let memory_bytes = (ctx.limits.memory_mib as usize).saturating_mul(1 << 20);
         PluginState {
-            wasi: WasiCtxBuilder::new().build(),
+            // The guest's wall clock is the host's (a test clock moves the plugin's idea of "now" with its timers).
+            wasi: WasiCtxBuilder::new().wall_clock(HostClock(ctx.services.clock.clone())).build(),
             table: ResourceTable::new(),
             http_ctx: WasiHttpCtx::new(),
             http: OutboundHttp::new(ctx.clone()),
@@ -111,6 +113,18 @@ impl PluginState {
             ctx,
             last_error_log: None,
         }
+    }
+}
+
+/// The embedder's [`crate::Clock`] as WASI's `wall-clock`.
+struct HostClock(Arc<dyn crate::Clock>);
+
+impl wasmtime_wasi::HostWallClock for HostClock {
+    fn resolution(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(1)
+    }
+    fn now(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.0.now_ms())
     }
 }
 

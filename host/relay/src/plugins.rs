@@ -143,6 +143,8 @@ impl RelayPlugins {
             // Single sign-on: the relay's accounts, behind the manifest's `accounts` capability and its grant.
             accounts: Arc::new(self.accounts.clone()),
             conversations: Arc::new(imfree_plugin_host::NoConversations),
+            files: Arc::new(imfree_plugin_host::NoFiles),
+            mail: Arc::new(imfree_plugin_host::NoMail),
         };
         let host = PluginHost::new(options, services).map_err(|e| anyhow::anyhow!("cannot start the plugin runtime: {e}"))?;
         Ok(self.host.get_or_init(|| Arc::new(host)))

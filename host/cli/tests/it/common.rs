@@ -273,7 +273,7 @@ pub fn install_probe(dir: &std::path::Path, name: &str, capabilities: &str) -> S
             r#"
 name = "{name}"
 version = "1.2.3"
-api = "0.2.0"
+api = "0.3.0"
 scopes = ["bot", "client"]
 hooks = ["incoming-message", "outgoing-message", "status-change", "command", "action", "timer"]
 [capabilities]

@@ -175,7 +175,7 @@ grants = {{ {grants} }}
         r#"
 name = "probe"
 version = "1.2.3"
-api = "0.2.0"
+api = "0.3.0"
 scopes = ["relay"]
 hooks = ["relay-envelope", "status-change", "http", "timer"]
 [capabilities]

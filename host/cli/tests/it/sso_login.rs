@@ -276,7 +276,7 @@ fn a_relay_plugin_granted_accounts_reaches_the_relays_directory() {
     std::fs::copy(guest_wasm("guest-probe"), dir.path().join("probe/probe.wasm")).unwrap();
     std::fs::write(
         dir.path().join("probe/plugin.toml"),
-        "name = \"probe\"\nversion = \"1.0.0\"\napi = \"0.2.0\"\nscopes = [\"relay\"]\nhooks = [\"http\"]\n[capabilities]\naccounts = true\n",
+        "name = \"probe\"\nversion = \"1.0.0\"\napi = \"0.3.0\"\nscopes = [\"relay\"]\nhooks = [\"http\"]\n[capabilities]\naccounts = true\n",
     )
     .unwrap();
     let config = dir.path().join("imfree.toml");

@@ -16,7 +16,7 @@ pub(crate) fn add_to_linker(linker: &mut Linker<PluginState>) -> wasmtime::Resul
     conversations::add_to_linker::<PluginState, HasSelf<PluginState>>(linker, |s| s)
 }
 
-fn sink_error(e: SinkError) -> HostError {
+pub(crate) fn sink_error(e: SinkError) -> HostError {
     match e {
         SinkError::Invalid(m) => HostError::Invalid(m),
         SinkError::Unavailable(m) => HostError::Unavailable(m),

@@ -1,7 +1,7 @@
 //! One module per host capability (Spin's "factors"): each owns its WIT `Host` implementation, its grant check
 //! and its linker function, with its tests in the integration suite (`tests/it/capabilities.rs`).
-//! `log` and `config` are always available; `kv`, `messaging` (with `conversations`), `timers`, `accounts` and
-//! outbound `http` need request + grant. [`v0_1`] serves plugins built against the first API version.
+//! `log` and `config` are always available; `kv`, `messaging` (with `conversations`), `timers`, `accounts`, `files`, `mail` and
+//! outbound `http` need request + grant. [`older`] serves plugins built against earlier API versions.
 
 pub mod accounts;
 pub mod config;
@@ -10,7 +10,9 @@ pub mod kv;
 pub mod log;
 pub mod messaging;
 pub mod timers;
-pub mod v0_1;
+pub mod files;
+pub mod mail;
+pub mod older;
 
 use wasmtime::component::{HasSelf, Linker};
 
@@ -31,7 +33,9 @@ pub(crate) fn add_to_linker(linker: &mut Linker<PluginState>) -> wasmtime::Resul
     messaging::add_to_linker(linker)?;
     timers::add_to_linker(linker)?;
     accounts::add_to_linker(linker)?;
-    v0_1::add_to_linker(linker)?;
+    files::add_to_linker(linker)?;
+    mail::add_to_linker(linker)?;
+    older::add_to_linker(linker)?;
     http::add_to_linker(linker)?;
     Ok(())
 }

@@ -124,6 +124,8 @@ async fn accounts_reach_the_embedders_directory_when_requested_and_granted() {
         incidents: Arc::new(RecordingIncidents::new()),
         accounts: accounts.clone(),
         conversations: Arc::new(NoConversations),
+        files: Arc::new(imfree_plugin_host::NoFiles),
+        mail: Arc::new(imfree_plugin_host::NoMail),
     };
     let host = PluginHost::new(HostOptions { max_instances: 4, ..HostOptions::default() }, services).unwrap();
     host.load_bytes(probe_manifest("sso-ish", "accounts = true"), admin("grants = { accounts = true }"), guest("guest-probe"))

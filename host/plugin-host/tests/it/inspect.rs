@@ -32,11 +32,11 @@ fn a_good_component_passes_and_is_described() {
     assert!(report.ok(), "{:?}", report.problems);
     assert!(report.exports.iter().any(|e| e == "incoming-message"));
     assert!(
-        report.imports.iter().any(|i| i == "imfree:plugin/kv@0.2.0"),
+        report.imports.iter().any(|i| i == "imfree:plugin/kv@0.3.0"),
         "{:?}",
         report.imports
     );
-    assert_eq!(report.api_versions.iter().collect::<Vec<_>>(), vec!["0.2.0"]);
+    assert_eq!(report.api_versions.iter().collect::<Vec<_>>(), vec!["0.3.0"]);
 }
 
 #[test]

@@ -15,7 +15,7 @@ fn bad_manifest(name: &str) -> PluginManifest {
         r#"
         name = "{name}"
         version = "6.6.6"
-        api = "0.2.0"
+        api = "0.3.0"
         scopes = ["relay", "bot"]
         hooks = {HOOKS}
         [capabilities]

@@ -170,6 +170,8 @@ fn harness_full(kv: Arc<dyn KvBackend>, cache_dir: Option<PathBuf>, http_extra_r
         incidents: incidents.clone(),
         accounts: Arc::new(imfree_plugin_host::NoAccounts),
         conversations: Arc::new(imfree_plugin_host::NoConversations),
+        files: Arc::new(imfree_plugin_host::NoFiles),
+        mail: Arc::new(imfree_plugin_host::NoMail),
     };
     let options = HostOptions {
         cache_dir,
@@ -192,7 +194,7 @@ pub fn probe_manifest(name: &str, capabilities: &str) -> PluginManifest {
         r#"
         name = "{name}"
         version = "1.2.3"
-        api = "0.2.0"
+        api = "0.3.0"
         scopes = ["relay", "bot"]
         hooks = ["incoming-message", "outgoing-message", "relay-envelope", "status-change", "command", "action", "http", "timer"]
         [capabilities]

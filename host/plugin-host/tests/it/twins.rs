@@ -96,5 +96,5 @@ fn the_twins_ask_for_the_same_things() {
     );
     // The Rust twin follows the SDK to the newest API; the JavaScript one stays on the first, so the same behaviour
     // test also shows a plugin built against 0.1.0 working on this host.
-    assert_eq!((rust.api.as_str(), js.api.as_str()), ("0.2.0", "0.1.0"));
+    assert_eq!((rust.api.as_str(), js.api.as_str()), ("0.3.0", "0.1.0"));
 }
