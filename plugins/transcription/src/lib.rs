@@ -7,8 +7,8 @@
 //! - Long recordings are cut into parts of at most `max-chunk-seconds` ([`ogg`] at page boundaries into
 //!   standalone Ogg Opus streams, [`wav`] at frames), in the quietest place near each limit ([`split`]), sent in
 //!   order and joined.
-//! - The incoming-message hook only queues (in kv, [`job`]); a timer does the requests, a few parts per call, and
-//!   saves progress after each part, so a slow recogniser never holds the bot's loop and a restart loses nothing.
+//! - The incoming-message hook only queues (in kv, [`job`]); a timer does the requests, one part per call, and
+//!   saves progress after each part (one request per call), so a slow recogniser never holds the bot's loop and a restart loses nothing.
 //! - A failure worth retrying (no answer, 408, 429, 5xx) is retried with exponential backoff; the conversation is
 //!   told once that the transcript is delayed. A permanent one (any other 4xx, an answer without a transcript, audio
 //!   that cannot be read) gets one short apology as the reply, and the job is dropped.

@@ -6,7 +6,7 @@
 // canonical ABI; the code written in this module does not.
 #![allow(unsafe_code)]
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use imfree_plugin_sdk::types::{FILE_MIME, HostError, Message, TimerFired};
 use imfree_plugin_sdk::{HostErrorExt, Plugin, config, export_plugin, files, http, kv, log, messaging, timers};
@@ -34,10 +34,10 @@ const TIMER_KEY: &str = "timer";
 const WAKE_KEY: &str = "wake";
 /// The host's shortest repeating interval.
 const MIN_TICK_MS: u64 = 1000;
-/// One timer call starts no request after this long, and at most this many (the host caps requests per call);
-/// what is left is picked up by the next call, armed at once.
-const WORK_BUDGET: Duration = Duration::from_millis(1500);
-const MAX_REQUESTS_PER_CALL: usize = 8;
+/// Requests one timer call makes: one, so that a call lasts about as long as the recogniser takes for one part and
+/// the administrator can size `wall-ms-per-call` for that; what is left is picked up by the next call, armed at
+/// once (progress is saved after every part).
+const MAX_REQUESTS_PER_CALL: usize = 1;
 
 /// The administrator's settings (plugin.toml documents each).
 struct Settings {
@@ -216,7 +216,7 @@ fn arm(at_ms: u64) {
     }
 }
 
-/// Work on what is due, oldest first, within this call's budget; arm a timer for what is left.
+/// Work on what is due, oldest first, within this call's budget of requests; arm a timer for what is left.
 fn work_due() {
     let s = settings();
     let keys = match kv::list_keys(job::PREFIX) {
@@ -226,11 +226,10 @@ fn work_due() {
             return;
         }
     };
-    let started = Instant::now();
     let mut requests = 0usize;
     let mut next_due: Option<u64> = None;
     for key in keys {
-        if requests >= MAX_REQUESTS_PER_CALL || started.elapsed() > WORK_BUDGET {
+        if requests >= MAX_REQUESTS_PER_CALL {
             next_due = Some(now_ms());
             break;
         }
@@ -244,7 +243,7 @@ fn work_due() {
             next_due = Some(next_due.map_or(j.due_ms, |n| n.min(j.due_ms)));
             continue;
         }
-        if let Some(due) = work_on(&key, j, &s, started, &mut requests) {
+        if let Some(due) = work_on(&key, j, &s, &mut requests) {
             next_due = Some(next_due.map_or(due, |n| n.min(due)));
         }
     }
@@ -260,8 +259,8 @@ fn give_up(key: &str, j: &Job, log_line: &str, reply: &str) {
     let _ = kv::delete(key);
 }
 
-/// Transcribe the job's remaining parts while the budget lasts. Returns when it is due again if it stays queued.
-fn work_on(key: &str, mut j: Job, s: &Settings, started: Instant, requests: &mut usize) -> Option<u64> {
+/// Transcribe the job's next part (or post its transcript when all are done). Returns when it is due again if it stays queued.
+fn work_on(key: &str, mut j: Job, s: &Settings, requests: &mut usize) -> Option<u64> {
     let data = match files::read(&j.message) {
         Ok(d) => d,
         Err(HostError::Unavailable(why)) => {
@@ -288,7 +287,7 @@ fn work_on(key: &str, mut j: Job, s: &Settings, started: Instant, requests: &mut
     let url = request::endpoint(&s.base_url);
     let bearer = format!("Bearer {}", s.api_key);
     while j.done.len() < parts.len() {
-        if *requests >= MAX_REQUESTS_PER_CALL || started.elapsed() > WORK_BUDGET {
+        if *requests >= MAX_REQUESTS_PER_CALL {
             let _ = save(key, &j);
             return Some(now_ms());
         }

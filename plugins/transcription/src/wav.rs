@@ -61,11 +61,12 @@ impl<'a> Wav<'a> {
                 let len = if size == 0 || size == u32::MAX as usize { available } else { size.min(available) };
                 return Self::with_format(fmt, &data[body_start..body_start + len]);
             }
-            let body = data.get(body_start..body_start + size).ok_or_else(|| bad("truncated chunk"))?;
+            // Checked: on wasm32 a chunk size near 4 GiB would wrap a plain sum.
+            let body_end = body_start.checked_add(size).filter(|&e| e <= data.len()).ok_or_else(|| bad("truncated chunk"))?;
             if id == b"fmt " {
-                fmt = Some(body);
+                fmt = Some(&data[body_start..body_end]);
             }
-            at = body_start + size + (size & 1);
+            at = body_end + (size & 1);
         }
         Err(bad("no data chunk"))
     }

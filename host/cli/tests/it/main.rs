@@ -19,4 +19,5 @@ mod search;
 mod sso;
 mod sso_login;
 mod plugin;
+mod transcription;
 mod webhooks;
