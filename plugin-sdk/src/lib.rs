@@ -464,4 +464,54 @@ pub mod timers {
     pub fn cancel(id: u64) -> Result<bool, HostError> {
         raw::cancel(id)
     }
+
+    /// Start a repeating timer in place of the one a previous instance of this plugin started (its id is kept in
+    /// kv under `kv_key`): instances come and go (a trap, a reload, a restart), and an `init` that only called
+    /// [`repeating`] would add one more timer each time. Needs the `kv` capability too.
+    pub fn repeating_replacing(name: &str, interval: Duration, kv_key: &str) -> Result<u64, HostError> {
+        if let Ok(Some(old)) = crate::kv::get_string(kv_key)
+            && let Ok(id) = old.parse::<u64>()
+        {
+            let _ = cancel(id);
+        }
+        let id = repeating(name, interval)?;
+        let _ = crate::kv::set_string(kv_key, &id.to_string());
+        Ok(id)
+    }
+
+    /// A pending wake-up older than this is taken as lost (a restart drops timers) and replaced.
+    const WAKE_LOST_AFTER_MS: u64 = 2000;
+
+    fn pending_wake(kv_key: &str) -> Option<(u64, u64)> {
+        let text = crate::kv::get_string(kv_key).ok().flatten()?;
+        let (id, at) = text.split_once(' ')?;
+        Some((id.parse().ok()?, at.parse().ok()?))
+    }
+
+    /// Make sure the once-timer `name` fires by `at_ms` (ms since the epoch; `now_ms` is now) with at most one
+    /// such timer pending (the host caps a plugin's timers): the pending one's id and time are kept in kv under
+    /// `kv_key`; it stays when it fires early enough, and is replaced when something is due earlier. Call
+    /// [`woke`] from the timer hook. A restart drops pending timers: keep a repeating timer as the safety net.
+    pub fn wake_by(name: &str, kv_key: &str, at_ms: u64, now_ms: u64) -> Result<(), HostError> {
+        let at_ms = at_ms.max(now_ms);
+        if let Some((id, at)) = pending_wake(kv_key) {
+            if at <= at_ms && at + WAKE_LOST_AFTER_MS >= now_ms {
+                return Ok(());
+            }
+            if at > at_ms {
+                let _ = cancel(id);
+            }
+        }
+        let id = once(name, Duration::from_millis(at_ms - now_ms))?;
+        let _ = crate::kv::set_string(kv_key, &format!("{id} {at_ms}"));
+        Ok(())
+    }
+
+    /// From the timer hook: forget the wake-up [`wake_by`] armed under `kv_key` if timer `fired_id` is it, so the
+    /// next [`wake_by`] arms a new one.
+    pub fn woke(kv_key: &str, fired_id: u64) {
+        if pending_wake(kv_key).is_some_and(|(id, _)| id == fired_id) {
+            let _ = crate::kv::delete(kv_key);
+        }
+    }
 }

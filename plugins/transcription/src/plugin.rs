@@ -29,7 +29,7 @@ const BOT: &str = "transcription";
 /// The repeating safety-net timer, and the once-timer armed for the next due job.
 const TIMER: &str = "work";
 const TIMER_NOW: &str = "work-now";
-/// kv: the repeating timer's id (a fresh instance replaces it), and the pending once-timer `{"id", "at"}`.
+/// kv: the repeating timer's id (a fresh instance replaces it), and the pending once-timer.
 const TIMER_KEY: &str = "timer";
 const WAKE_KEY: &str = "wake";
 /// The host's shortest repeating interval.
@@ -98,16 +98,8 @@ impl Plugin for Transcription {
     fn init() -> Result<(), String> {
         let s = settings();
         // One repeating timer for the plugin, not one per instance: a fresh instance replaces the previous one's.
-        if let Ok(Some(old)) = kv::get_string(TIMER_KEY)
-            && let Ok(id) = old.parse::<u64>()
-        {
-            let _ = timers::cancel(id);
-        }
-        match timers::repeating(TIMER, Duration::from_millis(s.tick_ms)) {
-            Ok(id) => {
-                let _ = kv::set_string(TIMER_KEY, &id.to_string());
-            }
-            Err(e) => log::warn(&format!("no work timer ({}); queued voice messages wait", e.describe())),
+        if let Err(e) = timers::repeating_replacing(TIMER, Duration::from_millis(s.tick_ms), TIMER_KEY) {
+            log::warn(&format!("no work timer ({}); queued voice messages wait", e.describe()));
         }
         let waiting = kv::list_keys(job::PREFIX).map(|k| k.len()).unwrap_or(0);
         log::info(&format!(
@@ -156,8 +148,8 @@ impl Plugin for Transcription {
     }
 
     fn timer(t: TimerFired) {
-        if t.name == TIMER_NOW && read_wake().is_some_and(|w| w.id == t.id) {
-            let _ = kv::delete(WAKE_KEY);
+        if t.name == TIMER_NOW {
+            timers::woke(WAKE_KEY, t.id);
         }
         if t.name == TIMER || t.name == TIMER_NOW {
             work_due();
@@ -183,36 +175,11 @@ fn save(key: &str, j: &Job) -> bool {
     }
 }
 
-#[derive(serde::Serialize, serde::Deserialize)]
-struct Wake {
-    id: u64,
-    at: u64,
-}
-
-fn read_wake() -> Option<Wake> {
-    kv::get(WAKE_KEY).ok().flatten().and_then(|b| serde_json::from_slice(&b).ok())
-}
-
-/// Make sure the queue is looked at by `at_ms`: one once-timer at the earliest due time, replaced when something
-/// earlier comes (the host caps a plugin's timers); the repeating timer is the safety net if it is lost.
+/// Make sure the queue is looked at by `at_ms` (one pending once-timer at the earliest due time; the repeating
+/// timer is the safety net if it is lost).
 fn arm(at_ms: u64) {
-    let now = now_ms();
-    let at_ms = at_ms.max(now);
-    if let Some(w) = read_wake() {
-        if w.at <= at_ms && w.at + 2 * MIN_TICK_MS >= now {
-            return;
-        }
-        if w.at > at_ms {
-            let _ = timers::cancel(w.id);
-        }
-    }
-    match timers::once(TIMER_NOW, Duration::from_millis(at_ms - now)) {
-        Ok(id) => {
-            if let Ok(bytes) = serde_json::to_vec(&Wake { id, at: at_ms }) {
-                let _ = kv::set(WAKE_KEY, &bytes);
-            }
-        }
-        Err(e) => log::debug(&format!("no wake-up timer ({}); the repeating timer picks the work up", e.describe())),
+    if let Err(e) = timers::wake_by(TIMER_NOW, WAKE_KEY, at_ms, now_ms()) {
+        log::debug(&format!("no wake-up timer ({}); the repeating timer picks the work up", e.describe()));
     }
 }
 

@@ -36,8 +36,8 @@ const TIMER: &str = "deliver";
 const TIMER_NOW: &str = "deliver-now";
 /// kv: the id of the repeating timer (so a fresh instance replaces it instead of adding one).
 const TIMER_KEY: &str = "timer";
-/// kv: the pending once-timer (`{"id", "at"}`) that wakes the queue for the next due delivery, so that at most one
-/// is pending; the repeating timer is the safety net if it is lost (a restart drops timers).
+/// kv: the pending once-timer that wakes the queue for the next due delivery (`timers::wake_by`), so that at most
+/// one is pending; the repeating timer is the safety net if it is lost (a restart drops timers).
 const WAKE_KEY: &str = "wake";
 /// The host's shortest repeating interval.
 const MIN_TICK_MS: u64 = 1000;
@@ -108,16 +108,8 @@ impl Plugin for Webhooks {
         let targets = load_targets(true);
         // One repeating timer for the plugin, not one per instance: a fresh instance (after a trap, a reload or a
         // restart) replaces the previous one's.
-        if let Ok(Some(old)) = kv::get_string(TIMER_KEY)
-            && let Ok(id) = old.parse::<u64>()
-        {
-            let _ = timers::cancel(id);
-        }
-        match timers::repeating(TIMER, Duration::from_millis(s.tick_ms)) {
-            Ok(id) => {
-                let _ = kv::set_string(TIMER_KEY, &id.to_string());
-            }
-            Err(e) => log::warn(&format!("no delivery timer ({}); queued deliveries wait", e.describe())),
+        if let Err(e) = timers::repeating_replacing(TIMER, Duration::from_millis(s.tick_ms), TIMER_KEY) {
+            log::warn(&format!("no delivery timer ({}); queued deliveries wait", e.describe()));
         }
         log::info(&format!("webhooks ready: {} outgoing target(s)", targets.len()));
         Ok(())
@@ -176,8 +168,8 @@ impl Plugin for Webhooks {
     }
 
     fn timer(t: TimerFired) {
-        if t.name == TIMER_NOW && read_wake().is_some_and(|w| w.id == t.id) {
-            let _ = kv::delete(WAKE_KEY);
+        if t.name == TIMER_NOW {
+            timers::woke(WAKE_KEY, t.id);
         }
         if t.name == TIMER || t.name == TIMER_NOW {
             deliver_due();
@@ -221,37 +213,11 @@ impl Plugin for Webhooks {
     }
 }
 
-#[derive(serde::Serialize, serde::Deserialize)]
-struct Wake {
-    id: u64,
-    at: u64,
-}
-
-fn read_wake() -> Option<Wake> {
-    kv::get(WAKE_KEY).ok().flatten().and_then(|b| serde_json::from_slice(&b).ok())
-}
-
 /// Make sure the queue is looked at by `at_ms`: one once-timer at the earliest time anything is due, replaced when
 /// something earlier comes, never one per delivery (the host caps a plugin's timers).
 fn arm(at_ms: u64) {
-    let now = now_ms();
-    let at_ms = at_ms.max(now);
-    if let Some(w) = read_wake() {
-        // Pending and early enough (a wake far in the past was lost, e.g. in a restart: replace it).
-        if w.at <= at_ms && w.at + 2 * MIN_TICK_MS >= now {
-            return;
-        }
-        if w.at > at_ms {
-            let _ = timers::cancel(w.id);
-        }
-    }
-    match timers::once(TIMER_NOW, Duration::from_millis(at_ms - now)) {
-        Ok(id) => {
-            if let Ok(bytes) = serde_json::to_vec(&Wake { id, at: at_ms }) {
-                let _ = kv::set(WAKE_KEY, &bytes);
-            }
-        }
-        Err(e) => log::debug(&format!("no wake-up timer ({}); the repeating timer delivers", e.describe())),
+    if let Err(e) = timers::wake_by(TIMER_NOW, WAKE_KEY, at_ms, now_ms()) {
+        log::debug(&format!("no wake-up timer ({}); the repeating timer delivers", e.describe()));
     }
 }
 
