@@ -64,9 +64,12 @@ pub fn prepare(data: &[u8], mime: &str, declared_ms: Option<u64>, limits: &Limit
     // Parts cut by time may still be too large in bytes (a high bit rate): cut those again, shorter.
     let mut out = Vec::with_capacity(parts.len());
     for part in parts {
-        if part.data.len() <= limits.max_chunk_bytes || part.duration_ms == 0 {
+        if part.data.len() <= limits.max_chunk_bytes {
             out.push(part);
             continue;
+        }
+        if part.duration_ms == 0 {
+            return Err(AudioError::Unsupported(format!("a stretch of {} bytes that cannot be cut smaller", part.data.len())));
         }
         let ratio = part.data.len().div_ceil(limits.max_chunk_bytes.max(1)) as u64 + 1;
         let shorter = (part.duration_ms / ratio).max(1);

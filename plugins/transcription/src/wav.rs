@@ -8,6 +8,9 @@ use crate::{AudioError, Part};
 /// Loudness is measured in windows of 1/50 s (20 ms); cuts fall on window edges.
 const WINDOWS_PER_SECOND: u64 = 50;
 
+/// The highest sample rate accepted (studio recorders go to 384 kHz; more is a damaged header).
+const MAX_RATE: u32 = 384_000;
+
 const FORMAT_PCM: u16 = 1;
 const FORMAT_FLOAT: u16 = 3;
 const FORMAT_EXTENSIBLE: u16 = 0xFFFE;
@@ -87,7 +90,7 @@ impl<'a> Wav<'a> {
             (FORMAT_FLOAT, 32 | 64) => true,
             _ => return Err(AudioError::Unsupported(format!("WAV format {tag} with {bits}-bit samples (use PCM or float)"))),
         };
-        if channels == 0 || rate == 0 || block_align != channels as usize * (bits as usize / 8) {
+        if channels == 0 || !(1..=MAX_RATE).contains(&rate) || block_align != channels as usize * (bits as usize / 8) {
             return Err(bad(format!("inconsistent format: {channels} channel(s), {rate} Hz, {block_align} bytes per frame")));
         }
         let whole = samples.len() / block_align * block_align;
@@ -277,6 +280,10 @@ pub(crate) mod tests {
         assert!(matches!(Wav::parse(&data), Err(AudioError::Unsupported(_))));
         let mut data = wav16(8000, &[0; 10]);
         data[fmt_at + 12..fmt_at + 14].copy_from_slice(&3u16.to_le_bytes());
+        assert!(matches!(Wav::parse(&data), Err(AudioError::Malformed(_))));
+        // A rate from a damaged header (found by the fuzzer: every part measured 0 ms, so none was cut smaller).
+        let mut data = wav16(8000, &[0; 10]);
+        data[fmt_at + 4..fmt_at + 8].copy_from_slice(&0x8000_1f40u32.to_le_bytes());
         assert!(matches!(Wav::parse(&data), Err(AudioError::Malformed(_))));
         let data = wav16(8000, &[]);
         assert!(matches!(Wav::parse(&data).unwrap().split(1000), Err(AudioError::Empty)));
