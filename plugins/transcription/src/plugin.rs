@@ -122,7 +122,13 @@ impl Plugin for Transcription {
         if !job::wanted(&summary, s.audio_files) {
             return;
         }
-        let queued = kv::list_keys(job::PREFIX).map(|k| k.len()).unwrap_or(0);
+        let waiting = kv::list_keys(job::PREFIX).unwrap_or_default();
+        // A message delivered twice (a redelivery after a restart) is queued once.
+        let suffix = format!("-{}", msg.id);
+        if waiting.iter().any(|k| k.ends_with(&suffix)) {
+            return;
+        }
+        let queued = waiting.len();
         if queued >= s.max_queue {
             log::warn(&format!("transcription queue full ({queued} waiting): voice message {} not transcribed", msg.id));
             say(&msg.conversation, &msg.id, "Sorry, too many voice messages are waiting to be transcribed; this one is skipped.");
