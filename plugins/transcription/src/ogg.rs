@@ -145,8 +145,7 @@ impl<'a> OpusStream<'a> {
         let first = pages.first().ok_or_else(|| bad("empty stream"))?;
         let head = parse_head(first)?;
         let serial = first.serial;
-        if let Some(p) = pages.iter().find(|p| p.serial != serial) {
-            let _ = p;
+        if pages.iter().any(|p| p.serial != serial) {
             return Err(AudioError::Unsupported("Ogg with several logical streams (chained or multiplexed)".into()));
         }
         // OpusTags: the second packet, on one or more pages; audio starts on the page after the one it ends on.
@@ -314,8 +313,8 @@ pub(crate) mod tests {
 
     #[test]
     fn crc_matches_the_ogg_reference() {
-        // A page from libogg's test vectors would do; this is the known CRC of "OggS" followed by zeros as
-        // computed by libogg's table (polynomial 0x04c11db7, no reflection).
+        // Polynomial 0x04c11db7, not reflected, initial value 0, no final xor: CRC-32/POSIX (cksum) without its
+        // final inversion, whose check value over "123456789" is 0x765e7680.
         assert_eq!(crc32(b""), 0);
         assert_eq!(crc32(b"123456789"), 0x89a1_897f);
     }
@@ -359,6 +358,28 @@ pub(crate) mod tests {
         assert_eq!(total, 14);
         let first = OpusStream::parse(&parts[0].data).unwrap();
         assert!(matches!(first.pages.len() - first.audio_start, 5 | 6), "cut next to the silent page");
+    }
+
+    #[test]
+    fn a_real_opusenc_stream_splits_into_streams_that_start_at_zero() {
+        // "Hello world." spoken by flite and encoded by opusenc 0.2 (the fuzz seed, after its one-byte knob).
+        let data = &include_bytes!("../fuzz/corpus/audio/hello-world.ogg")[1..];
+        let s = OpusStream::parse(data).unwrap();
+        assert_eq!(s.head.pre_skip, 312);
+        assert!((1000..2000).contains(&s.duration_ms()), "{} ms", s.duration_ms());
+        let audio_pages = s.pages.len() - s.audio_start;
+        let parts = s.split(100).unwrap();
+        assert_eq!(parts.len(), audio_pages, "one page per part at a limit shorter than a page");
+        let mut ms = 0;
+        for part in &parts {
+            let p = OpusStream::parse(&part.data).unwrap();
+            assert_eq!(p.pages[..p.audio_start].iter().map(|p| p.raw).collect::<Vec<_>>(), s.pages[..s.audio_start].iter().map(|p| p.raw).collect::<Vec<_>>(), "headers repeated");
+            let first = &p.pages[p.audio_start];
+            let samples: u64 = first.completed.len() as u64 * 960;
+            assert!(first.granule as u64 <= samples, "starts at zero: granule {} for {samples} samples", first.granule);
+            ms += part.duration_ms;
+        }
+        assert!(ms.abs_diff(s.duration_ms()) <= 10 * parts.len() as u64, "{ms} vs {}", s.duration_ms());
     }
 
     #[test]
