@@ -9,7 +9,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use imfree_plugin_sdk::messaging::CardBuilder;
-use imfree_plugin_sdk::types::{Action, ButtonStyle, Command, Draft, Message, TimerFired, FILE_MIME, REACTION_MIME};
+use imfree_plugin_sdk::types::{Action, ButtonStyle, Command, Message, TimerFired, FILE_MIME, REACTION_MIME};
 use imfree_plugin_sdk::{HostErrorExt, Plugin, config, conversations, export_plugin, files, http, kv, log, messaging, timers};
 use jiff::tz::TimeZone;
 use jiff::{Timestamp, Zoned};
@@ -138,7 +138,12 @@ fn set_json<T: Serialize>(key: &str, value: &T) -> Result<(), String> {
 /// One CalDAV request with the configured credentials.
 fn dav(s: &Settings, method: &str, url: &str, extra: &[(&str, &str)], body: Option<&[u8]>) -> Result<http::Response, String> {
     let auth = caldav::basic_auth(&s.username, &s.password);
+    let length = body.map(|b| b.len().to_string());
     let mut headers: Vec<(&str, &str)> = extra.to_vec();
+    // A length, not chunked transfer: WSGI servers such as radicale's read only a declared length.
+    if let Some(length) = &length {
+        headers.push(("content-length", length));
+    }
     if !s.username.is_empty() {
         headers.push(("authorization", &auth));
     }
@@ -399,14 +404,8 @@ fn on_reaction(msg: &Message) {
     match answer_on_server(&s, &invite, &msg.sender, answer) {
         Ok(Some((stat, view))) => {
             log::info(&format!("event {}: an attendee answered {}", invite.uid, stat.as_ical()));
-            let text = format!("**{}** {} “{}”. Attendees: {}", msg.sender, answer_words(stat), view.title, view.attendee_list());
-            let draft = Draft {
-                conversation: invite.conversation.clone(),
-                content_type: "text/markdown".into(),
-                body: text,
-                reply_to: Some(reaction.to.clone()),
-            };
-            if let Err(e) = messaging::send(&draft) {
+            let text = format!("{} {} “{}”. Attendees: {}", msg.sender, answer_words(stat), view.title, view.attendee_list());
+            if let Err(e) = messaging::reply(&invite.conversation, &reaction.to, &text) {
                 log::warn(&format!("could not reply on invitation {}: {}", reaction.to, e.describe()));
             }
         }
@@ -569,7 +568,7 @@ fn add_from_card(act: &Action) {
     ) {
         Ok(r) if r.is_success() => {
             log::info(&format!("event {uid} added from an .ics card in conversation {}", act.conversation));
-            say(&format!("**{}** added “{}” to the calendar.", act.user, view.title));
+            say(&format!("{} added “{}” to the calendar.", act.user, view.title));
             schedule_reminder(&s, &uid, &act.conversation, &view);
         }
         Ok(r) if r.status == 412 => say(&format!("“{}” is already in the calendar.", view.title)),
@@ -596,13 +595,13 @@ fn remind(t: &TimerFired) {
     let start = Timestamp::from_millisecond(r.start_ms).unwrap_or(Timestamp::UNIX_EPOCH).to_zoned(tz.clone());
     let minutes = (r.start_ms - now + 59_999) / 60_000;
     let text = format!(
-        "⏰ **{}** starts in {minutes} minute{} ({} {}).",
+        "⏰ “{}” starts in {minutes} minute{} ({} {}).",
         r.title,
         if minutes == 1 { "" } else { "s" },
         start.strftime("%H:%M"),
         tz.iana_name().unwrap_or("UTC")
     );
-    if let Err(e) = messaging::post_markdown(&r.conversation, &text) {
+    if let Err(e) = messaging::post(&r.conversation, &text) {
         log::warn(&format!("reminder for {uid} not posted: {}", e.describe()));
     }
 }

@@ -5,6 +5,7 @@
 #![allow(unreachable_pub)]
 
 mod api_versions;
+mod calendar;
 mod capabilities;
 mod hooks;
 mod http;
@@ -12,5 +13,6 @@ mod inspect;
 mod js_guest;
 mod lifecycle;
 mod malicious;
+mod radicale;
 mod support;
 mod twins;
