@@ -31,12 +31,12 @@ mod entropy {
 
 /// The bot's account (bot-scope plugins run as an account named like the plugin).
 const BOT: &str = "calendar";
-/// kv prefixes: invitation cards by message id, reminders by UID, .ics cards by message id, users' time zones.
+/// kv prefixes: invitation cards by message id, reminders by resource name, .ics cards by message id, users' time zones.
 const INVITE_PREFIX: &str = "invite/";
 const REMINDER_PREFIX: &str = "reminder/";
 const ICS_PREFIX: &str = "ics/";
 const TZ_PREFIX: &str = "tz/";
-/// Timer names: `reminder/<uid>`.
+/// Timer names: `reminder/<reminder id>`.
 const REMINDER_TIMER: &str = "reminder/";
 /// The "Add to calendar" button.
 const ADD_BUTTON: &str = "add";
@@ -83,7 +83,7 @@ struct Invite {
     conversation: String,
 }
 
-/// A pending reminder (kv `reminder/<uid>`).
+/// A pending reminder (kv `reminder/<resource name without .ics>`).
 #[derive(Serialize, Deserialize)]
 struct Reminder {
     at_ms: i64,
@@ -166,9 +166,9 @@ fn require_url(s: &Settings) -> Result<(), String> {
     }
 }
 
-/// Schedule (or re-schedule) the reminder for `uid`, replacing any earlier timer for it.
-fn arm_reminder(uid: &str, mut r: Reminder) {
-    let key = format!("{REMINDER_PREFIX}{uid}");
+/// Schedule (or re-schedule) the reminder `id`, replacing any earlier timer for it.
+fn arm_reminder(id: &str, mut r: Reminder) {
+    let key = format!("{REMINDER_PREFIX}{id}");
     if let Some(old) = get_json::<Reminder>(&key) {
         let _ = timers::cancel(old.timer);
     }
@@ -178,22 +178,25 @@ fn arm_reminder(uid: &str, mut r: Reminder) {
         return;
     }
     let delay = (r.at_ms - now).max(0) as u64;
-    match timers::once(&format!("{REMINDER_TIMER}{uid}"), Duration::from_millis(delay)) {
-        Ok(id) => {
-            r.timer = id;
+    match timers::once(&format!("{REMINDER_TIMER}{id}"), Duration::from_millis(delay)) {
+        Ok(timer) => {
+            r.timer = timer;
             if let Err(e) = set_json(&key, &r) {
-                log::error(&format!("could not store the reminder for {uid}: {e}"));
+                log::error(&format!("could not store the reminder for {id}: {e}"));
             }
         }
-        Err(e) => log::warn(&format!("no reminder timer for {uid}: {}", e.describe())),
+        Err(e) => log::warn(&format!("no reminder timer for {id}: {}", e.describe())),
     }
 }
 
-fn schedule_reminder(s: &Settings, uid: &str, conversation: &str, view: &EventView) {
+/// Remind of `view` in `conversation`; `resource` (the event's resource name: bounded and safe, unlike a UID from
+/// a posted file) names the reminder.
+fn schedule_reminder(s: &Settings, resource: &str, conversation: &str, view: &EventView) {
     let Some(start) = &view.start else { return };
+    let id = resource.trim_end_matches(".ics");
     let start_ms = start.timestamp().as_millisecond();
     arm_reminder(
-        uid,
+        id,
         Reminder {
             at_ms: start_ms - s.reminder_minutes * 60_000,
             start_ms,
@@ -298,7 +301,7 @@ fn meet(cmd: &Command) -> String {
         }
         Err(e) => log::warn(&format!("could not post the invitation for {uid}: {}", e.describe())),
     }
-    schedule_reminder(&s, &uid, &cmd.conversation, &view);
+    schedule_reminder(&s, &resource, &cmd.conversation, &view);
     format!("Created “{}”, {}.", view.title, view.when(&tz))
 }
 
@@ -569,7 +572,7 @@ fn add_from_card(act: &Action) {
         Ok(r) if r.is_success() => {
             log::info(&format!("event {uid} added from an .ics card in conversation {}", act.conversation));
             say(&format!("{} added “{}” to the calendar.", act.user, view.title));
-            schedule_reminder(&s, &uid, &act.conversation, &view);
+            schedule_reminder(&s, &resource, &act.conversation, &view);
         }
         Ok(r) if r.status == 412 => say(&format!("“{}” is already in the calendar.", view.title)),
         Ok(r) => say(&status_problem("The event was not added", &r)),
@@ -578,8 +581,8 @@ fn add_from_card(act: &Action) {
 }
 
 fn remind(t: &TimerFired) {
-    let Some(uid) = t.name.strip_prefix(REMINDER_TIMER) else { return };
-    let key = format!("{REMINDER_PREFIX}{uid}");
+    let Some(id) = t.name.strip_prefix(REMINDER_TIMER) else { return };
+    let key = format!("{REMINDER_PREFIX}{id}");
     let Some(r) = get_json::<Reminder>(&key) else { return };
     let now = now_ms();
     // A stale timer (replaced by `init` after a restart) may fire early: only a due reminder is posted, once.
@@ -602,7 +605,7 @@ fn remind(t: &TimerFired) {
         tz.iana_name().unwrap_or("UTC")
     );
     if let Err(e) = messaging::post(&r.conversation, &text) {
-        log::warn(&format!("reminder for {uid} not posted: {}", e.describe()));
+        log::warn(&format!("reminder for {id} not posted: {}", e.describe()));
     }
 }
 
@@ -618,9 +621,9 @@ impl Plugin for Calendar {
         // timer for it, so a fresh instance does not add a second one).
         let keys = kv::list_keys(REMINDER_PREFIX).unwrap_or_default();
         for key in &keys {
-            let Some(uid) = key.strip_prefix(REMINDER_PREFIX) else { continue };
+            let Some(id) = key.strip_prefix(REMINDER_PREFIX) else { continue };
             if let Some(r) = get_json::<Reminder>(key) {
-                arm_reminder(uid, r);
+                arm_reminder(id, r);
             }
         }
         log::info(&format!("calendar ready: {} reminder(s) armed", keys.len()));

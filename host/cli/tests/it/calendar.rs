@@ -5,7 +5,7 @@
 //!
 //! Reminders at the right time are shown under a manual clock in host/plugin-host/tests/it/calendar.rs.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde_json::Value;
 
@@ -13,15 +13,6 @@ use crate::common::*;
 use crate::radicale::{DAV_PASSWORD, DAV_USER, Radicale, line_with};
 
 const CALENDAR: &str = "/alice/calendar/";
-
-fn recv_until(home: &Path, what: &str, mut done: impl FnMut(&[Value]) -> bool) -> Vec<Value> {
-    let mut seen = Vec::new();
-    wait_until(what, || {
-        seen.extend(parse_json_lines(&ok(home, &["recv", "--json"])));
-        done(&seen)
-    });
-    seen
-}
 
 fn from_calendar(messages: &[Value]) -> Vec<&Value> {
     messages.iter().filter(|m| m["from"] == "calendar").collect()
