@@ -98,7 +98,8 @@ pub fn unescape_xml(s: &str) -> String {
             rest = &rest[1..];
             continue;
         }
-        let Some(semi) = rest[..rest.len().min(12)].find(';') else {
+        // Bytes, not a string slice: the 12th byte may fall inside a character.
+        let Some(semi) = rest.bytes().take(12).position(|b| b == b';') else {
             out.push('&');
             rest = &rest[1..];
             continue;
@@ -191,6 +192,8 @@ END:VCALENDAR]]></cal:calendar-data><calendar-data/></prop></propstat></response
         assert_eq!(calendar_data(xml, 1).len(), 1);
         assert!(calendar_data("<calendar-data>unclosed", 5).is_empty());
         assert_eq!(unescape_xml("&bogus; &#xZZ; & &#1114112;"), "&bogus; &#xZZ; & &#1114112;");
+        // Found by the fuzz target: an entity cut inside a multi-byte character.
+        assert_eq!(unescape_xml("&#13\nE\u{fffd}\u{fffd}\u{fffd}\u{fffd};"), "&#13\nE\u{fffd}\u{fffd}\u{fffd}\u{fffd};");
     }
 
     #[test]
