@@ -7,6 +7,7 @@
 mod api_versions;
 mod calendar;
 mod capabilities;
+mod files_mail;
 mod hooks;
 mod http;
 mod inspect;
