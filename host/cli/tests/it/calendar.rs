@@ -119,3 +119,40 @@ fn meet_invites_the_group_and_a_reaction_answers_on_the_caldav_server() {
     assert!(body(&agenda).contains("10:00–10:45 (Europe/Berlin) — Quarterly review"), "{agenda}");
     assert!(agenda.get("group").is_none(), "{agenda}");
 }
+
+#[test]
+fn an_ics_file_posted_in_the_group_becomes_a_card_whose_button_adds_the_event() {
+    let s = Setup::start();
+    let (alice, bob) = (s.user("alice"), s.user("bob"));
+    let g = ok(&alice, &["group", "create", "conference"]).trim().to_owned();
+    ok(&alice, &["group", "add", &g, "bob"]);
+    ok(&alice, &["group", "add", &g, "calendar"]);
+
+    // RFC 5545's meeting example, sent end to end encrypted as a file: the bot's client decrypts it for the plugin.
+    let file = s.dir.path().join("planning.ics");
+    std::fs::write(&file, include_str!("../../../../plugins/calendar/tests/rfc5545/3-mime-meeting.ics")).unwrap();
+    ok(&alice, &["file", "send", &g, file.to_str().unwrap()]);
+    let is_card = |m: &Value| m["from"] == "calendar" && m["mime"] == "application/vnd.imfree.card+json";
+    let at_bob = recv_until(&bob, "the event card", |m| m.iter().any(is_card));
+    let card = at_bob.iter().find(|m| is_card(m)).unwrap();
+    let card_body: Value = serde_json::from_str(body(card)).unwrap();
+    assert_eq!(card_body["title"], "📅 Calendaring Interoperability Planning Meeting");
+    assert_eq!(card_body["buttons"][0]["id"], "add");
+    assert_eq!(card_body["buttons"][0]["label"], "Add to calendar");
+    let fields = card_body["fields"].to_string();
+    assert!(fields.contains("Mon 24 Mar 1997, 13:30–22:00 (Europe/Berlin)"), "{fields}");
+    assert!(fields.contains("LDB Lobby"), "{fields}");
+    assert!(s.dav.objects(CALENDAR).is_empty(), "nothing is added before the press");
+
+    let card_id = card["id"].as_str().unwrap().to_owned();
+    ok(&bob, &["press", &card_id, "add"]);
+    let got = recv_until(&alice, "the confirmation", |m| from_calendar(m).iter().any(|a| body(a).contains("to the calendar")));
+    assert!(from_calendar(&got).iter().any(|a| body(a) == "bob added “Calendaring Interoperability Planning Meeting” to the calendar."), "{got:?}");
+    let objects = s.dav.objects(CALENDAR);
+    assert_eq!(objects.len(), 1);
+    // Named by its UID (radicale lists the `@` percent-encoded).
+    assert!(objects[0].0.ends_with("/uid3%40example.com.ics"), "{}", objects[0].0);
+    assert!(line_with(&objects[0].2, "SUMMARY:", &["Calendaring Interoperability Planning Meeting"]).is_some());
+    assert!(line_with(&objects[0].2, "ATTACH", &["ftp://example.com/pub/conf/bkgrnd.ps"]).is_some(), "{}", objects[0].2);
+    assert!(line_with(&objects[0].2, "METHOD", &[]).is_none(), "a calendar resource carries no METHOD");
+}
