@@ -75,11 +75,12 @@ fn settings() -> Settings {
     }
 }
 
-/// An invitation card (kv `invite/<card message id>`).
+/// An invitation card (kv `invite/<card message id>`). The event is found by its resource name in the configured
+/// collection, so a changed `calendar-url` (a server that moved) is followed.
 #[derive(Serialize, Deserialize)]
 struct Invite {
     uid: String,
-    url: String,
+    resource: String,
     conversation: String,
 }
 
@@ -292,7 +293,7 @@ fn meet(cmd: &Command) -> String {
         Ok(card_id) => {
             let invite = Invite {
                 uid: uid.clone(),
-                url,
+                resource: resource.clone(),
                 conversation: cmd.conversation.clone(),
             };
             if let Err(e) = set_json(&format!("{INVITE_PREFIX}{card_id}"), &invite) {
@@ -431,8 +432,9 @@ fn answer_words(stat: PartStat) -> &'static str {
 /// GET the event, write the answer, PUT it back with `If-Match`; a 412 (someone else changed it) starts over.
 fn answer_on_server(s: &Settings, invite: &Invite, user: &str, answer: Answer) -> Result<Option<(PartStat, EventView)>, String> {
     let person = Person { account: user.to_owned() };
+    let url = caldav::resource_url(&s.calendar_url, &invite.resource);
     for _ in 0..s.update_attempts {
-        let current = dav(s, "GET", &invite.url, &[], None)?;
+        let current = dav(s, "GET", &url, &[], None)?;
         if !current.is_success() {
             return Err(status_problem("the event could not be read", &current));
         }
@@ -445,7 +447,7 @@ fn answer_on_server(s: &Settings, invite: &Invite, user: &str, answer: Answer) -
         if let Some(tag) = etag.as_deref() {
             headers.push(("if-match", tag));
         }
-        let put = dav(s, "PUT", &invite.url, &headers, Some(updated.as_bytes()))?;
+        let put = dav(s, "PUT", &url, &headers, Some(updated.as_bytes()))?;
         if put.status == 412 {
             continue;
         }

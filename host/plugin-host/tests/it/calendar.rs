@@ -3,6 +3,8 @@
 //! reactions (PARTSTAT changed on the server), reminders that fire exactly when due — also after the plugin was
 //! loaded again (a restart) — `/agenda`, and an .ics file shown as a card whose button adds the event.
 
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -10,7 +12,7 @@ use async_trait::async_trait;
 use imfree_plugin_host::host::HostServices;
 use imfree_plugin_host::*;
 
-use crate::radicale::{DAV_PASSWORD, DAV_USER, Radicale, line_with};
+use crate::radicale::{DAV_PASSWORD, DAV_USER, Radicale, dav_request, line_with};
 use crate::support::{RecordingSink, admin, guest};
 
 /// 2026-12-02T08:00:00Z (a Wednesday; 09:00 in Berlin).
@@ -68,10 +70,14 @@ fn manifest() -> PluginManifest {
 }
 
 fn config(dav: &Radicale) -> PluginConfig {
+    config_for(&dav.origin())
+}
+
+/// The plugin's configuration with the CalDAV server at `origin`.
+fn config_for(origin: &str) -> PluginConfig {
     admin(&format!(
         r#"grants = {{ kv = true, messaging = true, timers = true, files = true, http-outbound = ["{origin}"], http-allow-private = true }}
 settings = {{ calendar-url = "{origin}{CALENDAR}", username = "{DAV_USER}", password = "{DAV_PASSWORD}", timezone = "Europe/Berlin", reminder-minutes = 10 }}"#,
-        origin = dav.origin()
     ))
 }
 
@@ -327,4 +333,80 @@ async fn an_ics_file_becomes_a_card_that_adds_the_event() {
         .await;
     assert!(failures.is_empty(), "{failures:?}");
     assert!(h.sink.texts()[3].starts_with("f2: I could not read this calendar file"), "{:?}", h.sink.texts());
+}
+
+/// A loopback HTTP hop in front of radicale that passes every request on, except that after the first GET of an
+/// event it changes that event on radicale (adds a LOCATION, as another calendar client would) before answering
+/// with what it read: the plugin's `If-Match` PUT then meets a real 412 from radicale.
+fn interposer(radicale_port: u16) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut edited = false;
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+            let mut request_line = String::new();
+            if reader.read_line(&mut request_line).is_err() {
+                continue;
+            }
+            let mut parts = request_line.split_whitespace();
+            let (method, path) = (parts.next().unwrap_or("").to_owned(), parts.next().unwrap_or("").to_owned());
+            let mut headers: Vec<(String, String)> = Vec::new();
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line.trim().is_empty() {
+                    break;
+                }
+                if let Some((k, v)) = line.split_once(':') {
+                    headers.push((k.trim().to_ascii_lowercase(), v.trim().to_owned()));
+                }
+            }
+            let length = headers.iter().find(|(k, _)| k == "content-length").and_then(|(_, v)| v.parse().ok()).unwrap_or(0);
+            let mut body = vec![0; length];
+            let _ = reader.read_exact(&mut body);
+            let passed: Vec<(&str, &str)> = headers
+                .iter()
+                .filter(|(k, _)| matches!(k.as_str(), "content-type" | "if-match" | "if-none-match" | "depth"))
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            let answer = dav_request(radicale_port, &method, &path, &passed, &String::from_utf8_lossy(&body));
+            if method == "GET" && !edited {
+                edited = true;
+                let changed = answer.body.replace("END:VEVENT", "LOCATION:Room 4\r\nEND:VEVENT");
+                let put = dav_request(radicale_port, "PUT", &path, &[("Content-Type", "text/calendar")], &changed);
+                assert!(put.status == 201 || put.status == 204, "the concurrent edit: {}", put.status);
+            }
+            let mut out = format!("HTTP/1.1 {} X\r\nConnection: close\r\nContent-Length: {}\r\n", answer.status, answer.body.len());
+            for (k, v) in &answer.headers {
+                if matches!(k.as_str(), "etag" | "content-type") {
+                    out.push_str(&format!("{k}: {v}\r\n"));
+                }
+            }
+            out.push_str("\r\n");
+            out.push_str(&answer.body);
+            let _ = stream.write_all(out.as_bytes());
+        }
+    });
+    port
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_answer_racing_another_edit_is_retried_on_412_and_keeps_both() {
+    let h = start().await;
+    h.command("alice", "meet", "tomorrow 10:00 Sync with @bob").await;
+    let card = h.id_of("card", "Sync");
+    // From now on the plugin reaches radicale through the interposer.
+    let hop = interposer(h.dav.port);
+    assert!(h.host.unload("calendar"));
+    h.host
+        .load_bytes(manifest(), config_for(&format!("http://127.0.0.1:{hop}")), guest("calendar"))
+        .await
+        .expect("loads again");
+    h.react("bob", &card, "👍", false).await;
+    let ics = h.only_event();
+    assert!(line_with(&ics, "LOCATION:", &["Room 4"]).is_some(), "the other edit survives: {ics}");
+    assert!(line_with(&ics, "ATTENDEE", &["mailto:bob@", "PARTSTAT=ACCEPTED"]).is_some(), "the answer is saved: {ics}");
+    let replies: Vec<String> = h.sink.sent().into_iter().filter(|s| s.kind == "reply").map(|s| s.text).collect();
+    assert_eq!(replies, vec![format!("{card}: bob accepted “Sync”. Attendees: bob (accepted)")]);
 }

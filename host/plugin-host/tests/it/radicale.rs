@@ -87,36 +87,7 @@ impl Radicale {
 
     /// One request as [`DAV_USER`].
     pub fn request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> DavResponse {
-        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).expect("connect to radicale");
-        stream.set_read_timeout(Some(Duration::from_secs(60))).expect("timeout");
-        let mut head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\nAuthorization: {AUTHORIZATION}\r\nContent-Length: {}\r\n",
-            self.port,
-            body.len()
-        );
-        for (k, v) in headers {
-            head.push_str(&format!("{k}: {v}\r\n"));
-        }
-        head.push_str("\r\n");
-        stream.write_all(head.as_bytes()).expect("write request");
-        stream.write_all(body.as_bytes()).expect("write body");
-        let mut raw = Vec::new();
-        stream.read_to_end(&mut raw).expect("read response");
-        let text = String::from_utf8_lossy(&raw).into_owned();
-        let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP response");
-        let mut lines = head.split("\r\n");
-        let status = lines
-            .next()
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|s| s.parse().ok())
-            .expect("a status line");
-        let headers: Vec<(String, String)> = lines
-            .filter_map(|l| l.split_once(':'))
-            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-            .collect();
-        let chunked = headers.iter().any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"));
-        let body = if chunked { dechunk(body) } else { body.to_owned() };
-        DavResponse { status, headers, body }
+        dav_request(self.port, method, path, headers, body)
     }
 
     /// MKCALENDAR `path` (e.g. `/alice/calendar/`).
@@ -148,6 +119,39 @@ impl Radicale {
         }
         out
     }
+}
+
+/// One request as [`DAV_USER`] to the radicale on `port` (for helpers that hold only the port).
+pub fn dav_request(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> DavResponse {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to radicale");
+    stream.set_read_timeout(Some(Duration::from_secs(60))).expect("timeout");
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nAuthorization: {AUTHORIZATION}\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).expect("write request");
+    stream.write_all(body.as_bytes()).expect("write body");
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).expect("read response");
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP response");
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .expect("a status line");
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let chunked = headers.iter().any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"));
+    let body = if chunked { dechunk(body) } else { body.to_owned() };
+    DavResponse { status, headers, body }
 }
 
 /// Join folded iCalendar lines.
