@@ -361,8 +361,8 @@ fn agenda(cmd: &Command) -> String {
             // earlier.
             v.recurring
                 || match (&v.start, &v.end) {
-                    (Some(a), Some(b)) => a < &end && b > &start || a == b && a >= &start && a < &end,
-                    (Some(a), None) => a >= &start && a < &end,
+                    (Some(a), Some(b)) => (*a < end && *b > start) || (a == b && *a >= start && *a < end),
+                    (Some(a), None) => *a >= start && *a < end,
                     _ => false,
                 }
         })
