@@ -67,15 +67,21 @@ timezone = "Europe/Berlin"
         register(&self.relay, &home, name, &format!("{name}-password-1"));
         home
     }
+
+    /// alice and bob registered, and a group of alice's with bob and the calendar bot in it.
+    fn group(&self) -> (PathBuf, PathBuf, String) {
+        let (alice, bob) = (self.user("alice"), self.user("bob"));
+        let g = ok(&alice, &["group", "create", "planning"]).trim().to_owned();
+        ok(&alice, &["group", "add", &g, "bob"]);
+        ok(&alice, &["group", "add", &g, "calendar"]);
+        (alice, bob, g)
+    }
 }
 
 #[test]
 fn meet_invites_the_group_and_a_reaction_answers_on_the_caldav_server() {
     let s = Setup::start();
-    let (alice, bob) = (s.user("alice"), s.user("bob"));
-    let g = ok(&alice, &["group", "create", "planning"]).trim().to_owned();
-    ok(&alice, &["group", "add", &g, "bob"]);
-    ok(&alice, &["group", "add", &g, "calendar"]);
+    let (alice, bob, g) = s.group();
 
     ok(&alice, &["send", &g, "/meet tomorrow 10:00 for 45m Quarterly review with @bob"]);
     let got = recv_until(&alice, "the command's answer", |m| from_calendar(m).iter().any(|a| body(a).starts_with("Created")));
@@ -118,15 +124,17 @@ fn meet_invites_the_group_and_a_reaction_answers_on_the_caldav_server() {
     let agenda = from_calendar(&got).into_iter().find(|a| body(a).contains("Agenda")).unwrap().clone();
     assert!(body(&agenda).contains("10:00–10:45 (Europe/Berlin) — Quarterly review"), "{agenda}");
     assert!(agenda.get("group").is_none(), "{agenda}");
+
+    // The server's log names neither the CalDAV password nor what the meeting is about.
+    let log = s.relay.log();
+    assert!(log.contains("calendar"), "the bot logged something");
+    assert!(!log.contains(DAV_PASSWORD) && !log.contains("Quarterly review"), "{log}");
 }
 
 #[test]
 fn an_ics_file_posted_in_the_group_becomes_a_card_whose_button_adds_the_event() {
     let s = Setup::start();
-    let (alice, bob) = (s.user("alice"), s.user("bob"));
-    let g = ok(&alice, &["group", "create", "conference"]).trim().to_owned();
-    ok(&alice, &["group", "add", &g, "bob"]);
-    ok(&alice, &["group", "add", &g, "calendar"]);
+    let (alice, bob, g) = s.group();
 
     // RFC 5545's meeting example, sent end to end encrypted as a file: the bot's client decrypts it for the plugin.
     let file = s.dir.path().join("planning.ics");
