@@ -4,7 +4,8 @@
 //! - `/meet <when> <title> [with @users]` creates a VEVENT (PUT with `If-None-Match: *`) and posts an invitation
 //!   card; 👍/✅ and 👎/❌ reactions on the card set the reacting member's PARTSTAT on the server (GET with its
 //!   ETag, PUT with `If-Match`, again on 412), taking a reaction back sets NEEDS-ACTION again.
-//! - A reminder is posted `reminder-minutes` before each start: a timer, its state in kv, re-armed by `init`.
+//! - A reminder is posted `reminder-minutes` before each start: reminders in kv, one timer for the earliest,
+//!   armed again by `init`.
 //! - `/agenda [today|week]` runs a calendar-query REPORT and lists the events in the user's time zone
 //!   (`/meet tz <Zone>` sets it; the `timezone` setting is the default).
 //! - An `.ics` file posted in the conversation is shown as event cards with an "Add to calendar" button.
@@ -18,6 +19,7 @@
 pub mod caldav;
 pub mod event;
 pub mod ical;
+pub mod reminders;
 pub mod when;
 
 #[cfg(target_arch = "wasm32")]

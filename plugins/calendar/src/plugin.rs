@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::caldav;
 use crate::event::{self, Answer, EventView, NewEvent, PartStat, Person};
 use crate::ical;
+use crate::reminders::{self, Reminder};
 use crate::when::{self, MeetingLimits};
 
 /// `wasi:random/random`, for UIDs (std has no public CSPRNG).
@@ -36,8 +37,9 @@ const INVITE_PREFIX: &str = "invite/";
 const REMINDER_PREFIX: &str = "reminder/";
 const ICS_PREFIX: &str = "ics/";
 const TZ_PREFIX: &str = "tz/";
-/// Timer names: `reminder/<reminder id>`.
-const REMINDER_TIMER: &str = "reminder/";
+/// The one timer that wakes for the earliest reminder, and the kv key holding its id.
+const REMINDER_TIMER: &str = "reminders";
+const REMINDER_TIMER_KEY: &str = "reminder-timer";
 /// The "Add to calendar" button.
 const ADD_BUTTON: &str = "add";
 /// Events one .ics file is shown as at most (each its own card).
@@ -82,16 +84,6 @@ struct Invite {
     uid: String,
     resource: String,
     conversation: String,
-}
-
-/// A pending reminder (kv `reminder/<resource name without .ics>`).
-#[derive(Serialize, Deserialize)]
-struct Reminder {
-    at_ms: i64,
-    start_ms: i64,
-    conversation: String,
-    title: String,
-    timer: u64,
 }
 
 /// An event shown from an .ics file, waiting for "Add to calendar" (kv `ics/<card message id>`).
@@ -167,45 +159,60 @@ fn require_url(s: &Settings) -> Result<(), String> {
     }
 }
 
-/// Schedule (or re-schedule) the reminder `id`, replacing any earlier timer for it.
-fn arm_reminder(id: &str, mut r: Reminder) {
-    let key = format!("{REMINDER_PREFIX}{id}");
-    if let Some(old) = get_json::<Reminder>(&key) {
-        let _ = timers::cancel(old.timer);
-    }
-    let now = now_ms();
-    if r.start_ms <= now {
-        let _ = kv::delete(&key);
-        return;
-    }
-    let delay = (r.at_ms - now).max(0) as u64;
-    match timers::once(&format!("{REMINDER_TIMER}{id}"), Duration::from_millis(delay)) {
-        Ok(timer) => {
-            r.timer = timer;
-            if let Err(e) = set_json(&key, &r) {
-                log::error(&format!("could not store the reminder for {id}: {e}"));
-            }
-        }
-        Err(e) => log::warn(&format!("no reminder timer for {id}: {}", e.describe())),
-    }
-}
-
 /// Remind of `view` in `conversation`; `resource` (the event's resource name: bounded and safe, unlike a UID from
 /// a posted file) names the reminder.
 fn schedule_reminder(s: &Settings, resource: &str, conversation: &str, view: &EventView) {
     let Some(start) = &view.start else { return };
     let id = resource.trim_end_matches(".ics");
     let start_ms = start.timestamp().as_millisecond();
-    arm_reminder(
-        id,
-        Reminder {
-            at_ms: start_ms - s.reminder_minutes * 60_000,
-            start_ms,
-            conversation: conversation.to_owned(),
-            title: view.title.clone(),
-            timer: 0,
-        },
-    );
+    let reminder = Reminder {
+        at_ms: start_ms - s.reminder_minutes * 60_000,
+        start_ms,
+        conversation: conversation.to_owned(),
+        title: view.title.clone(),
+    };
+    if let Err(e) = set_json(&format!("{REMINDER_PREFIX}{id}"), &reminder) {
+        log::error(&format!("could not store the reminder for {id}: {e}"));
+        return;
+    }
+    remind_due();
+}
+
+/// Post the reminders that are due, drop those whose event has started, and arm the one timer for the next
+/// (replacing the previous one, so neither a fresh instance nor a new event adds a second).
+fn remind_due() {
+    let keys = kv::list_keys(REMINDER_PREFIX).unwrap_or_default();
+    let stored: Vec<(String, Reminder)> = keys
+        .iter()
+        .filter_map(|k| Some((k.strip_prefix(REMINDER_PREFIX)?.to_owned(), get_json::<Reminder>(k)?)))
+        .collect();
+    let now = now_ms();
+    let plan = reminders::plan(now, &stored);
+    for id in &plan.expired {
+        let _ = kv::delete(&format!("{REMINDER_PREFIX}{id}"));
+    }
+    for id in &plan.due {
+        if let Some((_, r)) = stored.iter().find(|(k, _)| k == id) {
+            post_reminder(id, r, now);
+        }
+        // Deleted even if posting failed: a reminder that comes late is worth less than none twice.
+        let _ = kv::delete(&format!("{REMINDER_PREFIX}{id}"));
+    }
+    if let Ok(Some(old)) = kv::get_string(REMINDER_TIMER_KEY)
+        && let Ok(old) = old.parse::<u64>()
+    {
+        let _ = timers::cancel(old);
+    }
+    let Some(next) = plan.next_at_ms else {
+        let _ = kv::delete(REMINDER_TIMER_KEY);
+        return;
+    };
+    match timers::once(REMINDER_TIMER, Duration::from_millis((next - now).max(0) as u64)) {
+        Ok(id) => {
+            let _ = kv::set_string(REMINDER_TIMER_KEY, &id.to_string());
+        }
+        Err(e) => log::warn(&format!("no reminder timer ({}); reminders wait for the next start", e.describe())),
+    }
 }
 
 fn invitation_card(view: &EventView, tz: &TimeZone) -> imfree_plugin_sdk::types::Card {
@@ -582,19 +589,7 @@ fn add_from_card(act: &Action) {
     }
 }
 
-fn remind(t: &TimerFired) {
-    let Some(id) = t.name.strip_prefix(REMINDER_TIMER) else { return };
-    let key = format!("{REMINDER_PREFIX}{id}");
-    let Some(r) = get_json::<Reminder>(&key) else { return };
-    let now = now_ms();
-    // A stale timer (replaced by `init` after a restart) may fire early: only a due reminder is posted, once.
-    if now < r.at_ms {
-        return;
-    }
-    let _ = kv::delete(&key);
-    if now >= r.start_ms {
-        return;
-    }
+fn post_reminder(id: &str, r: &Reminder, now: i64) {
     let s = settings();
     let tz = default_zone(&s);
     let start = Timestamp::from_millisecond(r.start_ms).unwrap_or(Timestamp::UNIX_EPOCH).to_zoned(tz.clone());
@@ -619,16 +614,10 @@ impl Plugin for Calendar {
         if s.calendar_url.is_empty() {
             log::warn("calendar-url is not set: /meet and /agenda will say so");
         }
-        // Timers do not survive a restart: arm every stored reminder again (replacing this plugin's earlier
-        // timer for it, so a fresh instance does not add a second one).
-        let keys = kv::list_keys(REMINDER_PREFIX).unwrap_or_default();
-        for key in &keys {
-            let Some(id) = key.strip_prefix(REMINDER_PREFIX) else { continue };
-            if let Some(r) = get_json::<Reminder>(key) {
-                arm_reminder(id, r);
-            }
-        }
-        log::info(&format!("calendar ready: {} reminder(s) armed", keys.len()));
+        // Timers do not survive a restart: arm the reminder timer again from kv (what fell due meanwhile is
+        // posted now, if its event has not started).
+        remind_due();
+        log::info("calendar ready");
         Ok(())
     }
 
@@ -658,7 +647,9 @@ impl Plugin for Calendar {
     }
 
     fn timer(t: TimerFired) {
-        remind(&t);
+        if t.name == REMINDER_TIMER {
+            remind_due();
+        }
     }
 }
 

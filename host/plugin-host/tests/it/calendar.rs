@@ -75,9 +75,15 @@ fn config(dav: &Radicale) -> PluginConfig {
 
 /// The plugin's configuration with the CalDAV server at `origin`.
 fn config_for(origin: &str) -> PluginConfig {
+    config_with(origin, "")
+}
+
+/// The same with extra admin lines (e.g. limits).
+fn config_with(origin: &str, extra: &str) -> PluginConfig {
     admin(&format!(
         r#"grants = {{ kv = true, messaging = true, timers = true, files = true, http-outbound = ["{origin}"], http-allow-private = true }}
-settings = {{ calendar-url = "{origin}{CALENDAR}", username = "{DAV_USER}", password = "{DAV_PASSWORD}", timezone = "Europe/Berlin", reminder-minutes = 10 }}"#,
+settings = {{ calendar-url = "{origin}{CALENDAR}", username = "{DAV_USER}", password = "{DAV_PASSWORD}", timezone = "Europe/Berlin", reminder-minutes = 10 }}
+{extra}"#,
     ))
 }
 
@@ -409,4 +415,28 @@ async fn an_answer_racing_another_edit_is_retried_on_412_and_keeps_both() {
     assert!(line_with(&ics, "ATTENDEE", &["mailto:bob@", "PARTSTAT=ACCEPTED"]).is_some(), "the answer is saved: {ics}");
     let replies: Vec<String> = h.sink.sent().into_iter().filter(|s| s.kind == "reply").map(|s| s.text).collect();
     assert_eq!(replies, vec![format!("{card}: bob accepted “Sync”. Attendees: bob (accepted)")]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn more_pending_reminders_than_the_plugin_may_have_timers_all_fire() {
+    let h = start().await;
+    // Two live timers at most: one event each would leave the third unarmed.
+    let tight = "limits = { cpu-ms-per-call = 10000, wall-ms-per-call = 20000, max-timers = 2 }";
+    assert!(h.host.unload("calendar"));
+    h.host.load_bytes(manifest(), config_with(&h.dav.origin(), tight), guest("calendar")).await.expect("loads");
+    for (time, title) in [("10:00", "One"), ("10:05", "Two"), ("10:10", "Three")] {
+        let answer = h.command("alice", "meet", &format!("tomorrow {time} {title}")).await;
+        assert!(answer.starts_with("Created"), "{answer}");
+    }
+    assert_eq!(h.host.timers().count("calendar"), 1, "one timer for all reminders");
+    for (step, expected) in [(0, 1), (5 * 60_000, 2), (5 * 60_000, 3)] {
+        if step == 0 {
+            h.clock.advance(REMINDER_MS - NOW_MS);
+        } else {
+            h.clock.advance(step);
+        }
+        h.host.fire_due_timers().await;
+        assert_eq!(h.reminders().len(), expected, "{:?}", h.reminders());
+    }
+    assert_eq!(h.reminders()[2], "⏰ “Three” starts in 10 minutes (10:10 Europe/Berlin).");
 }
