@@ -177,7 +177,13 @@ impl ConversationDirectory for ClientConversations {
 
 /// A plugin runtime for a client engine (bot or client scope): posts collected by the returned sink, kv in the
 /// client's own store, incidents in the log.
-pub(crate) fn client_host(client: &Client, cache: PathBuf, max_instances: u32) -> anyhow::Result<(PluginHost, Arc<ClientSink>)> {
+/// `mail` is the plugin's [`crate::mail::transport`] (bot scope) or `NoMail`.
+pub(crate) fn client_host(
+    client: &Client,
+    cache: PathBuf,
+    max_instances: u32,
+    mail: Arc<dyn imfree_plugin_host::MailTransport>,
+) -> anyhow::Result<(PluginHost, Arc<ClientSink>)> {
     let sink = Arc::new(ClientSink::default());
     let services = HostServices {
         messages: Arc::clone(&sink) as Arc<dyn MessageSink>,
@@ -187,7 +193,7 @@ pub(crate) fn client_host(client: &Client, cache: PathBuf, max_instances: u32) -
         accounts: Arc::new(NoAccounts),
         conversations: Arc::new(ClientConversations { store: client.store().clone(), me: client.user().to_owned() }),
         files: Arc::new(imfree_plugin_host::NoFiles),
-        mail: Arc::new(imfree_plugin_host::NoMail),
+        mail,
     };
     let options = HostOptions { cache_dir: Some(cache), max_instances, ..HostOptions::default() };
     let host = PluginHost::new(options, services).map_err(|e| anyhow::anyhow!("plugin runtime: {e}"))?;
@@ -251,11 +257,18 @@ pub(crate) fn start(
                 continue;
             }
         }
+        let mail = match crate::mail::transport(config.mail.as_ref(), base_dir) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::error!(plugin = %name, error = %e, "[plugins.<name>.mail] refused; bot not started");
+                continue;
+            }
+        };
         let (name, url, home) = (name.clone(), relay_url.clone(), bots_dir.join(name));
         let cache = bots_dir.join("plugin-cache");
         let routes = Arc::clone(&routes);
         tokio::spawn(async move {
-            if let Err(e) = run(&name, config, &url, &home, cache, &routes).await {
+            if let Err(e) = run(&name, config, &url, &home, cache, &routes, mail).await {
                 tracing::error!(bot = %name, error = %e, "bot stopped");
             }
         });
@@ -312,6 +325,7 @@ async fn run(
     home: &Path,
     cache: PathBuf,
     routes: &imfree_relay::plugins::RelayPlugins,
+    mail: Arc<dyn imfree_plugin_host::MailTransport>,
 ) -> anyhow::Result<()> {
     let client = loop {
         match open_or_register(name, url, home).await {
@@ -322,7 +336,7 @@ async fn run(
             Err(e) => return Err(e),
         }
     };
-    let (host, sink) = client_host(&client, cache, 4)?;
+    let (host, sink) = client_host(&client, cache, 4, mail)?;
     let host = Arc::new(host);
     host.load(config).await?;
     if host.plugins().iter().any(|p| p.name == name && p.hooks.contains(&imfree_plugin_host::Hook::Http)) {

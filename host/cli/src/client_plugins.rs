@@ -57,7 +57,7 @@ impl ClientPlugins {
                 },
             }
         }
-        let (host, sink) = client_host(client, client.home().dir().join("plugin-cache"), 8)?;
+        let (host, sink) = client_host(client, client.home().dir().join("plugin-cache"), 8, Arc::new(imfree_plugin_host::NoMail))?;
         for file in files {
             let mut config = PluginConfig::new(absolute(file)?);
             config.grants = granted.clone();
