@@ -18,10 +18,11 @@ use imfree_client::{Client, ClientError, Event, Trust, new_envelope_id};
 use imfree_plugin_host::host::HostServices;
 use imfree_plugin_host::services::SinkError;
 use imfree_plugin_host::{
-    Action, Card, Command, ConversationDirectory, Draft, HostOptions, Incident, IncidentSink, KvBackend, KvError, Member,
-    Message, MessageSink, NoAccounts, OutgoingOutcome, PluginConfig, PluginHost, PluginIdentity, PluginManifest,
-    PresenceTracker, Role, Scope, SystemClock,
+    Action, Card, Command, ConversationDirectory, Draft, FileDraft, FileInfo, FileStore, HostOptions, Incident,
+    IncidentSink, KvBackend, KvError, MailTransport, Member, Message, MessageSink, NoAccounts, OutgoingOutcome,
+    PluginConfig, PluginHost, PluginIdentity, PluginManifest, PresenceTracker, Role, Scope, SystemClock,
 };
+use imfree_crypto::file::FileDescriptor;
 use imfree_proto::ErrorCode;
 use imfree_proto::compress::Compression;
 use imfree_proto::content::Content;
@@ -175,15 +176,110 @@ impl ConversationDirectory for ClientConversations {
     }
 }
 
+/// The bot's client, replaced when the bot logs in again; the file store reaches the current one through it.
+pub(crate) type ClientSlot = Arc<Mutex<Arc<Client>>>;
+
+/// The files of a bot's conversations: fetched (every chunk authenticated, the whole file's SHA-256 checked) and
+/// sent by its client engine, through connections of their own beside the bot's session. Downloads land in
+/// `<home>/files/` only while a plugin reads them; uploads are staged in `<home>/outgoing/` until the relay holds
+/// every chunk.
+pub(crate) struct ClientFiles {
+    pub(crate) client: ClientSlot,
+}
+
+impl ClientFiles {
+    fn client(&self) -> Result<Arc<Client>, SinkError> {
+        self.client.lock().map(|c| Arc::clone(&c)).map_err(|_| SinkError::Unavailable("client poisoned".into()))
+    }
+
+    /// The file message `message_id` with its descriptor.
+    async fn file_message(client: &Client, message_id: &str) -> Result<(StoredMessage, FileDescriptor), SinkError> {
+        let m = client
+            .store()
+            .message(message_id)
+            .await
+            .map_err(|e| SinkError::Unavailable(e.to_string()))?
+            .filter(|m| m.mime == imfree_client::files::FILE_MIME)
+            .ok_or_else(|| SinkError::Invalid(format!("{message_id:?} is not a file message this account holds")))?;
+        let d = FileDescriptor::decode(&m.body).map_err(|e| SinkError::Invalid(format!("the file message is unreadable: {e}")))?;
+        Ok((m, d))
+    }
+}
+
+fn file_error(e: ClientError) -> SinkError {
+    match e {
+        ClientError::Io(_) | ClientError::Refused { .. } | ClientError::Store(_) => SinkError::Unavailable(e.to_string()),
+        other => SinkError::Invalid(other.to_string()),
+    }
+}
+
+#[async_trait]
+impl FileStore for ClientFiles {
+    async fn info(&self, _: &PluginIdentity, message_id: &str) -> Result<FileInfo, SinkError> {
+        let client = self.client()?;
+        let (m, d) = Self::file_message(&client, message_id).await?;
+        Ok(FileInfo {
+            message_id: m.id.clone(),
+            conversation: conversation_of(&m, client.user()),
+            sender: m.from.clone(),
+            name: d.name.clone(),
+            content_type: d.mime.clone(),
+            size: d.size,
+            voice: d.voice,
+            duration_ms: d.duration_ms,
+            password_protected: d.needs_password(),
+        })
+    }
+
+    async fn read(&self, _: &PluginIdentity, message_id: &str) -> Result<Vec<u8>, SinkError> {
+        let client = self.client()?;
+        Self::file_message(&client, message_id).await?;
+        let dir = client.home().dir().join("files");
+        std::fs::create_dir_all(&dir).map_err(|e| SinkError::Unavailable(format!("cannot prepare the download folder: {e}")))?;
+        // Named by the message id (unique, no characters a path could misread), removed once read.
+        let dest = dir.join(message_id);
+        let options = imfree_client::files::TransferOptions { retry_for: Duration::from_secs(10), ..Default::default() };
+        let got = client.get_file(message_id, Some(&dest), &options, &imfree_client::files::NoProgress).await.map_err(file_error)?;
+        let data = tokio::fs::read(&got.path).await.map_err(|e| SinkError::Unavailable(format!("cannot read the downloaded file: {e}")));
+        let _ = tokio::fs::remove_file(&got.path).await;
+        data
+    }
+
+    async fn send(&self, _: &PluginIdentity, file: &FileDraft) -> Result<String, SinkError> {
+        let client = self.client()?;
+        imfree_crypto::file::validate_name(&file.name).map_err(|e| SinkError::Invalid(e.to_string()))?;
+        // Staged under a fresh folder so two files of the same name never meet; the upload reads it from there.
+        let staging = client.home().dir().join("outgoing").join(new_envelope_id());
+        std::fs::create_dir_all(&staging).map_err(|e| SinkError::Unavailable(format!("cannot stage the file: {e}")))?;
+        let path = staging.join(&file.name);
+        let result = async {
+            tokio::fs::write(&path, &file.data).await.map_err(|e| SinkError::Unavailable(format!("cannot stage the file: {e}")))?;
+            let options = imfree_client::files::TransferOptions { mime: Some(file.content_type.clone()), retry_for: Duration::from_secs(10), ..Default::default() };
+            client.send_file(&file.conversation, &path, &options, &imfree_client::files::NoProgress).await.map_err(file_error)
+        }
+        .await;
+        let _ = tokio::fs::remove_dir_all(&staging).await;
+        Ok(result?.message_id)
+    }
+}
+
+/// What a scope gives plugins beyond what every client scope has: files and mail (a bot's), or nothing (a person's
+/// client plugins, `imfree admin webhook`).
+pub(crate) struct ScopeServices {
+    pub(crate) files: Arc<dyn FileStore>,
+    pub(crate) mail: Arc<dyn MailTransport>,
+}
+
+impl ScopeServices {
+    /// Neither files nor mail: every call is refused.
+    pub(crate) fn none() -> Self {
+        ScopeServices { files: Arc::new(imfree_plugin_host::NoFiles), mail: Arc::new(imfree_plugin_host::NoMail) }
+    }
+}
+
 /// A plugin runtime for a client engine (bot or client scope): posts collected by the returned sink, kv in the
 /// client's own store, incidents in the log.
-/// `mail` is the plugin's [`crate::mail::transport`] (bot scope) or `NoMail`.
-pub(crate) fn client_host(
-    client: &Client,
-    cache: PathBuf,
-    max_instances: u32,
-    mail: Arc<dyn imfree_plugin_host::MailTransport>,
-) -> anyhow::Result<(PluginHost, Arc<ClientSink>)> {
+pub(crate) fn client_host(client: &Client, cache: PathBuf, max_instances: u32, scope: ScopeServices) -> anyhow::Result<(PluginHost, Arc<ClientSink>)> {
     let sink = Arc::new(ClientSink::default());
     let services = HostServices {
         messages: Arc::clone(&sink) as Arc<dyn MessageSink>,
@@ -192,8 +288,8 @@ pub(crate) fn client_host(
         incidents: Arc::new(LoggedIncidents),
         accounts: Arc::new(NoAccounts),
         conversations: Arc::new(ClientConversations { store: client.store().clone(), me: client.user().to_owned() }),
-        files: Arc::new(imfree_plugin_host::NoFiles),
-        mail,
+        files: scope.files,
+        mail: scope.mail,
     };
     let options = HostOptions { cache_dir: Some(cache), max_instances, ..HostOptions::default() };
     let host = PluginHost::new(options, services).map_err(|e| anyhow::anyhow!("plugin runtime: {e}"))?;
@@ -216,7 +312,11 @@ pub(crate) fn conversation_of(m: &StoredMessage, me: &str) -> String {
 
 /// A stored message as the plugin API shows it.
 pub(crate) fn to_plugin_message(m: &StoredMessage, me: &str) -> Message {
-    let body = String::from_utf8_lossy(&m.body).into_owned();
+    // A file message's descriptor holds the file's key: plugins get its summary, and the file through `files`.
+    let body = match FileDescriptor::decode(&m.body) {
+        Ok(d) if m.mime == imfree_client::files::FILE_MIME => imfree_client::files::file_summary(&d).to_string(),
+        _ => String::from_utf8_lossy(&m.body).into_owned(),
+    };
     Message {
         id: m.id.clone(),
         conversation: conversation_of(m, me),
@@ -325,7 +425,7 @@ async fn run(
     home: &Path,
     cache: PathBuf,
     routes: &imfree_relay::plugins::RelayPlugins,
-    mail: Arc<dyn imfree_plugin_host::MailTransport>,
+    mail: Arc<dyn MailTransport>,
 ) -> anyhow::Result<()> {
     let client = loop {
         match open_or_register(name, url, home).await {
@@ -336,7 +436,10 @@ async fn run(
             Err(e) => return Err(e),
         }
     };
-    let (host, sink) = client_host(&client, cache, 4, mail)?;
+    let client = Arc::new(client);
+    let slot: ClientSlot = Arc::new(Mutex::new(Arc::clone(&client)));
+    let scope = ScopeServices { files: Arc::new(ClientFiles { client: Arc::clone(&slot) }), mail };
+    let (host, sink) = client_host(&client, cache, 4, scope)?;
     let host = Arc::new(host);
     host.load(config).await?;
     if host.plugins().iter().any(|p| p.name == name && p.hooks.contains(&imfree_plugin_host::Hook::Http)) {
@@ -359,7 +462,12 @@ async fn run(
                 // The session ended (expiry, an operator's revocation): log in again with the bot's password.
                 tracing::info!(bot = %name, "bot session ended; logging in again");
                 match relogin(name, url, home).await {
-                    Ok(c) => client = c,
+                    Ok(c) => {
+                        client = Arc::new(c);
+                        if let Ok(mut current) = slot.lock() {
+                            *current = Arc::clone(&client);
+                        }
+                    }
                     Err(e) => {
                         tracing::warn!(bot = %name, error = %e, "bot cannot log in; retrying");
                         tokio::time::sleep(Duration::from_secs(10)).await;

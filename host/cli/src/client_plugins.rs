@@ -57,7 +57,7 @@ impl ClientPlugins {
                 },
             }
         }
-        let (host, sink) = client_host(client, client.home().dir().join("plugin-cache"), 8, Arc::new(imfree_plugin_host::NoMail))?;
+        let (host, sink) = client_host(client, client.home().dir().join("plugin-cache"), 8, crate::bots::ScopeServices::none())?;
         for file in files {
             let mut config = PluginConfig::new(absolute(file)?);
             config.grants = granted.clone();

@@ -202,7 +202,7 @@ struct Imap {
     session: Mutex<Option<Session>>,
 }
 
-/// An IMAP failure: what the log gets, and whether the session is still usable.
+/// An IMAP failure: what the host's log gets, and what the guest is told.
 struct ImapFailure {
     log: String,
     guest: MailError,
@@ -353,13 +353,7 @@ impl Imap {
                     return Ok(Vec::new());
                 }
                 let set = uid_set(&uids);
-                let fetched: Vec<_> = session
-                    .uid_fetch(&set, "(UID BODY.PEEK[])")
-                    .await
-                    .map_err(|e| ImapFailure::unavailable(format!("UID FETCH: {e}")))?
-                    .try_collect()
-                    .await
-                    .map_err(|e| ImapFailure::unavailable(format!("UID FETCH: {e}")))?;
+                let fetched = collect("UID FETCH", session.uid_fetch(&set, "(UID BODY.PEEK[])").await).await?;
                 let mut mails: Vec<(u32, InboundMail)> = fetched
                     .iter()
                     .filter_map(|f| {
@@ -398,32 +392,14 @@ impl Imap {
                     return Ok(());
                 }
                 let set = uid_set(&uids);
-                let _: Vec<_> = session
-                    .uid_store(&set, "+FLAGS.SILENT (\\Deleted)")
-                    .await
-                    .map_err(|e| ImapFailure::unavailable(format!("UID STORE: {e}")))?
-                    .try_collect()
-                    .await
-                    .map_err(|e| ImapFailure::unavailable(format!("UID STORE: {e}")))?;
+                collect("UID STORE", session.uid_store(&set, "+FLAGS.SILENT (\\Deleted)").await).await?;
                 let caps = session.capabilities().await.map_err(|e| ImapFailure::unavailable(format!("CAPABILITY: {e}")))?;
                 // UID EXPUNGE (UIDPLUS) removes only these; plain EXPUNGE would also remove messages someone else
                 // flagged, which is still what \Deleted asks for.
                 if caps.has_str("UIDPLUS") {
-                    let _: Vec<_> = session
-                        .uid_expunge(&set)
-                        .await
-                        .map_err(|e| ImapFailure::unavailable(format!("UID EXPUNGE: {e}")))?
-                        .try_collect()
-                        .await
-                        .map_err(|e| ImapFailure::unavailable(format!("UID EXPUNGE: {e}")))?;
+                    collect("UID EXPUNGE", session.uid_expunge(&set).await).await?;
                 } else {
-                    let _: Vec<_> = session
-                        .expunge()
-                        .await
-                        .map_err(|e| ImapFailure::unavailable(format!("EXPUNGE: {e}")))?
-                        .try_collect()
-                        .await
-                        .map_err(|e| ImapFailure::unavailable(format!("EXPUNGE: {e}")))?;
+                    collect("EXPUNGE", session.expunge().await).await?;
                 }
                 while session.unsolicited_responses.try_recv().is_ok() {}
                 Ok(())
@@ -431,6 +407,15 @@ impl Imap {
         })
         .await
     }
+}
+
+/// Every item of an IMAP response stream, or the failure of `what`.
+async fn collect<T>(
+    what: &str,
+    stream: async_imap::error::Result<impl futures_util::Stream<Item = async_imap::error::Result<T>>>,
+) -> Result<Vec<T>, ImapFailure> {
+    let stream = stream.map_err(|e| ImapFailure::unavailable(format!("{what}: {e}")))?;
+    stream.try_collect().await.map_err(|e| ImapFailure::unavailable(format!("{what}: {e}")))
 }
 
 async fn greeting<T: AsyncRead + AsyncWrite + Unpin + Send + fmt::Debug>(client: &mut async_imap::Client<T>) -> Result<(), ImapFailure> {

@@ -82,7 +82,7 @@ pub(crate) async fn run(config: &RelayConfig, command: WebhookCommand) -> anyhow
     let client = Client::open(Some(&home)).await.map_err(|e| {
         anyhow::anyhow!("the webhooks bot has no account in {} yet ({e}): start `imfree serve` once with the plugin enabled", home.display())
     })?;
-    let (host, _posts) = crate::bots::client_host(&client, bots_dir.join("plugin-cache"), 1, std::sync::Arc::new(imfree_plugin_host::NoMail))?;
+    let (host, _posts) = crate::bots::client_host(&client, bots_dir.join("plugin-cache"), 1, crate::bots::ScopeServices::none())?;
     host.load(plugin).await.map_err(|e| anyhow::anyhow!("the webhooks plugin did not load: {e}"))?;
     let conversation = match &command {
         WebhookCommand::Create { conv, .. } => conv.clone(),

@@ -20,12 +20,12 @@ pub(crate) enum Lang {
 const WIT_FILES: &[(&str, &str)] = &[
     (
         "world.wit",
-        include_str!("../../../../wit/imfree-plugin@0.1.0/world.wit"),
+        include_str!("../../../../wit/imfree-plugin@0.3.0/world.wit"),
     ),
-    ("host.wit", include_str!("../../../../wit/imfree-plugin@0.1.0/host.wit")),
+    ("host.wit", include_str!("../../../../wit/imfree-plugin@0.3.0/host.wit")),
     (
         "types.wit",
-        include_str!("../../../../wit/imfree-plugin@0.1.0/types.wit"),
+        include_str!("../../../../wit/imfree-plugin@0.3.0/types.wit"),
     ),
 ];
 
@@ -458,6 +458,13 @@ The author guide is docs/plugins.md in imfree.
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_javascript_project_gets_the_wit_of_the_version_its_manifest_and_imports_name() {
+        for (file, text) in WIT_FILES {
+            assert!(text.contains(&format!("package imfree:plugin@{};", api())), "{file} is not the newest API's");
+        }
+    }
 
     #[test]
     fn type_names_are_camel_case() {

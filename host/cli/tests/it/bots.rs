@@ -195,3 +195,89 @@ grants = {{ kv = true, http-outbound = ["{origin}"], http-allow-private = true }
     let at_alice = parse_json_lines(&ok(&alice, &["recv", "--json"]));
     assert!(!bodies_from(&at_alice, "probe-denied").contains(&"never".to_owned()), "the refused post was not sent: {at_alice:?}");
 }
+
+/// Files in bot scope: the probe describes and reads what it is sent (decrypted by its own client, which checks the
+/// file's hash) and sends it back; a voice message says so; a file over the administrator's limit is refused before
+/// anything is fetched; a bot without the grant is refused. The relay holds only ciphertext throughout.
+#[test]
+fn a_bot_reads_and_sends_files_within_its_limit_end_to_end() {
+    let dir = tempdir();
+    let probe = install_probe(dir.path(), "probe", "messaging = true\nfiles = true");
+    let denied = install_probe(dir.path(), "probe-denied", "messaging = true\nfiles = true");
+    let config = dir.path().join("imfree.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[plugin_host]
+bots_dir = "{bots}"
+
+[plugins.probe]
+path = "{probe}"
+grants = {{ messaging = true, files = true }}
+limits = {{ files-max-bytes = 100000, wall-ms-per-call = 30000, cpu-ms-per-call = 2000 }}
+
+[plugins.probe-denied]
+path = "{denied}"
+grants = {{ messaging = true }}
+"#,
+            bots = dir.path().join("bots").display()
+        ),
+    )
+    .unwrap();
+    let relay = RelayProc::start(&dir.path().join("relay"), Some(&config));
+    wait_until("the bots to register", || relay.log().matches("bot running").count() == 2);
+    let alice = dir.path().join("alice");
+    register(&relay, &alice, "alice", "alice-password");
+    // Everything alice received, across reads (`recv` hands each message out once).
+    let seen = std::cell::RefCell::new(Vec::<serde_json::Value>::new());
+    let wait_for = |what: &str, found: &dyn Fn(&serde_json::Value) -> bool| -> serde_json::Value {
+        wait_until(what, || {
+            seen.borrow_mut().extend(parse_json_lines(&ok(&alice, &["recv", "--json"])));
+            seen.borrow().iter().any(found)
+        });
+        seen.borrow().iter().find(|m| found(m)).cloned().unwrap()
+    };
+    let reply_to = |bot: &str, id: &str| -> String {
+        let reply = wait_for(&format!("{bot}'s reply to {id}"), &|m| m["from"] == bot && m["reply_to"] == id);
+        reply["body"].as_str().unwrap().to_owned()
+    };
+
+    // A text file with a canary: read by the bot, sent back, byte for byte.
+    let canary = "bot-file-canary-7c1e";
+    let notes = dir.path().join("notes.txt");
+    let content: String = (0..2000).map(|i| format!("{canary} line {i}\n")).collect::<String>()[..60_000].to_owned();
+    std::fs::write(&notes, &content).unwrap();
+    let id = crate::files::sent_id(&ok(&alice, &["file", "send", "probe", notes.to_str().unwrap()]));
+    assert_eq!(reply_to("probe", &id), "file notes.txt text/plain 60000 bytes read, voice false from alice; echo sent");
+    let echo = wait_for("the echoed file", &|m| m["from"] == "probe" && m["file"]["name"] == "echo-notes.txt");
+    assert_eq!(echo["file"]["mime"], "text/plain");
+    let out = dir.path().join("downloads");
+    std::fs::create_dir_all(&out).unwrap();
+    ok(&alice, &["file", "get", echo["id"].as_str().unwrap(), out.to_str().unwrap()]);
+    assert_eq!(std::fs::read_to_string(out.join("echo-notes.txt")).unwrap(), content);
+
+    // A voice message is one.
+    let memo = dir.path().join("memo.wav");
+    std::fs::write(&memo, crate::files::wav(1200)).unwrap();
+    let id = crate::files::sent_id(&ok(&alice, &["voice", "send", "probe", memo.to_str().unwrap()]));
+    let expected = format!("file memo.wav audio/wav {} bytes read, voice true from alice; echo sent", crate::files::wav(1200).len());
+    assert_eq!(reply_to("probe", &id), expected);
+
+    // Over the limit: refused by size, before any download.
+    let big = dir.path().join("big.bin");
+    std::fs::write(&big, vec![7u8; 150_000]).unwrap();
+    let id = crate::files::sent_id(&ok(&alice, &["file", "send", "probe", big.to_str().unwrap()]));
+    let refused = reply_to("probe", &id);
+    assert_eq!(refused, "file refused: quota exceeded: a file of 150000 bytes exceeds this plugin's limit of 100000 bytes (files-max-bytes)");
+    assert!(!dir.path().join("bots/probe/files/").join(&id).exists());
+
+    // Not granted.
+    let id = crate::files::sent_id(&ok(&alice, &["file", "send", "probe-denied", notes.to_str().unwrap()]));
+    assert_eq!(reply_to("probe-denied", &id), "file refused: denied: capability files is not granted by the administrator");
+
+    // The bot downloaded into its own home and kept nothing there; the relay never saw the plaintext.
+    let kept: Vec<_> = std::fs::read_dir(dir.path().join("bots/probe/files")).unwrap().flatten().collect();
+    assert!(kept.is_empty(), "downloads are removed once read: {kept:?}");
+    assert_relay_never_saw(&relay, canary);
+}

@@ -11,6 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use base64::Engine;
 use serde_json::Value;
 
 use crate::common::*;
@@ -460,13 +461,21 @@ fn messages_go_out_threaded_and_mail_comes_back_threaded_trimmed_and_without_loo
     deliver_to_mailbox(
         setup.dir.path(),
         setup.imap_port,
-        "From: Carol <carol@example.net>\nTo: team@example.net\nSubject: Re: Plans\nMessage-ID: <carol-1@example.net>\nIn-Reply-To: <bob-1@example.net>\n\nAnd I bring coffee.\n",
+        "From: Carol <carol@example.net>\nTo: team@example.net\nSubject: Re: Plans\nMessage-ID: <carol-1@example.net>\nIn-Reply-To: <bob-1@example.net>\nMIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=cut\n\n--cut\nContent-Type: text/plain; charset=utf-8\n\nAnd I bring coffee.\n--cut\nContent-Type: text/plain\nContent-Disposition: attachment; filename=\"agenda.txt\"\nContent-Transfer-Encoding: base64\n\nQUdFTkRBLUNBTkFSWQ==\n--cut--\n",
     );
-    let got = recv_until(&setup, &alice, "Carol's mail", |m| from_bot(m).iter().any(|p| p["body"].as_str().unwrap_or("").contains("coffee")));
-    let bodies: Vec<&str> = from_bot(&got).iter().map(|p| p["body"].as_str().unwrap_or("")).collect();
+    let is_file = |m: &&Value| m.get("file").is_some();
+    let got = recv_until(&setup, &alice, "Carol's mail and its attachment", |m| {
+        from_bot(m).iter().any(|p| p["body"].as_str().unwrap_or("").contains("coffee")) && from_bot(m).iter().any(is_file)
+    });
+    let texts: Vec<&Value> = from_bot(&got).into_iter().filter(|m| !is_file(m)).collect();
+    let bodies: Vec<&str> = texts.iter().map(|p| p["body"].as_str().unwrap_or("")).collect();
     assert_eq!(bodies.len(), 1, "only Carol's mail is posted: {bodies:?}");
     assert!(bodies[0].starts_with("✉ @carol"), "{}", bodies[0]);
-    assert_eq!(from_bot(&got)[0]["reply_to"].as_str(), Some(posted["id"].as_str().unwrap()));
+    assert_eq!(texts[0]["reply_to"].as_str(), Some(posted["id"].as_str().unwrap()));
+    let files: Vec<&Value> = from_bot(&got).into_iter().filter(is_file).collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert_eq!(files[0]["file"]["name"], "agenda.txt");
+    assert_eq!(files[0]["file"]["size"], 13);
     setup.wait("every handled mail to be removed from the mailbox", || mailbox_count(setup.dir.path(), setup.imap_port) == 0);
     let log = setup.relay.log();
     for reason in ["dropped: auto-submitted", "dropped: bounce", "dropped: a bridge's own mail"] {
@@ -480,6 +489,18 @@ fn messages_go_out_threaded_and_mail_comes_back_threaded_trimmed_and_without_loo
     let sent = setup.sent();
     assert!(sent[2].raw.contains("See you all"), "{}", sent[2].raw);
     assert!(sent.iter().all(|m| !m.raw.contains("projector") && !m.raw.contains("coffee")), "a mail that came in went out again");
+
+    // A file posted in the conversation goes out as an attachment.
+    let path = setup.dir.path().join("notes.txt");
+    std::fs::write(&path, "NOTES-CANARY for the meeting\n").unwrap();
+    ok(&alice, &["file", "send", &g, path.to_str().unwrap()]);
+    setup.wait("the file's mail", || setup.sent().len() == 4);
+    let file_mail = setup.sent().remove(3);
+    assert!(file_mail.header("Content-Type").unwrap().starts_with("multipart/mixed"), "{}", file_mail.raw);
+    assert!(file_mail.raw.contains("filename=\"notes.txt\"") || file_mail.raw.contains("filename=notes.txt"), "{}", file_mail.raw);
+    let encoded = base64::engine::general_purpose::STANDARD.encode("NOTES-CANARY for the meeting\n");
+    assert!(file_mail.raw.contains("NOTES-CANARY") || file_mail.raw.contains(&encoded), "{}", file_mail.raw);
+    assert!(file_mail.raw.contains("alice sent a file: notes.txt"), "{}", file_mail.raw);
 }
 
 #[test]

@@ -47,7 +47,7 @@ fn write_file(path: &Path, len: usize, seed: u64, canary: &str) {
 }
 
 /// The single line `file send` printed: the message id.
-fn sent_id(out: &str) -> String {
+pub(crate) fn sent_id(out: &str) -> String {
     let id = out.trim().to_owned();
     assert_eq!(id.len(), 26, "a message id: {out:?}");
     id
@@ -99,7 +99,7 @@ fn wait_long(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
 }
 
 /// A WAV header and `ms` milliseconds of 16 kHz mono 16-bit silence.
-fn wav(ms: u32) -> Vec<u8> {
+pub(crate) fn wav(ms: u32) -> Vec<u8> {
     let data = 16_000 * 2 * ms / 1000;
     let mut v = b"RIFF".to_vec();
     v.extend_from_slice(&(36 + data).to_le_bytes());

@@ -1,5 +1,6 @@
-//! Every released API version loads side by side: a plugin built against `imfree:plugin@0.1.0` keeps working after
-//! 0.2.0, and 0.2.0's additions (`messaging.send`, `conversations`, `accounts`) are capability-checked like the rest.
+//! Every released API version loads side by side: plugins built against `imfree:plugin@0.1.0` and `@0.2.0` keep
+//! working after 0.3.0, and each version's additions (`messaging.send`, `conversations`, `accounts`; `files`,
+//! `mail`) are capability-checked like the rest.
 
 use std::sync::{Arc, Mutex};
 
@@ -12,12 +13,12 @@ use imfree_plugin_host::{
 
 use crate::support::*;
 
-fn legacy_manifest() -> PluginManifest {
-    PluginManifest::parse(
+fn legacy_manifest(api: &str) -> PluginManifest {
+    PluginManifest::parse(&format!(
         r#"
         name = "legacy"
         version = "0.9.0"
-        api = "0.1.0"
+        api = "{api}"
         scopes = ["bot"]
         hooks = ["command"]
         [capabilities]
@@ -26,33 +27,35 @@ fn legacy_manifest() -> PluginManifest {
         [settings.motto]
         type = "string"
         default = "old but gold"
-        "#,
-    )
+        "#
+    ))
     .unwrap()
 }
 
 #[tokio::test]
-async fn a_plugin_built_against_0_1_0_loads_and_its_host_calls_work() {
-    let report = ComponentInspector::new(&HostOptions::default()).unwrap().inspect(&guest("guest-legacy"));
-    assert!(report.api_versions.contains("0.1.0"), "{:?}", report.api_versions);
-    assert!(report.ok(), "{:?}", report.problems);
+async fn plugins_built_against_0_1_0_and_0_2_0_load_and_their_host_calls_work() {
+    for (guest_name, api) in [("guest-legacy", "0.1.0"), ("guest-legacy-v2", "0.2.0")] {
+        let report = ComponentInspector::new(&HostOptions::default()).unwrap().inspect(&guest(guest_name));
+        assert_eq!(report.api_versions.iter().collect::<Vec<_>>(), vec![api], "{guest_name}");
+        assert!(report.ok(), "{guest_name}: {:?}", report.problems);
 
-    let h = harness();
-    h.host
-        .load_bytes(legacy_manifest(), admin("grants = { kv = true, messaging = true }"), guest("guest-legacy"))
-        .await
-        .expect("a 0.1.0 plugin loads");
-    assert_eq!(h.cmd("legacy", "kv", "colour blue").await, "ok blue");
-    assert_eq!(h.cmd("legacy", "post", "c1 hello from 0.1.0").await, "ok m1");
-    assert_eq!(h.sink.texts(), vec!["hello from 0.1.0"]);
-    assert_eq!(h.cmd("legacy", "config", "motto").await, "Some(\"old but gold\")");
+        let h = harness();
+        h.host
+            .load_bytes(legacy_manifest(api), admin("grants = { kv = true, messaging = true }"), guest(guest_name))
+            .await
+            .unwrap_or_else(|e| panic!("a {api} plugin loads: {e}"));
+        assert_eq!(h.cmd("legacy", "kv", "colour blue").await, "ok blue");
+        assert_eq!(h.cmd("legacy", "post", &format!("c1 hello from {api}")).await, "ok m1");
+        assert_eq!(h.sink.texts(), vec![format!("hello from {api}")]);
+        assert_eq!(h.cmd("legacy", "config", "motto").await, "Some(\"old but gold\")");
 
-    // Its grants are checked like anyone's: without messaging the post is refused, not trapped.
-    let h = harness();
-    h.host.load_bytes(legacy_manifest(), admin("grants = { kv = true }"), guest("guest-legacy")).await.unwrap();
-    let refused = h.cmd("legacy", "post", "c1 nope").await;
-    assert!(refused.starts_with("err") && refused.contains("Denied"), "refused without the grant: {refused}");
-    assert!(h.sink.texts().is_empty());
+        // Its grants are checked like anyone's: without messaging the post is refused, not trapped.
+        let h = harness();
+        h.host.load_bytes(legacy_manifest(api), admin("grants = { kv = true }"), guest(guest_name)).await.unwrap();
+        let refused = h.cmd("legacy", "post", "c1 nope").await;
+        assert!(refused.starts_with("err") && refused.contains("Denied"), "{api}: refused without the grant: {refused}");
+        assert!(h.sink.texts().is_empty());
+    }
 }
 
 #[tokio::test]

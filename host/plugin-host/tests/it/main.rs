@@ -6,6 +6,7 @@
 
 mod api_versions;
 mod capabilities;
+mod files_mail;
 mod hooks;
 mod http;
 mod inspect;

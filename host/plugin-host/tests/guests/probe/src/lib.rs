@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use imfree_plugin_sdk::messaging::CardBuilder;
 use imfree_plugin_sdk::types::*;
-use imfree_plugin_sdk::{HostErrorExt, Plugin, accounts, config, conversations, export_plugin, http, kv, log, messaging, timers};
+use imfree_plugin_sdk::{HostErrorExt, Plugin, accounts, config, conversations, export_plugin, files, http, kv, log, mail, messaging, timers};
 
 struct Probe;
 
@@ -27,6 +27,26 @@ impl Plugin for Probe {
     }
 
     fn incoming_message(msg: Message) {
+        // A file: describe it, read it, and send it back as `echo-<name>` (the `files` capability end to end).
+        if msg.content_type == FILE_MIME {
+            let text = match files::info(&msg.id).and_then(|info| files::read(&msg.id).map(|data| (info, data))) {
+                Ok((info, data)) => {
+                    let sent = files::send(&msg.conversation, &format!("echo-{}", info.name), &info.content_type, &data);
+                    format!(
+                        "file {} {} {} bytes read, voice {} from {}; echo {}",
+                        info.name,
+                        info.content_type,
+                        data.len(),
+                        info.voice,
+                        info.sender,
+                        if sent.is_ok() { "sent" } else { "refused" }
+                    )
+                }
+                Err(e) => format!("file refused: {}", e.describe()),
+            };
+            let _ = messaging::reply(&msg.conversation, &msg.id, &text);
+            return;
+        }
         // Client scope has no command hook: a message `probe: NAME ARGS` runs the command NAME as `/NAME ARGS`
         // would, and the answer is the reply.
         let text = match msg.body.strip_prefix("probe: ") {
@@ -102,6 +122,15 @@ impl Plugin for Probe {
                     .button("no", "Cancel", ButtonStyle::Danger)
                     .build(),
             )),
+            "file-info" => answer(files::info(arg(0)).map(|f| format!("{} {} {}", f.name, f.content_type, f.size))),
+            "file-read" => answer(files::read(arg(0)).map(|d| d.len())),
+            "file-send" => answer(files::send(arg(0), arg(1), "text/plain", arg(2).as_bytes())),
+            "mail-address" => answer(mail::address()),
+            "mail-send" => answer(mail::send(&[arg(0).replace("\\r\\n", "\r\n")], arg(1).as_bytes())),
+            "mail-fetch" => answer(mail::fetch(arg(0).parse().unwrap_or(10)).map(|m| {
+                m.iter().map(|m| format!("{}:{}", m.id, String::from_utf8_lossy(&m.raw))).collect::<Vec<_>>().join(",")
+            })),
+            "mail-remove" => answer(mail::remove(&args[..].iter().map(|a| a.to_string()).collect::<Vec<_>>())),
             "send-markdown" => answer(messaging::post_markdown(arg(0), arg(1))),
             "send-typed" => answer(messaging::send(&Draft {
                 conversation: arg(0).into(),
