@@ -3,6 +3,7 @@
 //! addresses and threading ids, quote and signature trimming, attachments) and `trim_reply` on any text. None may
 //! panic; what is posted stays within the limits.
 use email_gateway::inbound::{Inbound, InboundLimits, OwnIdentity, read, trim_reply};
+use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let own = OwnIdentity { address: "bridge@example.org".into(), domain: "example.org".into() };
