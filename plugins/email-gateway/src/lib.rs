@@ -20,6 +20,7 @@
 pub mod bridges;
 pub mod inbound;
 pub mod outbound;
+pub mod post;
 pub mod retry;
 pub mod thread;
 

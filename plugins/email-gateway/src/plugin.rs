@@ -15,6 +15,7 @@ use sha2::{Digest, Sha256};
 use crate::bridges::{self, Bridge};
 use crate::inbound::{self, Inbound, InboundLimits, InboundMail, OwnIdentity};
 use crate::outbound::{self, Attachment, OutgoingMail};
+use crate::post;
 use crate::retry;
 use crate::thread::{self, ThreadRecord};
 
@@ -358,34 +359,6 @@ fn poll_mailbox() {
     }
 }
 
-/// Backslash-escape Markdown punctuation in text shown verbatim (names, subjects).
-fn escape_markdown(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        if "\\`*_{}[]()#+-.!<>|~@".contains(c) {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
-}
-
-/// The bridge a mail belongs to: the thread it answers, else an address in To / Cc or the list it came through,
-/// else its sender being one of a bridge's addresses.
-fn find_bridge<'b>(mail: &InboundMail, parent: Option<&ThreadRecord>, bridges: &'b [Bridge]) -> Option<&'b Bridge> {
-    if let Some(p) = parent
-        && let Some(b) = bridges.iter().find(|b| b.conversation == p.conversation)
-    {
-        return Some(b);
-    }
-    let via_list = |b: &&Bridge| {
-        b.addresses.iter().any(|a| {
-            mail.recipients.contains(a) || mail.list_id.as_deref().is_some_and(|l| l == a.replacen('@', ".", 1))
-        })
-    };
-    bridges.iter().find(via_list).or_else(|| bridges.iter().find(|b| b.addresses.contains(&mail.from_address)))
-}
-
 /// Post one mail. `Err` only when posting failed for now (the mail stays in the mailbox).
 fn post(mail: &InboundMail, bridges: &[Bridge], identities: &[(String, String)]) -> Result<(), HostError> {
     // The same mail twice (a list copy and a direct copy): post it once.
@@ -400,31 +373,12 @@ fn post(mail: &InboundMail, bridges: &[Bridge], identities: &[(String, String)])
         .iter()
         .chain(mail.references.iter().rev())
         .find_map(|id| get_json(&thread::key_by_mail(id)));
-    let Some(bridge) = find_bridge(mail, parent.as_ref(), bridges) else {
+    let Some(bridge) = post::find_bridge(mail, parent.as_ref().map(|p| p.conversation.as_str()), bridges) else {
         log::info("incoming mail for no bridged conversation dropped");
         return Ok(());
     };
     let parent = parent.filter(|p| p.conversation == bridge.conversation);
-    let who = match identities.iter().find(|(email, _)| *email == mail.from_address) {
-        Some((_, user)) => format!("@{user}"),
-        None => match &mail.from_name {
-            Some(name) => format!("**{}** {}", escape_markdown(name), escape_markdown(&format!("<{}>", mail.from_address))),
-            None => format!("**{}**", escape_markdown(&mail.from_address)),
-        },
-    };
-    let mut body = format!("✉ {who}");
-    if parent.is_none() && !mail.subject.is_empty() {
-        body.push_str(&format!(": *{}*", escape_markdown(&mail.subject)));
-    }
-    body.push_str("\n\n");
-    body.push_str(if mail.text.is_empty() && mail.attachments.is_empty() { "(no text)" } else { &mail.text });
-    if !mail.skipped_attachments.is_empty() {
-        body.push_str(&format!(
-            "\n\n_({} more attachment(s) not carried: {})_",
-            mail.skipped_attachments.len(),
-            escape_markdown(&mail.skipped_attachments.join(", "))
-        ));
-    }
+    let body = post::post_text(mail, identities, parent.is_some());
     let draft = Draft {
         conversation: bridge.conversation.clone(),
         content_type: "text/markdown".into(),
