@@ -28,6 +28,9 @@ const DELIVER: &str = "deliver";
 const TIMER_KEY: &str = "timer";
 /// kv prefix of the outgoing queue: `q/<created ms, zero-padded>-<hash>`, oldest first.
 const QUEUE: &str = "q/";
+/// kv: the thread-record ring (`r/<slot>`) and the number of records stored so far.
+const RING: &str = "r/";
+const RING_NEXT: &str = "ring-next";
 /// Mails one delivery call submits at most, and the time after which it starts no more.
 const MAX_PER_CALL: usize = 8;
 const CALL_BUDGET: Duration = Duration::from_secs(10);
@@ -39,6 +42,7 @@ struct Settings {
     backoff_base_ms: u64,
     backoff_max_ms: u64,
     max_queue: usize,
+    max_threads: u64,
     limits: InboundLimits,
 }
 
@@ -50,6 +54,7 @@ fn settings() -> Settings {
         backoff_base_ms: config::parsed::<u64>("backoff-base-ms").unwrap_or(30_000).max(1),
         backoff_max_ms: config::parsed::<u64>("backoff-max-ms").unwrap_or(3_600_000).max(1),
         max_queue: config::parsed::<usize>("max-queue").unwrap_or(500),
+        max_threads: config::parsed::<u64>("max-threads").unwrap_or(500).clamp(10, 1_000_000),
         limits: InboundLimits {
             max_attachments: config::parsed::<usize>("max-attachments").unwrap_or(10).min(100),
             max_text_chars: config::parsed::<usize>("max-text-chars").unwrap_or(20_000).clamp(100, 1_000_000),
@@ -93,13 +98,34 @@ fn set_json<T: Serialize>(key: &str, value: &T) -> Result<(), String> {
     kv::set(key, &bytes).map_err(|e| e.describe())
 }
 
+/// Store `record` (under its imfree message, with a pointer from its Message-ID) and forget the oldest one beyond
+/// `max-threads`: a ring of slots `r/<n mod max>` names the keys of the record stored n-th, so kv use stays bounded.
 fn remember(record: &ThreadRecord) {
+    let by_message = thread::key_by_message(&record.conversation, &record.id);
     let by_mail = thread::key_by_mail(&record.message_id);
-    for key in [thread::key_by_message(&record.conversation, &record.id), by_mail] {
-        if let Err(e) = set_json(&key, record) {
-            log::warn(&format!("could not remember a thread record in {}: {e}", record.conversation));
-        }
+    if let Err(e) = set_json(&by_message, record).and_then(|()| kv::set_string(&by_mail, &by_message).map_err(|e| e.describe())) {
+        log::warn(&format!("could not remember a thread record in {}: {e}", record.conversation));
+        return;
     }
+    let max = settings().max_threads;
+    let n = kv::get_string(RING_NEXT).ok().flatten().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    let slot = format!("{RING}{}", n % max);
+    let keys = [by_message, by_mail];
+    if let Some(old) = get_json::<[String; 2]>(&slot)
+        && old != keys
+    {
+        old.iter().for_each(|k| {
+            let _ = kv::delete(k);
+        });
+    }
+    let _ = set_json(&slot, &keys);
+    let _ = kv::set_string(RING_NEXT, &(n + 1).to_string());
+}
+
+/// The record of the mail `message_id`, if it was bridged.
+fn record_by_mail(message_id: &str) -> Option<ThreadRecord> {
+    let key = kv::get_string(&thread::key_by_mail(message_id)).ok().flatten()?;
+    get_json(&key)
 }
 
 /// A message waiting to go out. The file of a file message is read when it is sent, so kv holds no file.
@@ -372,7 +398,7 @@ fn post(mail: &InboundMail, bridges: &[Bridge], identities: &[(String, String)])
         .in_reply_to
         .iter()
         .chain(mail.references.iter().rev())
-        .find_map(|id| get_json(&thread::key_by_mail(id)));
+        .find_map(|id| record_by_mail(id));
     let Some(bridge) = post::find_bridge(mail, parent.as_ref().map(|p| p.conversation.as_str()), bridges) else {
         log::info("incoming mail for no bridged conversation dropped");
         return Ok(());

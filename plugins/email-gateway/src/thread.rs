@@ -9,7 +9,7 @@ pub const MAX_REFERENCES: usize = 20;
 
 /// kv prefix of records by imfree message (`t/<hash of conversation and id>`).
 pub const BY_MESSAGE: &str = "t/";
-/// kv prefix of records by mail Message-ID (`m/<hash of the id>`).
+/// kv prefix of pointers from a mail Message-ID (`m/<hash of the id>`) to the record's key by imfree message.
 pub const BY_MAIL: &str = "m/";
 
 /// One bridged message, known both as an imfree message and as a mail.
