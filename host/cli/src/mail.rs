@@ -49,9 +49,9 @@ pub(crate) enum MailConfigError {
     /// The `from` address is not an address.
     #[error("mail.from {0:?} is not an e-mail address")]
     From(String),
-    /// lettre refused the TLS parameters.
-    #[error("the SMTP TLS set-up failed ({0})")]
-    SmtpTls(String),
+    /// The TLS parameters were refused.
+    #[error("the {server} TLS set-up failed ({reason})")]
+    Tls { server: &'static str, reason: String },
 }
 
 /// The transport for `mail` in the bot scope: the plugin's servers, or refusal when it has none.
@@ -69,12 +69,13 @@ pub(crate) struct BotMail {
     imap: Option<Imap>,
 }
 
-struct Credentials2 {
+/// A user and the password read at start.
+struct Login {
     user: String,
     password: Zeroizing<String>,
 }
 
-fn read_password(server: &'static str, s: &MailServer, base_dir: &Path) -> Result<Option<Credentials2>, MailConfigError> {
+fn read_password(server: &'static str, s: &MailServer, base_dir: &Path) -> Result<Option<Login>, MailConfigError> {
     let Some(user) = s.user.clone() else { return Ok(None) };
     let password = if let Some(file) = &s.password_file {
         let path = base_dir.join(file);
@@ -89,7 +90,7 @@ fn read_password(server: &'static str, s: &MailServer, base_dir: &Path) -> Resul
     } else {
         return Err(MailConfigError::NoPassword { server });
     };
-    Ok(Some(Credentials2 { user, password }))
+    Ok(Some(Login { user, password }))
 }
 
 fn read_ca(server: &'static str, s: &MailServer, base_dir: &Path) -> Result<Option<Vec<u8>>, MailConfigError> {
@@ -118,9 +119,9 @@ fn smtp_transport(s: &MailServer, base_dir: &Path) -> Result<AsyncSmtpTransport<
     let params = || -> Result<TlsParameters, MailConfigError> {
         let mut b = TlsParameters::builder(s.host.clone());
         if let Some(pem) = &ca {
-            b = b.add_root_certificate(Certificate::from_pem(pem).map_err(|e| MailConfigError::SmtpTls(e.to_string()))?);
+            b = b.add_root_certificate(Certificate::from_pem(pem).map_err(|e| MailConfigError::Tls { server: "SMTP", reason: e.to_string() })?);
         }
-        b.build_rustls().map_err(|e| MailConfigError::SmtpTls(e.to_string()))
+        b.build_rustls().map_err(|e| MailConfigError::Tls { server: "SMTP", reason: e.to_string() })
     };
     let (tls, port) = match s.tls {
         // Tls::Required: a server that does not offer STARTTLS is refused, never used in clear.
@@ -197,7 +198,7 @@ struct Imap {
     port: u16,
     tls: MailTls,
     connector: tokio_rustls::TlsConnector,
-    credentials: Option<Credentials2>,
+    credentials: Option<Login>,
     mailbox: String,
     session: Mutex<Option<Session>>,
 }
@@ -236,7 +237,7 @@ impl Imap {
         }
         let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
             .with_safe_default_protocol_versions()
-            .map_err(|e| MailConfigError::SmtpTls(e.to_string()))?
+            .map_err(|e| MailConfigError::Tls { server: "IMAP", reason: e.to_string() })?
             .with_root_certificates(roots)
             .with_no_client_auth();
         let port = s.port.unwrap_or(if s.tls == MailTls::Tls { 993 } else { 143 });
