@@ -92,8 +92,9 @@ fn start_smtp(dir: &Path, port: u16, out: &Path, extra: &[&str]) -> Server {
     }
 }
 
-/// dovecot with IMAP on `port` (STARTTLS, the test certificate), one user `bot`, Maildir under `dir/mail`.
-fn start_dovecot(dir: &Path, port: u16) -> Server {
+/// dovecot with IMAP on `port` (STARTTLS with the test certificate in `dir`; with `tls` false no TLS at all, so no
+/// STARTTLS offered), one user `bot`, Maildir under `dir/mail`.
+fn start_dovecot(dir: &Path, port: u16, tls: bool) -> Server {
     assert!(Path::new("/usr/lib/dovecot/imap").exists(), "dovecot-imapd is not installed: run `bash .ci/deps/email-gateway.sh`");
     let root = my_uid() == 0;
     // As root, mail is owned by the dovecot user (dovecot refuses uid 0 for mail); otherwise by whoever runs this.
@@ -113,15 +114,14 @@ fn start_dovecot(dir: &Path, port: u16) -> Server {
     }
     std::fs::write(dir.join("passwd"), format!("bot:{{PLAIN}}{IMAP_PASSWORD}::::::\n")).unwrap();
     let d = dir.display();
+    let ssl = if tls { format!("ssl = required\nssl_cert = <{d}/cert.pem\nssl_key = <{d}/key.pem") } else { "ssl = no".to_owned() };
     let config = format!(
         r#"base_dir = {d}/run
 state_dir = {d}/state
 log_path = {d}/dovecot.log
 protocols = imap
 listen = 127.0.0.1
-ssl = required
-ssl_cert = <{d}/cert.pem
-ssl_key = <{d}/key.pem
+{ssl}
 auth_mechanisms = plain login
 first_valid_uid = 1
 first_valid_gid = 1
@@ -276,7 +276,7 @@ impl Setup {
         let (smtp_port, imap_port) = (free_port(), free_port());
         let out = dir.path().join("smtp-out");
         let smtp = start_smtp(dir.path(), smtp_port, &out, smtp_extra);
-        let imap = start_dovecot(dir.path(), imap_port);
+        let imap = start_dovecot(dir.path(), imap_port, true);
         std::fs::write(dir.path().join("smtp-password"), format!("{SMTP_PASSWORD}\n")).unwrap();
         std::fs::write(dir.path().join("imap-password"), format!("{IMAP_PASSWORD}\n")).unwrap();
         let config = dir.path().join("imfree.toml");
@@ -504,7 +504,7 @@ fn messages_go_out_threaded_and_mail_comes_back_threaded_trimmed_and_without_loo
 }
 
 #[test]
-fn a_server_without_starttls_and_a_missing_password_file_are_refused() {
+fn servers_without_starttls_and_a_missing_password_file_are_refused() {
     // aiosmtpd offering no STARTTLS, while the plugin's SMTP is configured for it: nothing is sent in clear.
     let mut setup = Setup::start(&["--no-tls"]);
     setup.wait("the email-gateway bot to start", || setup.relay.log().contains("bot running"));
@@ -515,6 +515,21 @@ fn a_server_without_starttls_and_a_missing_password_file_are_refused() {
     ok(&alice, &["send", &g, "not in clear"]);
     setup.wait("the refused submission in the log", || setup.relay.log().contains("SMTP submission failed"));
     assert!(setup.sent().is_empty(), "a mail went out without STARTTLS");
+
+    // An IMAP server that offers no STARTTLS: the bridge does not log in (the password would travel in clear).
+    let plain_dir = setup.dir.path().join("plain-imap");
+    std::fs::create_dir_all(&plain_dir).unwrap();
+    let plain_port = free_port();
+    let _plain = start_dovecot(&plain_dir, plain_port, false);
+    write_config(&setup.config, setup.dir.path(), setup.smtp_port, plain_port, "[]", "starttls", "smtp-password");
+    let before = setup.relay.log().len();
+    setup.relay.restart();
+    setup.wait("the refused IMAP STARTTLS in the log", || {
+        let log = setup.relay.log();
+        log[before..].lines().any(|l| l.contains("IMAP connection failed") && l.contains("STARTTLS refused"))
+    });
+    let plain_log = std::fs::read_to_string(plain_dir.join("dovecot.log")).unwrap_or_default();
+    assert!(!plain_log.contains("Login: user=<bot>"), "the bridge logged in without TLS: {plain_log}");
 
     // A password file that does not exist: the bot is not started, and the log says why.
     setup.write_config("[]", "starttls", "no-such-password-file");
