@@ -28,6 +28,49 @@ pub const SIGNED_PREKEY_ROTATION_SECS: u64 = 7 * 24 * 3600;
 pub const LAST_RESORT_ROTATION_SECS: u64 = 30 * 24 * 3600;
 /// How long a replaced signed or last-resort prekey is kept.
 pub const RETIRED_PREKEY_RETENTION_SECS: u64 = 30 * 24 * 3600;
+/// Earlier sessions kept per contact device for messages still arriving on them.
+pub const MAX_PREVIOUS_SESSIONS: usize = 4;
+
+/// The sessions with one contact's device: the one this device sends on, and earlier ones kept to decrypt what still
+/// arrives on them. Two devices that start a session with each other at the same time (simultaneous initiation)
+/// each accept the other's set-up, so for a while each sends on a different session. A message that decrypts on an
+/// earlier session makes that one current again, so both sides settle on the session the other last used, as
+/// Signal's session records do. Stored as one (sealed) row per contact device.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct PeerSessions {
+    /// The session messages are sent on.
+    pub current: RatchetSession,
+    /// Earlier sessions, most recent first, at most [`MAX_PREVIOUS_SESSIONS`].
+    #[serde(default)]
+    pub previous: Vec<RatchetSession>,
+}
+
+impl PeerSessions {
+    /// A record holding only `session`.
+    pub fn new(session: RatchetSession) -> Self {
+        PeerSessions { current: session, previous: Vec::new() }
+    }
+
+    /// Read a stored record (also the single session that versions before simultaneous-initiation handling stored).
+    pub fn decode(bytes: &[u8]) -> Option<Self> {
+        serde_json::from_slice::<PeerSessions>(bytes)
+            .ok()
+            .or_else(|| serde_json::from_slice::<RatchetSession>(bytes).ok().map(Self::new))
+    }
+
+    /// The stored form.
+    pub fn encode(&self) -> Vec<u8> {
+        json(self)
+    }
+
+    /// Make `session` current, keeping the one it replaces first among the earlier ones.
+    fn promote(mut self, session: RatchetSession) -> Self {
+        let replaced = std::mem::replace(&mut self.current, session);
+        self.previous.insert(0, replaced);
+        self.previous.truncate(MAX_PREVIOUS_SESSIONS);
+        self
+    }
+}
 
 fn now_secs() -> u64 {
     (crate::now_ms() / 1000) as u64
@@ -188,17 +231,39 @@ impl DeviceE2e {
         self.sequence
     }
 
-    /// Decrypt a session message from a contact's device, with the stored session if there is one that it belongs
-    /// to, else by accepting it as a new session (a first message). Returns the new session state and the message.
-    pub fn decrypt(&mut self, existing: Option<RatchetSession>, message: &SessionMessage) -> Result<(RatchetSession, InnerMessage), ClientError> {
-        if let Some(mut session) = existing
-            && (message.prekey.is_none() || session.is_from_this_setup(message)) {
-                let inner = session.decrypt(&mut OsRng, message).map_err(e2e)?;
-                return Ok((session, inner));
+    /// Decrypt a session message from a contact's device: in the current session or an earlier one it belongs to
+    /// (which then becomes current), else by accepting it as a new session (a first message), which becomes current
+    /// with the others kept. Returns the sessions to store and the message; on failure nothing changes.
+    pub fn decrypt(&mut self, existing: Option<PeerSessions>, message: &SessionMessage) -> Result<(PeerSessions, InnerMessage), ClientError> {
+        if let Some(mut sessions) = existing {
+            let mut failure = None;
+            // A session's `decrypt` leaves it unchanged when it fails, so trying each in turn is safe.
+            for i in 0..=sessions.previous.len() {
+                let session = if i == 0 { &mut sessions.current } else { &mut sessions.previous[i - 1] };
+                if message.prekey.is_some() && !session.is_from_this_setup(message) {
+                    continue;
+                }
+                match session.decrypt(&mut OsRng, message) {
+                    Ok(inner) if i == 0 => return Ok((sessions, inner)),
+                    Ok(inner) => {
+                        let session = sessions.previous.remove(i - 1);
+                        return Ok((sessions.promote(session), inner));
+                    }
+                    Err(e) => {
+                        failure.get_or_insert(e);
+                    }
+                }
             }
+            if message.prekey.is_none() || failure.is_some() {
+                return Err(e2e(failure.unwrap_or(imfree_crypto::E2eError::Malformed("no session for this message"))));
+            }
+            let accepted = RatchetSession::accept(&mut OsRng, &self.certificate, &self.keys, &self.prekeys, &mut self.replay, message).map_err(e2e)?;
+            self.prekeys.consume(&accepted.consumed);
+            return Ok((sessions.promote(accepted.session), accepted.message));
+        }
         let accepted = RatchetSession::accept(&mut OsRng, &self.certificate, &self.keys, &self.prekeys, &mut self.replay, message).map_err(e2e)?;
         self.prekeys.consume(&accepted.consumed);
-        Ok((accepted.session, accepted.message))
+        Ok((PeerSessions::new(accepted.session), accepted.message))
     }
 }
 
@@ -210,6 +275,67 @@ pub fn id_bytes(id: &str) -> Option<[u8; 16]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A device and the bundle a relay would hand out for it (from its first upload).
+    fn device() -> (DeviceE2e, imfree_crypto::prekeys::PrekeyBundle) {
+        let mut e2e = DeviceE2e::create(DeviceKeys::generate());
+        let upload = e2e.first_upload(b"c");
+        let bundle = imfree_crypto::prekeys::PrekeyBundle {
+            certificate: upload.certificate.clone(),
+            signed_prekey: upload.signed_prekey.clone().expect("a signed prekey"),
+            one_time_prekey: upload.one_time_prekeys.first().cloned(),
+            kem_prekey: upload.kem_prekeys.iter().find(|k| k.kind == KemPrekeyKind::OneTime).cloned().expect("a KEM prekey"),
+        };
+        (e2e, bundle)
+    }
+
+    fn inner(n: u64) -> InnerMessage {
+        InnerMessage { id: [n as u8; 16], sequence: n, body: format!("message {n}").into_bytes() }
+    }
+
+    /// Alice and Bob each start a session before reading the other's first message. Every message decrypts,
+    /// whoever sends on whichever session, and once one of them reads before answering both send on one session.
+    #[test]
+    fn simultaneous_initiation_settles_on_one_session_and_loses_nothing() {
+        let ((mut alice, alice_bundle), (mut bob, bob_bundle)) = (device(), device());
+        let mut at_alice = Some(PeerSessions::new(alice.initiate(&bob_bundle).unwrap()));
+        let mut at_bob = Some(PeerSessions::new(bob.initiate(&alice_bundle).unwrap()));
+        let mut n = 0;
+        let mut send = |sessions: &mut Option<PeerSessions>| {
+            n += 1;
+            let m = sessions.as_mut().unwrap().current.encrypt(&inner(n)).unwrap();
+            (n, SessionMessage::from_bytes(&m.to_bytes()).unwrap())
+        };
+        // The two first messages cross, then both keep sending; each side reads after every round.
+        for _ in 0..4 {
+            let (to_bob, a) = send(&mut at_alice);
+            let (to_alice, b) = send(&mut at_bob);
+            let (sessions, got) = alice.decrypt(at_alice.take(), &b).expect("alice reads bob's message");
+            assert_eq!(got.sequence, to_alice);
+            at_alice = Some(sessions);
+            let (sessions, got) = bob.decrypt(at_bob.take(), &a).expect("bob reads alice's message");
+            assert_eq!(got.sequence, to_bob);
+            at_bob = Some(sessions);
+        }
+        // Sending in lockstep, the two may keep switching sessions, but nothing is lost. Once one side reads before it
+        // answers, both send on the same session: each message decrypts on the receiver's current one.
+        let (_, a) = send(&mut at_alice);
+        let (sessions, _) = bob.decrypt(at_bob.take(), &a).unwrap();
+        at_bob = Some(sessions);
+        for _ in 0..2 {
+            let (_, b) = send(&mut at_bob);
+            at_alice.as_mut().unwrap().current.decrypt(&mut OsRng, &b).expect("bob answers on the session alice sends on");
+            let (_, a) = send(&mut at_alice);
+            at_bob.as_mut().unwrap().current.decrypt(&mut OsRng, &a).expect("alice answers on the session bob sends on");
+        }
+        let (alice_sessions, bob_sessions) = (at_alice.unwrap(), at_bob.unwrap());
+        assert!(alice_sessions.previous.len() <= MAX_PREVIOUS_SESSIONS && bob_sessions.previous.len() <= MAX_PREVIOUS_SESSIONS);
+
+        // A record from before (a single session) still reads.
+        let single = json(&bob_sessions.current);
+        assert!(PeerSessions::decode(&single).is_some_and(|s| s.previous.is_empty()));
+        assert!(PeerSessions::decode(b"not a session").is_none());
+    }
 
     #[test]
     fn prekeys_are_replenished_and_rotated_on_schedule() {

@@ -21,11 +21,11 @@ use std::sync::Mutex;
 
 use imfree_crypto::identity::DeviceCertificate;
 use imfree_crypto::prekeys::PrekeyBundle;
-use imfree_crypto::ratchet::{Session as RatchetSession, SessionMessage};
+use imfree_crypto::ratchet::SessionMessage;
 use imfree_proto::{DevicePayload, KeysClaim, KeysDevices, KeysUpload};
 
 use crate::connection::{Connection, PasswordAuth};
-use crate::e2e::{DeviceE2e, id_bytes};
+use crate::e2e::{DeviceE2e, PeerSessions, id_bytes};
 use crate::home::{Account, Home};
 use crate::store::{LocalStore, OutboxItem, StoredMessage};
 use crate::{ClientError, now_ms};
@@ -847,7 +847,7 @@ impl Session<'_> {
         }
         let id_bytes = id_bytes(id).ok_or_else(|| ClientError::E2e(format!("envelope id {id} is not a ULID")))?;
         // Sessions that exist and still belong to the listed certificate; bundles for the rest.
-        let mut sessions: Vec<(String, String, RatchetSession)> = Vec::new();
+        let mut sessions: Vec<(String, String, PeerSessions)> = Vec::new();
         let mut missing: Vec<(String, String, DeviceCertificate)> = Vec::new();
         for (user, device, cert) in targets {
             let existing = self
@@ -855,8 +855,8 @@ impl Session<'_> {
                 .store
                 .e2e_session(&user, &device)
                 .await?
-                .and_then(|b| serde_json::from_slice::<RatchetSession>(&b).ok())
-                .filter(|s| *s.peer() == cert);
+                .and_then(|b| PeerSessions::decode(&b))
+                .filter(|s| *s.current.peer() == cert);
             match existing {
                 Some(s) => sessions.push((user, device, s)),
                 None => missing.push((user, device, cert)),
@@ -882,7 +882,7 @@ impl Session<'_> {
                     return Err(ClientError::E2e(format!("{user}'s prekey bundle does not match the device's certificate; refusing")));
                 }
                 let session = self.client.with_e2e(|e| e.initiate(&bundle))?;
-                sessions.push((user.clone(), b.device, session));
+                sessions.push((user.clone(), b.device, PeerSessions::new(session)));
             }
         }
         let sequence = self.client.with_e2e(|e| Ok(e.next_sequence()))?;
@@ -890,9 +890,9 @@ impl Session<'_> {
         let mut payloads = Vec::with_capacity(sessions.len());
         let mut saved = Vec::with_capacity(sessions.len());
         for (user, device, mut session) in sessions {
-            let message = session.encrypt(&inner).map_err(|e| ClientError::E2e(e.to_string()))?;
+            let message = session.current.encrypt(&inner).map_err(|e| ClientError::E2e(e.to_string()))?;
             payloads.push(DevicePayload { device: device.clone(), data: Payload(message.to_bytes()) });
-            saved.push((user, device, serde_json::to_vec(&session).unwrap_or_default()));
+            saved.push((user, device, session.encode()));
         }
         self.client.persist_e2e(&saved).await?;
         Ok(payloads)
@@ -905,14 +905,14 @@ impl Session<'_> {
             Err(e) => return Ok(undecodable(d, me, &format!("not a session message: {e}")).into()),
         };
         let store = &self.client.store;
-        let existing = store.e2e_session(&d.from, &d.from_device).await?.and_then(|b| serde_json::from_slice::<RatchetSession>(&b).ok());
+        let existing = store.e2e_session(&d.from, &d.from_device).await?.and_then(|b| PeerSessions::decode(&b));
         let outcome = self.client.with_e2e(|e| e.decrypt(existing, &message));
         let (session, inner) = match outcome {
             Ok(x) => x,
             Err(e) => return Ok(undecodable(d, me, &e.to_string()).into()),
         };
         // The sender's certificate must belong to the identity pinned for the sender.
-        let peer = session.peer().clone();
+        let peer = session.current.peer().clone();
         match self.check_identity(&d.from, &peer.user_identity).await {
             Ok(()) => {}
             Err(ClientError::IdentityChanged { .. }) => {
@@ -933,7 +933,7 @@ impl Session<'_> {
             }
             Err(e) => return Ok(undecodable(d, me, &e.to_string()).into()),
         }
-        self.client.persist_e2e(&[(d.from.clone(), d.from_device.clone(), serde_json::to_vec(&session).unwrap_or_default())]).await?;
+        self.client.persist_e2e(&[(d.from.clone(), d.from_device.clone(), session.encode())]).await?;
         // The id inside the ciphertext is the authenticated one: a relay that rewrote the envelope id is caught here.
         if id_bytes(d.id.as_str()) != Some(inner.id) {
             return Ok(undecodable(d, me, "the envelope id does not match the authenticated id inside").into());

@@ -289,3 +289,13 @@ hooks = ["incoming-message", "outgoing-message", "status-change", "command", "ac
 pub fn bodies_from(messages: &[serde_json::Value], sender: &str) -> Vec<String> {
     messages.iter().filter(|m| m["from"] == sender).map(|m| m["body"].as_str().unwrap_or_default().to_owned()).collect()
 }
+
+/// Everything `home` receives (`recv --json`) until `done` says it has enough (see [`wait_until`]).
+pub fn recv_until(home: &Path, what: &str, mut done: impl FnMut(&[serde_json::Value]) -> bool) -> Vec<serde_json::Value> {
+    let mut seen = Vec::new();
+    wait_until(what, || {
+        seen.extend(parse_json_lines(&ok(home, &["recv", "--json"])));
+        done(&seen)
+    });
+    seen
+}

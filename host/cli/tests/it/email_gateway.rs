@@ -370,8 +370,9 @@ password-file = "{d}/imap-password"
     .unwrap();
 }
 
-/// Everything `home` receives until `done` says it has enough (up to 90 s).
-fn recv_until(setup: &Setup, home: &Path, what: &str, mut done: impl FnMut(&[Value]) -> bool) -> Vec<Value> {
+/// Everything `home` receives until `done` says it has enough: common's `recv_until`, with the longer wait and the
+/// servers' logs on a time-out of [`Setup::wait`].
+fn recv_with_logs(setup: &Setup, home: &Path, what: &str, mut done: impl FnMut(&[Value]) -> bool) -> Vec<Value> {
     let mut seen = Vec::new();
     setup.wait(what, || {
         seen.extend(parse_json_lines(&ok(home, &["recv", "--json"])));
@@ -441,7 +442,7 @@ fn messages_go_out_threaded_and_mail_comes_back_threaded_trimmed_and_without_loo
             "From: Bob Example <bob@example.net>\nTo: {BRIDGE}\nCc: team@example.net\nSubject: Re: Plans for **Friday**\nMessage-ID: <bob-1@example.net>\nIn-Reply-To: {second_id}\nReferences: {first_id} {second_id}\nContent-Type: text/plain; charset=utf-8\n\nI will bring the projector.\n\nOn Fri, 27 Nov 2026, alice (via imfree) wrote:\n> Bring the slides\n\n-- \nBob, sent from the field\n"
         ),
     );
-    let got = recv_until(&setup, &alice, "Bob's mail in the conversation", |m| !from_bot(m).is_empty());
+    let got = recv_with_logs(&setup, &alice, "Bob's mail in the conversation", |m| !from_bot(m).is_empty());
     let posted = from_bot(&got)[0].clone();
     let text = posted["body"].as_str().unwrap();
     assert!(text.contains("Bob Example") && text.contains("I will bring the projector."), "{text}");
@@ -464,7 +465,7 @@ fn messages_go_out_threaded_and_mail_comes_back_threaded_trimmed_and_without_loo
         "From: Carol <carol@example.net>\nTo: team@example.net\nSubject: Re: Plans\nMessage-ID: <carol-1@example.net>\nIn-Reply-To: <bob-1@example.net>\nMIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=cut\n\n--cut\nContent-Type: text/plain; charset=utf-8\n\nAnd I bring coffee.\n--cut\nContent-Type: text/plain\nContent-Disposition: attachment; filename=\"agenda.txt\"\nContent-Transfer-Encoding: base64\n\nQUdFTkRBLUNBTkFSWQ==\n--cut--\n",
     );
     let is_file = |m: &&Value| m.get("file").is_some();
-    let got = recv_until(&setup, &alice, "Carol's mail and its attachment", |m| {
+    let got = recv_with_logs(&setup, &alice, "Carol's mail and its attachment", |m| {
         from_bot(m).iter().any(|p| p["body"].as_str().unwrap_or("").contains("coffee")) && from_bot(m).iter().any(is_file)
     });
     let texts: Vec<&Value> = from_bot(&got).into_iter().filter(|m| !is_file(m)).collect();

@@ -4,6 +4,7 @@
 
 mod bad_input;
 mod bots;
+mod calendar;
 mod client_plugins;
 mod common;
 mod conversations;
@@ -20,4 +21,7 @@ mod search;
 mod sso;
 mod sso_login;
 mod plugin;
+// The CalDAV server of the calendar tests, shared with the plugin host's tests.
+#[path = "../../../plugin-host/tests/it/radicale.rs"]
+mod radicale;
 mod webhooks;

@@ -5,6 +5,7 @@
 #![allow(unreachable_pub)]
 
 mod api_versions;
+mod calendar;
 mod capabilities;
 mod files_mail;
 mod hooks;
@@ -13,5 +14,6 @@ mod inspect;
 mod js_guest;
 mod lifecycle;
 mod malicious;
+mod radicale;
 mod support;
 mod twins;
