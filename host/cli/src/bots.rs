@@ -357,11 +357,18 @@ pub(crate) fn start(
                 continue;
             }
         }
+        let mail = match crate::mail::transport(config.mail.as_ref(), base_dir) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::error!(plugin = %name, error = %e, "[plugins.<name>.mail] refused; bot not started");
+                continue;
+            }
+        };
         let (name, url, home) = (name.clone(), relay_url.clone(), bots_dir.join(name));
         let cache = bots_dir.join("plugin-cache");
         let routes = Arc::clone(&routes);
         tokio::spawn(async move {
-            if let Err(e) = run(&name, config, &url, &home, cache, &routes).await {
+            if let Err(e) = run(&name, config, &url, &home, cache, &routes, mail).await {
                 tracing::error!(bot = %name, error = %e, "bot stopped");
             }
         });
@@ -418,6 +425,7 @@ async fn run(
     home: &Path,
     cache: PathBuf,
     routes: &imfree_relay::plugins::RelayPlugins,
+    mail: Arc<dyn MailTransport>,
 ) -> anyhow::Result<()> {
     let client = loop {
         match open_or_register(name, url, home).await {
@@ -430,7 +438,7 @@ async fn run(
     };
     let client = Arc::new(client);
     let slot: ClientSlot = Arc::new(Mutex::new(Arc::clone(&client)));
-    let scope = ScopeServices { files: Arc::new(ClientFiles { client: Arc::clone(&slot) }), mail: Arc::new(imfree_plugin_host::NoMail) };
+    let scope = ScopeServices { files: Arc::new(ClientFiles { client: Arc::clone(&slot) }), mail };
     let (host, sink) = client_host(&client, cache, 4, scope)?;
     let host = Arc::new(host);
     host.load(config).await?;

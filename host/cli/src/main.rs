@@ -13,6 +13,7 @@ mod client_plugins;
 mod conversation;
 mod files;
 mod group;
+mod mail;
 mod plugin;
 mod render;
 mod search;

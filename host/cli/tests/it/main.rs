@@ -10,6 +10,7 @@ mod common;
 mod conversations;
 mod delivery;
 mod e2e;
+mod email_gateway;
 mod files;
 mod groups;
 mod hostile;
