@@ -108,26 +108,19 @@ fn a_bot_uses_timers_http_and_presence_only_when_asked_for_and_granted() {
     let probe = install_probe(dir.path(), "probe", &format!("messaging = true\ntimers = true\nhttp.outbound = [\"{origin}\"]"));
     // Asks for messaging and timers (not granted) and not for kv or HTTP (granted): each refused, for either reason.
     let denied = install_probe(dir.path(), "probe-denied", "messaging = true\ntimers = true");
-    let config = dir.path().join("imfree.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"
-[plugin_host]
-bots_dir = "{bots}"
-
-[plugins.probe]
+    let config = bot_config(
+        dir.path(),
+        &format!(
+            r#"[plugins.probe]
 path = "{probe}"
 grants = {{ messaging = true, timers = true, http-outbound = ["{origin}"], http-allow-private = true }}
 
 [plugins.probe-denied]
 path = "{denied}"
 grants = {{ kv = true, http-outbound = ["{origin}"], http-allow-private = true }}
-"#,
-            bots = dir.path().join("bots").display()
+"#
         ),
-    )
-    .unwrap();
+    );
     let relay = RelayProc::start(&dir.path().join("relay"), Some(&config));
     wait_until("the bots to register", || relay.log().matches("bot running").count() == 2);
     let (alice, timers, status) = (dir.path().join("alice"), dir.path().join("timers"), dir.path().join("status"));
@@ -204,15 +197,10 @@ fn a_bot_reads_and_sends_files_within_its_limit_end_to_end() {
     let dir = tempdir();
     let probe = install_probe(dir.path(), "probe", "messaging = true\nfiles = true");
     let denied = install_probe(dir.path(), "probe-denied", "messaging = true\nfiles = true");
-    let config = dir.path().join("imfree.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"
-[plugin_host]
-bots_dir = "{bots}"
-
-[plugins.probe]
+    let config = bot_config(
+        dir.path(),
+        &format!(
+            r#"[plugins.probe]
 path = "{probe}"
 grants = {{ messaging = true, files = true }}
 limits = {{ files-max-bytes = 100000, wall-ms-per-call = 30000, cpu-ms-per-call = 2000 }}
@@ -220,11 +208,9 @@ limits = {{ files-max-bytes = 100000, wall-ms-per-call = 30000, cpu-ms-per-call 
 [plugins.probe-denied]
 path = "{denied}"
 grants = {{ messaging = true }}
-"#,
-            bots = dir.path().join("bots").display()
+"#
         ),
-    )
-    .unwrap();
+    );
     let relay = RelayProc::start(&dir.path().join("relay"), Some(&config));
     wait_until("the bots to register", || relay.log().matches("bot running").count() == 2);
     let alice = dir.path().join("alice");

@@ -33,15 +33,10 @@ impl Setup {
         let dav = Radicale::start();
         dav.make_calendar(CALENDAR);
         let dir = tempdir();
-        let config = dir.path().join("imfree.toml");
-        std::fs::write(
-            &config,
-            format!(
-                r#"
-[plugin_host]
-bots_dir = "{bots}"
-
-# No path: the calendar plugin bundled in the binary under test, with its own manifest.
+        let config = bot_config(
+            dir.path(),
+            &format!(
+                r#"# No path: the calendar plugin bundled in the binary under test, with its own manifest.
 [plugins.calendar]
 grants = {{ kv = true, messaging = true, timers = true, files = true, http-outbound = ["{origin}"], http-allow-private = true }}
 limits = {{ cpu-ms-per-call = 10000, wall-ms-per-call = 30000 }}
@@ -52,11 +47,9 @@ username = "{DAV_USER}"
 password = "{DAV_PASSWORD}"
 timezone = "Europe/Berlin"
 "#,
-                bots = dir.path().join("bots").display(),
                 origin = dav.origin(),
             ),
-        )
-        .unwrap();
+        );
         let relay = RelayProc::start(&dir.path().join("relay"), Some(&config));
         wait_until("the calendar bot to start", || relay.log().contains("bot running"));
         Setup { dir, relay, dav }

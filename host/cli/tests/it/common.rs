@@ -299,3 +299,11 @@ pub fn recv_until(home: &Path, what: &str, mut done: impl FnMut(&[serde_json::Va
     });
     seen
 }
+
+/// Write `dir/imfree.toml`: bots living under `dir/bots`, then `plugins` (the `[plugins.<name>]` tables). Returns its
+/// path, for [`RelayProc::start`].
+pub fn bot_config(dir: &Path, plugins: &str) -> PathBuf {
+    let config = dir.join("imfree.toml");
+    std::fs::write(&config, format!("[plugin_host]\nbots_dir = \"{}\"\n\n{plugins}", dir.join("bots").display())).unwrap();
+    config
+}

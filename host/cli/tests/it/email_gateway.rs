@@ -261,7 +261,6 @@ fn sent_mails(out: &Path) -> Vec<Sent> {
 struct Setup {
     dir: tempfile::TempDir,
     relay: RelayProc,
-    config: PathBuf,
     smtp_port: u16,
     imap_port: u16,
     out: PathBuf,
@@ -279,14 +278,13 @@ impl Setup {
         let imap = start_dovecot(dir.path(), imap_port, true);
         std::fs::write(dir.path().join("smtp-password"), format!("{SMTP_PASSWORD}\n")).unwrap();
         std::fs::write(dir.path().join("imap-password"), format!("{IMAP_PASSWORD}\n")).unwrap();
-        let config = dir.path().join("imfree.toml");
-        write_config(&config, dir.path(), smtp_port, imap_port, "[]", "starttls", "smtp-password");
+        let config = write_config(dir.path(), smtp_port, imap_port, "[]", "starttls", "smtp-password");
         let relay = RelayProc::start_on(&dir.path().join("relay"), free_port(), Some(&config));
-        Setup { dir, relay, config, smtp_port, imap_port, out, _smtp: smtp, _imap: imap }
+        Setup { dir, relay, smtp_port, imap_port, out, _smtp: smtp, _imap: imap }
     }
 
     fn write_config(&self, bridges: &str, smtp_tls: &str, smtp_password_file: &str) {
-        write_config(&self.config, self.dir.path(), self.smtp_port, self.imap_port, bridges, smtp_tls, smtp_password_file);
+        write_config(self.dir.path(), self.smtp_port, self.imap_port, bridges, smtp_tls, smtp_password_file);
     }
 
     /// Restart the relay with `bridges` and wait for the bot.
@@ -322,16 +320,12 @@ impl Setup {
     }
 }
 
-/// The relay's configuration: the bundled plugin with the test's servers and `bridges`.
-fn write_config(config: &Path, d: &Path, smtp_port: u16, imap_port: u16, bridges: &str, smtp_tls: &str, smtp_password_file: &str) {
-    std::fs::write(
-        config,
-        format!(
-            r#"
-[plugin_host]
-bots_dir = "{bots}"
-
-# No path: the email-gateway plugin bundled in the binary under test.
+/// The relay's configuration (`d/imfree.toml`): the bundled plugin with the test's servers and `bridges`.
+fn write_config(d: &Path, smtp_port: u16, imap_port: u16, bridges: &str, smtp_tls: &str, smtp_password_file: &str) -> PathBuf {
+    bot_config(
+        d,
+        &format!(
+            r#"# No path: the email-gateway plugin bundled in the binary under test.
 [plugins.email-gateway]
 grants = {{ kv = true, messaging = true, timers = true, files = true, mail = true }}
 limits = {{ cpu-ms-per-call = 10000, wall-ms-per-call = 60000 }}
@@ -361,13 +355,11 @@ ca-file = "{d}/ca.pem"
 user = "bot"
 password-file = "{d}/imap-password"
 "#,
-            bots = d.join("bots").display(),
             smtp = smtp_port,
             imap = imap_port,
             d = d.display(),
         ),
     )
-    .unwrap();
 }
 
 /// Everything `home` receives until `done` says it has enough: common's `recv_until`, with the longer wait and the
@@ -522,7 +514,7 @@ fn servers_without_starttls_and_a_missing_password_file_are_refused() {
     std::fs::create_dir_all(&plain_dir).unwrap();
     let plain_port = free_port();
     let _plain = start_dovecot(&plain_dir, plain_port, false);
-    write_config(&setup.config, setup.dir.path(), setup.smtp_port, plain_port, "[]", "starttls", "smtp-password");
+    write_config(setup.dir.path(), setup.smtp_port, plain_port, "[]", "starttls", "smtp-password");
     let before = setup.relay.log().len();
     setup.relay.restart();
     setup.wait("the refused IMAP STARTTLS in the log", || {

@@ -144,15 +144,10 @@ struct Setup {
 impl Setup {
     fn start(speech: &SpeechServer, settings: &str) -> Setup {
         let dir = tempdir();
-        let config = dir.path().join("imfree.toml");
-        std::fs::write(
-            &config,
-            format!(
-                r#"
-[plugin_host]
-bots_dir = "{bots}"
-
-# No path: the transcription plugin bundled in the binary under test, with its own manifest. The recogniser is
+        let config = bot_config(
+            dir.path(),
+            &format!(
+                r#"# No path: the transcription plugin bundled in the binary under test, with its own manifest. The recogniser is
 # slow on a loaded machine: generous per-call limits.
 [plugins.transcription]
 grants = {{ kv = true, messaging = true, timers = true, files = true, http-outbound = ["{origin}"], http-allow-private = true }}
@@ -165,11 +160,9 @@ backoff-base-ms = 500
 tick-ms = 1000
 {settings}
 "#,
-                bots = dir.path().join("bots").display(),
                 origin = speech.origin(),
             ),
-        )
-        .unwrap();
+        );
         let relay = RelayProc::start(&dir.path().join("relay"), Some(&config));
         wait_until("the transcription bot to start", || relay.log().contains("bot running"));
         Setup { dir, relay }

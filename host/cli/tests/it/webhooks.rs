@@ -180,15 +180,10 @@ impl Setup {
     fn start(receiver: &Receiver, settings: &str) -> Setup {
         let dir = tempdir();
         let port = free_port();
-        let config = dir.path().join("imfree.toml");
-        std::fs::write(
-            &config,
-            format!(
-                r#"
-[plugin_host]
-bots_dir = "{bots}"
-
-# No path: the webhooks plugin bundled in the binary under test, with its own manifest.
+        let config = bot_config(
+            dir.path(),
+            &format!(
+                r#"# No path: the webhooks plugin bundled in the binary under test, with its own manifest.
 [plugins.webhooks]
 grants = {{ kv = true, messaging = true, timers = true, http-outbound = ["{origin}"], http-allow-private = true }}
 
@@ -196,11 +191,9 @@ grants = {{ kv = true, messaging = true, timers = true, http-outbound = ["{origi
 public-url = "https://127.0.0.1:{port}"
 {settings}
 "#,
-                bots = dir.path().join("bots").display(),
                 origin = receiver.origin(),
             ),
-        )
-        .unwrap();
+        );
         let relay = RelayProc::start_on(&dir.path().join("relay"), port, Some(&config));
         wait_until("the webhooks bot to start", || relay.log().contains("bot running"));
         Setup { dir, relay, config, port }
