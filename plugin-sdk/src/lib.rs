@@ -52,6 +52,37 @@ pub mod wasi_bindings {
 
 pub mod http;
 
+/// The generated `wasi:random` bindings, used by [`random`].
+#[doc(hidden)]
+pub mod entropy_bindings {
+    #![allow(missing_docs)]
+    wit_bindgen::generate!({
+        path: "wit",
+        world: "imfree:plugin-sdk/entropy",
+        generate_all,
+    });
+}
+
+/// Secure random values from the host (`wasi:random`): secrets, unique ids, multipart boundaries, backoff jitter.
+pub mod random {
+    use crate::entropy_bindings::wasi::random::random as raw;
+
+    /// `len` random bytes.
+    pub fn bytes(len: usize) -> Vec<u8> {
+        raw::get_random_bytes(len as u64)
+    }
+
+    /// `len` random bytes as lower-case hex (`2 * len` characters).
+    pub fn hex(len: usize) -> String {
+        bytes(len).iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// A uniform random number in `[0, 1)` (53 random bits).
+    pub fn unit() -> f64 {
+        (raw::get_random_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
 /// The WIT types hooks receive and return.
 pub mod types {
     pub use crate::bindings::imfree::plugin::types::{

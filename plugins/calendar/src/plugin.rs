@@ -2,8 +2,7 @@
 //! files. Decisions are made by the pure modules. Logs carry conversation and message ids, UIDs and HTTP statuses
 //! — never titles, credentials or file contents.
 
-// The bindings wit-bindgen generates (wasi:random below, the exports behind `export_plugin!`) use `unsafe` for the
-// canonical ABI; the code written in this module does not.
+// The exports behind `export_plugin!` use `unsafe` for the canonical ABI; the code written here does not.
 #![allow(unsafe_code)]
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -21,14 +20,6 @@ use crate::ical;
 use crate::reminders::{self, Reminder};
 use crate::when::{self, MeetingLimits};
 
-/// `wasi:random/random`, for UIDs (std has no public CSPRNG).
-mod entropy {
-    wit_bindgen::generate!({
-        inline: "package imfree:calendar; world entropy { import wasi:random/random@0.2.12; }",
-        path: "../../plugin-sdk/wit/deps/random.wit",
-        generate_all,
-    });
-}
 
 /// The bot's account (bot-scope plugins run as an account named like the plugin).
 const BOT: &str = "calendar";
@@ -116,7 +107,7 @@ fn user_zone(s: &Settings, user: &str) -> TimeZone {
 }
 
 fn random_hex(bytes: u64) -> String {
-    entropy::wasi::random::random::get_random_bytes(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    imfree_plugin_sdk::random::hex(bytes as usize)
 }
 
 fn get_json<T: for<'de> Deserialize<'de>>(key: &str) -> Option<T> {

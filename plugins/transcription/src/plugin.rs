@@ -2,8 +2,7 @@
 //! decisions are made by the pure modules; this one moves data between them and the host, and logs message and
 //! conversation ids, part counts and statuses — never audio, transcripts, URLs or the API key.
 
-// The bindings wit-bindgen generates (wasi:random below, the exports behind `export_plugin!`) use `unsafe` for the
-// canonical ABI; the code written in this module does not.
+// The exports behind `export_plugin!` use `unsafe` for the canonical ABI; the code written here does not.
 #![allow(unsafe_code)]
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -15,14 +14,6 @@ use crate::audio::{self, Limits};
 use crate::job::{self, Job};
 use crate::request::{self, Form, Outcome};
 
-/// `wasi:random/random`, for multipart boundaries and backoff jitter (std has no public CSPRNG).
-mod entropy {
-    wit_bindgen::generate!({
-        inline: "package imfree:transcription; world entropy { import wasi:random/random@0.2.12; }",
-        path: "../../plugin-sdk/wit/deps/random.wit",
-        generate_all,
-    });
-}
 
 /// The bot's account: bot-scope plugins run as an account named like the plugin.
 const BOT: &str = "transcription";
@@ -83,13 +74,11 @@ fn now_ms() -> u64 {
 
 /// A random number in `[0, 1)`.
 fn jitter() -> f64 {
-    (entropy::wasi::random::random::get_random_u64() >> 11) as f64 / (1u64 << 53) as f64
+    imfree_plugin_sdk::random::unit()
 }
 
 fn random_boundary() -> String {
-    let bytes = entropy::wasi::random::random::get_random_bytes(18);
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    format!("imfree-{hex}")
+    format!("imfree-{}", imfree_plugin_sdk::random::hex(18))
 }
 
 struct Transcription;

@@ -2,8 +2,7 @@
 //! the pure modules; this module only moves data between them and the host, and logs target names, hook ids,
 //! conversation ids and statuses — never URLs, secrets or message contents.
 
-// The bindings wit-bindgen generates (wasi:random below, the exports behind `export_plugin!`) use `unsafe` for the
-// canonical ABI; the code written in this module does not.
+// The exports behind `export_plugin!` use `unsafe` for the canonical ABI; the code written here does not.
 #![allow(unsafe_code)]
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -19,14 +18,6 @@ use crate::retry::{self, Verdict};
 use crate::signing::{self, DELIVERY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER};
 use crate::targets::{self, Target};
 
-/// `wasi:random/random`, for hook secrets, delivery ids and jitter (std has no public CSPRNG).
-mod entropy {
-    wit_bindgen::generate!({
-        inline: "package imfree:webhooks; world entropy { import wasi:random/random@0.2.12; }",
-        path: "../../plugin-sdk/wit/deps/random.wit",
-        generate_all,
-    });
-}
 
 /// The bot's account: bot-scope plugins run as an account named like the plugin. A command whose sender is this
 /// account can only come from the operator (`imfree admin webhook`, which holds the bot's data directory).
@@ -92,12 +83,12 @@ fn now_ms() -> u64 {
 }
 
 fn random_hex(bytes: u64) -> String {
-    signing::hex(&entropy::wasi::random::random::get_random_bytes(bytes))
+    imfree_plugin_sdk::random::hex(bytes as usize)
 }
 
 /// A random number in `[0, 1)`.
 fn jitter() -> f64 {
-    (entropy::wasi::random::random::get_random_u64() >> 11) as f64 / (1u64 << 53) as f64
+    imfree_plugin_sdk::random::unit()
 }
 
 struct Webhooks;

@@ -194,9 +194,9 @@ pub fn install_plugin(dir: &Path, name: &str) -> String {
     format!("{name}/{file}")
 }
 
-/// Wait up to 30 s for `done`.
+/// Wait up to 60 s for `done` (generous: CI runs the process tests two at a time on two loaded cores).
 pub fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while !done() {
         assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(100));
