@@ -717,7 +717,7 @@ mod load {
         let keys = DeviceKeys::from_secrets(unhex32(&d.signing_seed)?, unhex32(&d.static_secret)?);
         let mut attempt = 0;
         loop {
-            match Connection::resume(&shared.server, Some(&shared.fingerprint), shared.relay_key, &keys, &d.user, &d.device, &d.token).await {
+            match Connection::resume(&shared.server, Some(&shared.fingerprint), shared.relay_key, &keys, &d.user, &d.device, &d.token, false).await {
                 Ok((conn, _welcome)) => return Ok(conn),
                 Err(e) if attempt < 5 => {
                     attempt += 1;

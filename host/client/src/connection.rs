@@ -155,7 +155,9 @@ impl Connection {
         Ok((conn, welcome, Presented { tls_fingerprint, relay_key }))
     }
 
-    /// Reconnect as a known device (Noise IK with the pinned relay key and the session token).
+    /// Reconnect as a known device (Noise IK with the pinned relay key and the session token). A `transfer`
+    /// session is for file transfers and sending only: the relay delivers nothing to it.
+    #[allow(clippy::too_many_arguments)]
     pub async fn resume(
         server: &str,
         tls_pin: Option<&str>,
@@ -164,10 +166,11 @@ impl Connection {
         user: &str,
         device: &str,
         token: &str,
+        transfer: bool,
     ) -> Result<(Connection, Welcome), ClientError> {
         let limits = Limits::default();
         let (mut ws, _) = open_socket(server, tls_pin).await?;
-        let auth = IkAuth { v: PROTOCOL_VERSION, user: user.into(), device: device.into(), token: token.into(), ts: now_ms() };
+        let auth = IkAuth { v: PROTOCOL_VERSION, user: user.into(), device: device.into(), token: token.into(), ts: now_ms(), transfer };
         let payload = zeroize::Zeroizing::new(serde_json::to_vec(&auth).unwrap_or_default());
         let (init, m1) = IkInitiator::start(&keys.static_secret(), &relay_key, &payload, limits.max_frame_bytes).map_err(noise)?;
         ws.send(Message::Binary(m1.into())).await.map_err(io)?;

@@ -325,13 +325,24 @@ impl Client {
 
     /// Connect to the relay as this device.
     pub async fn connect(&self) -> Result<Session<'_>, ClientError> {
+        self.open_session(false).await
+    }
+
+    /// A second connection of this device for file transfers and sending only, beside a main session that may be
+    /// running (a bot's, another client process's): the relay delivers nothing to it, so it cannot take a message
+    /// that the main session would hand to its user or plugin. No group work and no prekey upload happen on it.
+    pub(crate) async fn connect_transfer(&self) -> Result<Session<'_>, ClientError> {
+        self.open_session(true).await
+    }
+
+    async fn open_session(&self, transfer: bool) -> Result<Session<'_>, ClientError> {
         let (Some(user), Some(device), Some(token)) = (&self.account.user, &self.account.device, &self.account.token) else {
             return Err(ClientError::NotLoggedIn);
         };
         let relay_key = self.account.relay_key()?.ok_or(ClientError::NotLoggedIn)?;
         let keys = self.account.device_keys()?;
         let (conn, welcome) =
-            Connection::resume(&self.account.server, self.account.tls_pin.as_deref(), relay_key, &keys, user, device, token).await?;
+            Connection::resume(&self.account.server, self.account.tls_pin.as_deref(), relay_key, &keys, user, device, token, transfer).await?;
         let mut session = Session {
             client: self,
             conn,
@@ -342,6 +353,9 @@ impl Client {
             queued_at_connect: welcome.queued,
             key_challenge: welcome.key_challenge.0.clone(),
         };
+        if transfer {
+            return Ok(session);
+        }
         if let Some(left) = welcome.prekeys_left {
             let now = (now_ms() / 1000) as u64;
             let upload = self.with_e2e(|e| Ok(e.replenish_upload(&welcome.key_challenge.0, left, now))).ok().flatten();
@@ -359,9 +373,18 @@ impl Client {
     /// Connect, retrying with backoff on network failures until `deadline`. Refusals (bad token, changed keys)
     /// are not retried.
     pub async fn connect_with_retry(&self, deadline: tokio::time::Instant) -> Result<Session<'_>, ClientError> {
+        self.open_with_retry(deadline, false).await
+    }
+
+    /// [`Client::connect_transfer`], retrying like [`Client::connect_with_retry`].
+    pub(crate) async fn connect_transfer_with_retry(&self, deadline: tokio::time::Instant) -> Result<Session<'_>, ClientError> {
+        self.open_with_retry(deadline, true).await
+    }
+
+    async fn open_with_retry(&self, deadline: tokio::time::Instant, transfer: bool) -> Result<Session<'_>, ClientError> {
         let mut delay = Duration::from_millis(100);
         loop {
-            match self.connect().await {
+            match self.open_session(transfer).await {
                 Ok(s) => return Ok(s),
                 Err(e @ ClientError::Io(_)) if tokio::time::Instant::now() + delay < deadline => {
                     tracing::debug!(error = %e, "connect failed; retrying");

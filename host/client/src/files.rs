@@ -563,7 +563,7 @@ impl Client {
             self.compose_with_id(&upload.message_id, to, &content).await?;
         }
         self.set_upload_status(&upload.file_id, "sent").await?;
-        let delivered = match self.connect().await {
+        let delivered = match self.connect_transfer().await {
             Ok(mut session) => {
                 let r = session.sync_outbox(Duration::from_secs(30)).await;
                 session.close().await;
@@ -655,7 +655,7 @@ impl Client {
         let mut started = false;
         let result = loop {
             let attempt = async {
-                let mut session = self.connect_with_retry(deadline).await?;
+                let mut session = self.connect_transfer_with_retry(deadline).await?;
                 let ticket = session.file_begin(&upload.file_id, d.size, d.chunk_size).await;
                 session.close().await;
                 let ticket = ticket?;
@@ -877,7 +877,7 @@ impl Client {
         deadline: tokio::time::Instant,
         progress: &dyn TransferProgress,
     ) -> Result<(), ClientError> {
-        let mut session = self.connect_with_retry(deadline).await?;
+        let mut session = self.connect_transfer_with_retry(deadline).await?;
         let ticket = session.file_fetch(&d.id.to_string()).await;
         session.close().await;
         let ticket = ticket?;

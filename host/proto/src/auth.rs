@@ -19,6 +19,11 @@ pub struct IkAuth {
     pub token: String,
     /// The device's clock (Unix ms); the relay refuses messages outside its replay window.
     pub ts: u64,
+    /// A session for file transfers and sending only (a second connection of a device whose main session is
+    /// busy): the relay delivers nothing to it — no live deliveries, no queue — and does not count it as online, so
+    /// it cannot take a message away from the device's main session.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub transfer: bool,
 }
 
 impl std::fmt::Debug for IkAuth {
@@ -149,7 +154,7 @@ mod tests {
         let shown = format!("{a:?}");
         assert!(!shown.contains("hunter22") && !shown.contains("123456"), "{shown}");
         assert!(!shown.contains("code-secret") && !shown.contains("verifier-secret"), "{shown}");
-        let i = IkAuth { v: 1, user: "al".into(), device: "d".into(), token: "tok-secret".into(), ts: 0 };
+        let i = IkAuth { v: 1, user: "al".into(), device: "d".into(), token: "tok-secret".into(), ts: 0, transfer: false };
         assert!(!format!("{i:?}").contains("tok-secret"));
     }
 }

@@ -25,6 +25,8 @@ pub struct Authenticated {
     pub device: String,
     /// The welcome frame to send.
     pub welcome: Welcome,
+    /// A transfer-only session (IK auth `transfer`): nothing is delivered to it and it does not count as online.
+    pub transfer: bool,
 }
 
 fn refuse(code: ErrorCode, message: impl Into<String>) -> ErrorFrame {
@@ -89,7 +91,9 @@ pub async fn authenticate_ik(
     if user.disabled {
         return Err(refuse(ErrorCode::AccountDisabled, "this account is disabled; contact the operator"));
     }
-    authenticated(state, user, device.id, None).await
+    let mut who = authenticated(state, user, device.id, None).await?;
+    who.transfer = auth.transfer;
+    Ok(who)
 }
 
 /// Check an XX auth payload and register or log in.
@@ -187,6 +191,7 @@ async fn authenticated(
             prekeys_left: None,
             needs_identity: false,
         },
+        transfer: false,
     })
 }
 

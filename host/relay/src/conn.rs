@@ -237,6 +237,8 @@ struct Conn {
     drained_sent: bool,
     closing: bool,
     key_challenge: [u8; 32],
+    /// A transfer-only session: never delivered to, not registered as online.
+    transfer: bool,
 }
 
 impl Conn {
@@ -261,7 +263,8 @@ impl Conn {
             in_flight: HashSet::new(),
             recent: RecentIds::new(window * 4),
             live: false,
-            dirty: true,
+            dirty: !who.transfer,
+            transfer: who.transfer,
             fetched_after: 0,
             drained_sent: false,
             closing: false,
@@ -280,14 +283,15 @@ impl Conn {
             return;
         }
         let hub = Arc::clone(&self.state.hub);
-        let first_online = hub.register(&self.device, self.user_id, self.conn_id, self.tx.clone());
-        tracing::debug!(user = %self.user, device = %self.device, conn = self.conn_id, "connected");
+        // A transfer-only session takes no deliveries and is not presence: it is not registered with the hub.
+        let first_online = !self.transfer && hub.register(&self.device, self.user_id, self.conn_id, self.tx.clone());
+        tracing::debug!(user = %self.user, device = %self.device, conn = self.conn_id, transfer = self.transfer, "connected");
         if first_online {
             self.announce_presence().await;
         }
         let _ = self.loop_frames().await;
         self.state.links.leave(self.user_id, self.conn_id, None, "the other device disconnected");
-        if hub.unregister(&self.device, self.user_id, self.conn_id) {
+        if !self.transfer && hub.unregister(&self.device, self.user_id, self.conn_id) {
             let _ = self.state.store.set_presence(self.user_id, None, Some(now_ms())).await;
             self.announce_presence().await;
         }
@@ -335,7 +339,7 @@ impl Conn {
 
     async fn loop_frames(&mut self) -> Result<(), ()> {
         loop {
-            if self.dirty && !self.closing && self.in_flight.len() < self.state.config.limits.delivery_window {
+            if self.dirty && !self.transfer && !self.closing && self.in_flight.len() < self.state.config.limits.delivery_window {
                 self.refill().await?;
             }
             self.ws.flush().await.map_err(|_| ())?;

@@ -38,6 +38,7 @@ fn ik_message1(home: &Path, max_frame: usize) -> (IkInitiator, Vec<u8>) {
         device: account.device.clone().unwrap(),
         token: account.token.clone().unwrap(),
         ts: imfree_client::now_ms() as u64,
+        transfer: false,
     };
     IkInitiator::start(&keys.static_secret(), &account.relay_key().unwrap().unwrap(), &serde_json::to_vec(&auth).unwrap(), max_frame)
         .unwrap()

@@ -211,6 +211,38 @@ fn files_reach_every_device_and_group_member_with_passwords_and_voice() {
     assert_relay_never_saw(&relay, content_canary);
 }
 
+/// A file transfer opens a second connection of the device (a bot's plugin does it while its main session runs).
+/// It must not take the device's messages: what was waiting for bob is still delivered to his next session after
+/// he sent and fetched files.
+#[test]
+fn a_file_transfer_takes_no_message_from_the_devices_session() {
+    let dir = tempdir();
+    let relay = relay_with(dir.path(), "");
+    let (alice, bob) = (dir.path().join("alice"), dir.path().join("bob"));
+    register(&relay, &alice, "alice", "alice-password");
+    register(&relay, &bob, "bob", "bob-password-1");
+    let path = dir.path().join("report.txt");
+    std::fs::write(&path, "quarterly numbers\n").unwrap();
+    ok(&alice, &["send", "bob", "hello"]);
+    assert_eq!(recv(&bob).len(), 1, "bob has sessions with alice");
+
+    // Waiting for bob while he only transfers files: a message, and a file of alice's.
+    ok(&alice, &["send", "bob", "while you were busy"]);
+    let file_id = sent_id(&ok(&alice, &["file", "send", "bob", path.to_str().unwrap()]));
+    sent_id(&ok(&bob, &["file", "send", "alice", path.to_str().unwrap()]));
+    let out = dir.path().join("got");
+    std::fs::create_dir_all(&out).unwrap();
+    let fetched = client(&bob, &["file", "get", &file_id, out.to_str().unwrap()]);
+    assert!(!fetched.status.success(), "bob has not received the file message yet: {}", stderr(&fetched));
+
+    let got = recv(&bob);
+    let bodies: Vec<&str> = got.iter().map(|m| m["body"].as_str().unwrap_or("")).collect();
+    assert!(bodies.contains(&"while you were busy"), "the waiting message reached bob's session: {got:?}");
+    assert!(got.iter().any(|m| m["id"] == file_id.as_str()), "so did the file message: {got:?}");
+    ok(&bob, &["file", "get", &file_id, out.to_str().unwrap()]);
+    assert_eq!(std::fs::read_to_string(out.join("report.txt")).unwrap(), "quarterly numbers\n");
+}
+
 #[test]
 fn size_limits_quota_tampering_and_expiry_are_refused_clearly() {
     let dir = tempdir();
