@@ -312,10 +312,12 @@ pub(crate) fn conversation_of(m: &StoredMessage, me: &str) -> String {
 
 /// A stored message as the plugin API shows it.
 pub(crate) fn to_plugin_message(m: &StoredMessage, me: &str) -> Message {
-    // A file message's descriptor holds the file's key: plugins get its summary, and the file through `files`.
-    let body = match FileDescriptor::decode(&m.body) {
-        Ok(d) if m.mime == imfree_client::files::FILE_MIME => imfree_client::files::file_summary(&d).to_string(),
-        _ => String::from_utf8_lossy(&m.body).into_owned(),
+    // A file message's descriptor holds the file's key: plugins get its summary (`{}` if it is unreadable), and the
+    // file through `files`.
+    let body = if m.mime == imfree_client::files::FILE_MIME {
+        FileDescriptor::decode(&m.body).map(|d| imfree_client::files::file_summary(&d).to_string()).unwrap_or_else(|_| "{}".into())
+    } else {
+        String::from_utf8_lossy(&m.body).into_owned()
     };
     Message {
         id: m.id.clone(),
