@@ -49,6 +49,12 @@ fn auth_payload_corpus() {
         let _ = serde_json::from_slice::<XxAuth>(&data);
     }
     assert!(serde_json::from_slice::<IkAuth>(&corpus("auth_payload")[0].1).is_ok(), "the IK seed parses");
+    // `transfer` is optional: absent means a main session; a transfer-only session says so.
+    let ik = |seed: &str| {
+        let (_, data) = corpus("auth_payload").into_iter().find(|(name, _)| name == seed).expect("the IK seeds");
+        serde_json::from_slice::<IkAuth>(&data).expect("an IK seed parses")
+    };
+    assert!(!ik("ik").transfer && ik("ik_transfer").transfer);
     let sso = corpus("auth_payload").into_iter().find(|(name, _)| name == "xx_sso_login").expect("the SSO login seed");
     assert!(serde_json::from_slice::<XxAuth>(&sso.1).is_ok(), "the SSO login seed parses");
 }
