@@ -37,15 +37,19 @@ pub(crate) fn add_to_linker(linker: &mut Linker<PluginState>) -> wasmtime::Resul
     accounts::add_to_linker::<PluginState, HasSelf<PluginState>>(linker, |s| s)
 }
 
-/// `impl <older>::<interface>::Host for PluginState` whose every function calls the newest version's.
+/// `impl <older>::<interface>::Host for PluginState` whose every function calls the newest version's, for each of
+/// the versions named (an interface that did not change between them is listed once).
 macro_rules! delegate {
-    ($($version:ident :: $interface:ident { $(fn $name:ident($($arg:ident: $ty:ty),*) -> $ret:ty;)* })*) => {$(
+    ($([$($version:ident),+] :: $interface:ident $functions:tt)*) => {$($(
+        delegate!(@one $version $interface $functions);
+    )+)*};
+    (@one $version:ident $interface:ident { $(fn $name:ident($($arg:ident: $ty:ty),*) -> $ret:ty;)* }) => {
         impl $version::imfree::plugin::$interface::Host for PluginState {
             $(async fn $name(&mut self, $($arg: $ty),*) -> wasmtime::Result<$ret> {
                 latest::$interface::Host::$name(self, $($arg),*).await
             })*
         }
-    )*};
+    };
 }
 
 /// The log level of an older version, as the newest version spells it.
@@ -72,53 +76,39 @@ log_level!(v0_1, v0_2);
 type R<T> = Result<T, HostError>;
 
 delegate! {
-    v0_1::config {
+    [v0_1, v0_2]::config {
         fn get(key: String) -> Option<String>;
         fn all() -> Vec<(String, String)>;
     }
-    v0_1::kv {
+    [v0_1, v0_2]::kv {
         fn get(key: String) -> R<Option<Vec<u8>>>;
         fn set(key: String, value: Vec<u8>) -> R<()>;
         fn delete(key: String) -> R<()>;
         fn list_keys(prefix: String) -> R<Vec<String>>;
     }
-    v0_1::messaging {
+    [v0_1, v0_2]::timers {
+        fn schedule_once(name: String, delay_ms: u64) -> R<u64>;
+        fn schedule_repeating(name: String, interval_ms: u64) -> R<u64>;
+        fn cancel(id: u64) -> R<bool>;
+    }
+    [v0_1]::messaging {
         fn post(conversation: String, text: String) -> R<String>;
         fn reply(conversation: String, message_id: String, text: String) -> R<String>;
         fn react(conversation: String, message_id: String, emoji: String) -> R<()>;
         fn post_card(conversation: String, card: Card) -> R<String>;
     }
-    v0_1::timers {
-        fn schedule_once(name: String, delay_ms: u64) -> R<u64>;
-        fn schedule_repeating(name: String, interval_ms: u64) -> R<u64>;
-        fn cancel(id: u64) -> R<bool>;
-    }
-    v0_2::config {
-        fn get(key: String) -> Option<String>;
-        fn all() -> Vec<(String, String)>;
-    }
-    v0_2::kv {
-        fn get(key: String) -> R<Option<Vec<u8>>>;
-        fn set(key: String, value: Vec<u8>) -> R<()>;
-        fn delete(key: String) -> R<()>;
-        fn list_keys(prefix: String) -> R<Vec<String>>;
-    }
-    v0_2::messaging {
+    // 0.2.0 added `send`.
+    [v0_2]::messaging {
         fn post(conversation: String, text: String) -> R<String>;
         fn reply(conversation: String, message_id: String, text: String) -> R<String>;
         fn react(conversation: String, message_id: String, emoji: String) -> R<()>;
         fn post_card(conversation: String, card: Card) -> R<String>;
         fn send(draft: Draft) -> R<String>;
     }
-    v0_2::timers {
-        fn schedule_once(name: String, delay_ms: u64) -> R<u64>;
-        fn schedule_repeating(name: String, interval_ms: u64) -> R<u64>;
-        fn cancel(id: u64) -> R<bool>;
-    }
-    v0_2::conversations {
+    [v0_2]::conversations {
         fn members(conversation: String) -> R<Vec<Member>>;
     }
-    v0_2::accounts {
+    [v0_2]::accounts {
         fn find_linked(identity: ExternalIdentity) -> R<Option<String>>;
         fn exists(name: String) -> R<bool>;
         fn provision(name: String, identity: ExternalIdentity, profile: Profile) -> R<()>;
