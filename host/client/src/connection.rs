@@ -1,13 +1,12 @@
-//! One connection to a relay: TLS with a pinned certificate, the WebSocket, the IMF Noise handshake, and sealed
-//! frames after it.
+//! One connection to a relay: TLS with a pinned certificate and the WebSocket, carrying the client core's IMF Noise
+//! handshake and sealed frames ([`imfree_client_core::relay`]).
 
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
+use imfree_client_core::relay::{Channel, PasswordHandshake, Resume, ResumeHandshake, handshake_text};
 use imfree_crypto::device::DeviceKeys;
-use imfree_crypto::noise::{IkInitiator, Transport, XxInitiator};
-use imfree_proto::auth::{IkAuth, XxAuth, XxOp, device_binding_message};
-use imfree_proto::{ErrorCode, Frame, FrameBody, Limits, PROTOCOL_VERSION, Payload, Welcome};
+use imfree_proto::{Frame, FrameBody, Limits, Welcome};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
@@ -19,23 +18,7 @@ type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 /// How long to wait for each step of connecting.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// Credentials for a first-contact (XX) handshake.
-pub struct PasswordAuth<'a> {
-    /// Register, log in, or finish a single sign-on login.
-    pub op: XxOp,
-    /// User name (empty for an SSO login).
-    pub user: &'a str,
-    /// Password (empty for an SSO login).
-    pub password: &'a str,
-    /// TOTP code.
-    pub totp: Option<&'a str>,
-    /// SSO login: the login code from the sign-in redirect.
-    pub login_code: Option<&'a str>,
-    /// SSO login: the PKCE verifier whose challenge the code was issued for.
-    pub verifier: Option<&'a str>,
-    /// Device name.
-    pub device_name: &'a str,
-}
+pub use imfree_client_core::relay::PasswordAuth;
 
 /// What the TLS and Noise layers presented, for pinning after first contact.
 #[derive(Debug, Clone)]
@@ -49,8 +32,7 @@ pub struct Presented {
 /// An authenticated connection.
 pub struct Connection {
     ws: Ws,
-    transport: Transport,
-    limits: Limits,
+    channel: Channel,
 }
 
 fn ws_url(server: &str) -> Result<String, ClientError> {
@@ -90,13 +72,8 @@ async fn next_binary(ws: &mut Ws) -> Result<Vec<u8>, ClientError> {
             .map_err(|_| ClientError::Io("timed out waiting for the relay".into()))?;
         match msg {
             Some(Ok(Message::Binary(b))) => return Ok(b.to_vec()),
-            Some(Ok(Message::Text(t))) => {
-                // Errors before the handshake completes come as plaintext frames.
-                return Err(match Frame::decode(t.as_bytes(), &Limits::default()) {
-                    Ok(Frame { body: FrameBody::Error(e), .. }) => ClientError::Refused { code: e.code, message: e.message },
-                    _ => ClientError::Protocol("unexpected text message during the handshake".into()),
-                });
-            }
+            // Errors before the handshake completes come as plaintext frames.
+            Some(Ok(Message::Text(t))) => return Err(handshake_text(&t)),
             Some(Ok(Message::Close(_))) | None => return Err(ClientError::Io("the relay closed the connection".into())),
             Some(Ok(_)) => continue,
             Some(Err(e)) => return Err(ClientError::Io(e.to_string())),
@@ -117,40 +94,13 @@ impl Connection {
         keys: &DeviceKeys,
         auth: PasswordAuth<'_>,
     ) -> Result<(Connection, Welcome, Presented), ClientError> {
-        let limits = Limits::default();
         let (mut ws, tls_fingerprint) = open_socket(server, tls_pin).await?;
-        let (init, m1) = XxInitiator::start(&keys.static_secret(), limits.max_frame_bytes).map_err(noise)?;
+        let (handshake, m1) = PasswordHandshake::start(keys, Limits::default())?;
         ws.send(Message::Binary(m1.into())).await.map_err(io)?;
         let m2 = next_binary(&mut ws).await?;
-        let knows = init.read_response(&m2).map_err(noise)?;
-        let relay_key = knows.relay_static();
-        if let Some(pinned) = relay_pin
-            && pinned != relay_key {
-                return Err(ClientError::RelayKeyChanged { pinned: hex::encode(pinned), presented: hex::encode(relay_key) });
-            }
-        let binding = device_binding_message(
-            imfree_crypto::noise::DEVICE_BINDING_CONTEXT,
-            &knows.binding_hash(),
-            &keys.static_public(),
-            auth.user,
-        );
-        let payload = XxAuth {
-            v: PROTOCOL_VERSION,
-            op: auth.op,
-            user: auth.user.to_owned(),
-            password: auth.password.to_owned(),
-            totp: auth.totp.map(str::to_owned),
-            login_code: auth.login_code.map(str::to_owned),
-            verifier: auth.verifier.map(str::to_owned),
-            device_name: auth.device_name.to_owned(),
-            signing_key: Payload(keys.signing_public().to_vec()),
-            binding_sig: Payload(keys.sign(&binding).to_vec()),
-            ts: now_ms(),
-        };
-        let payload = zeroize::Zeroizing::new(serde_json::to_vec(&payload).unwrap_or_default());
-        let (transport, m3) = knows.finish(&payload).map_err(noise)?;
+        let (channel, m3, relay_key) = handshake.finish(&m2, relay_pin, keys, &auth, now_ms())?;
         ws.send(Message::Binary(m3.into())).await.map_err(io)?;
-        let mut conn = Connection { ws, transport, limits };
+        let mut conn = Connection { ws, channel };
         let welcome = conn.expect_welcome().await?;
         Ok((conn, welcome, Presented { tls_fingerprint, relay_key }))
     }
@@ -168,22 +118,12 @@ impl Connection {
         token: &str,
         transfer: bool,
     ) -> Result<(Connection, Welcome), ClientError> {
-        let limits = Limits::default();
         let (mut ws, _) = open_socket(server, tls_pin).await?;
-        let auth = IkAuth { v: PROTOCOL_VERSION, user: user.into(), device: device.into(), token: token.into(), ts: now_ms(), transfer };
-        let payload = zeroize::Zeroizing::new(serde_json::to_vec(&auth).unwrap_or_default());
-        let (init, m1) = IkInitiator::start(&keys.static_secret(), &relay_key, &payload, limits.max_frame_bytes).map_err(noise)?;
+        let resume = Resume { user, device, token, transfer };
+        let (handshake, m1) = ResumeHandshake::start(keys, relay_key, &resume, Limits::default(), now_ms())?;
         ws.send(Message::Binary(m1.into())).await.map_err(io)?;
-        let m2 = match next_binary(&mut ws).await {
-            Ok(m) => m,
-            // The relay could not open message 1: it holds a different Noise key than the one pinned.
-            Err(ClientError::Refused { code: ErrorCode::HandshakeFailed, .. }) => {
-                return Err(ClientError::RelayKeyChanged { pinned: hex::encode(relay_key), presented: "unknown (the relay could not read a handshake made for the pinned key)".into() });
-            }
-            Err(e) => return Err(e),
-        };
-        let (transport, _) = init.finish(&m2).map_err(noise)?;
-        let mut conn = Connection { ws, transport, limits };
+        let m2 = next_binary(&mut ws).await.map_err(|e| handshake.refused(e))?;
+        let mut conn = Connection { ws, channel: handshake.finish(&m2)? };
         let welcome = conn.expect_welcome().await?;
         Ok((conn, welcome))
     }
@@ -204,7 +144,7 @@ impl Connection {
 
     /// Queue a frame without flushing (call [`Connection::flush`]).
     pub async fn feed(&mut self, frame: &Frame) -> Result<(), ClientError> {
-        for m in self.transport.seal(frame.encode().as_bytes()).map_err(noise)? {
+        for m in self.channel.seal(frame)? {
             self.ws.feed(Message::Binary(m.into())).await.map_err(io)?;
         }
         Ok(())
@@ -217,7 +157,7 @@ impl Connection {
 
     /// Send raw bytes as one sealed frame (tests use this to send invalid frames).
     pub async fn send_raw(&mut self, bytes: &[u8]) -> Result<(), ClientError> {
-        for m in self.transport.seal(bytes).map_err(noise)? {
+        for m in self.channel.seal_raw(bytes)? {
             self.ws.send(Message::Binary(m.into())).await.map_err(io)?;
         }
         Ok(())
@@ -228,12 +168,11 @@ impl Connection {
         loop {
             match self.ws.next().await {
                 Some(Ok(Message::Binary(b))) => {
-                    let Some(plain) = self.transport.open(&b).map_err(noise)? else { continue };
-                    return Frame::decode(&plain, &self.limits).map_err(|e| ClientError::Protocol(format!("bad frame from relay: {e}")));
+                    if let Some(frame) = self.channel.open(&b)? {
+                        return Ok(frame);
+                    }
                 }
-                Some(Ok(Message::Text(t))) => {
-                    return Frame::decode(t.as_bytes(), &self.limits).map_err(|e| ClientError::Protocol(format!("bad frame from relay: {e}")));
-                }
+                Some(Ok(Message::Text(t))) => return self.channel.open_text(&t),
                 Some(Ok(Message::Close(_))) | None => return Err(ClientError::Io("the relay closed the connection".into())),
                 Some(Ok(_)) => continue,
                 Some(Err(e)) => return Err(ClientError::Io(e.to_string())),
@@ -249,8 +188,4 @@ impl Connection {
 
 fn io(e: tokio_tungstenite::tungstenite::Error) -> ClientError {
     ClientError::Io(e.to_string())
-}
-
-fn noise(e: imfree_crypto::noise::NoiseError) -> ClientError {
-    ClientError::Protocol(e.to_string())
 }

@@ -3,17 +3,17 @@
 //! revocation list are left out, and a list older than the newest one seen for that user is refused (a relay that
 //! serves one is trying to bring a revoked device back).
 //!
-//! It owns no keys: signing happens inside [`crate::e2e::DeviceE2e`]'s user identity.
+//! It owns no keys: signing happens inside the user identity of [`imfree_client_core::device::DeviceE2e`]; the
+//! checks themselves are the client core's ([`imfree_client_core::pairwise`]).
 
 use std::time::Duration;
 
 use imfree_crypto::identity::DeviceCertificate;
 use imfree_crypto::linking::agreement_fingerprint;
-use imfree_crypto::revocation::{RevocationList, RevokedDevice, check_not_rolled_back};
+use imfree_crypto::revocation::{RevocationList, RevokedDevice};
 use imfree_proto::{FrameBody, KeysDevices, KeysRevoke, Payload};
 
 use crate::engine::{Event, Session, new_envelope_id};
-use crate::store::LocalStore;
 use crate::{ClientError, now_ms};
 
 /// One device of this account.
@@ -45,47 +45,6 @@ pub struct AccountDevices {
 pub fn device_fingerprint(agreement_key: &[u8; 32]) -> String {
     let hex = hex::encode(agreement_fingerprint(agreement_key));
     hex.as_bytes().chunks(4).map(|c| String::from_utf8_lossy(c).into_owned()).collect::<Vec<_>>().join(" ")
-}
-
-fn refused(user: &str, reason: impl std::fmt::Display) -> ClientError {
-    ClientError::E2e(format!("{user}'s device revocation list: {reason}; refusing to use this device list"))
-}
-
-/// Leave out of `devices` (a user's verified device certificates) those on the user's revocation list, after checking
-/// the list: signed by `identity` (the identity the certificates share, else the pinned one) and not older than the
-/// newest list this client has seen for the user, which is then remembered.
-pub(crate) async fn drop_revoked(
-    store: &LocalStore,
-    user: &str,
-    identity: Option<[u8; 32]>,
-    served: Option<&[u8]>,
-    devices: &mut Vec<(String, DeviceCertificate)>,
-) -> Result<(), ClientError> {
-    let known = match store.revocation_list(user).await? {
-        Some(bytes) => RevocationList::decode(&bytes).map(|l| l.version).unwrap_or(0),
-        None => 0,
-    };
-    let identity = match identity {
-        Some(k) => Some(k),
-        None => store.pinned_identity(user).await?.and_then(|(k, _)| k.try_into().ok()),
-    };
-    let list = match (served, identity) {
-        (Some(bytes), Some(identity)) => {
-            let list = RevocationList::decode(bytes).map_err(|e| refused(user, e))?;
-            list.verify(&identity).map_err(|e| refused(user, e))?;
-            Some(list)
-        }
-        // Without a known identity nothing can be checked: the list is not used (and not remembered).
-        _ => None,
-    };
-    check_not_rolled_back(known, list.as_ref()).map_err(|e| refused(user, format!("{e} (the relay may be trying to bring back a revoked device)")))?;
-    if let Some(list) = list {
-        devices.retain(|(_, cert)| !list.is_revoked(cert.device_id));
-        if list.version > known {
-            store.put_revocation_list(user, &list.encode()).await?;
-        }
-    }
-    Ok(())
 }
 
 impl Session<'_> {

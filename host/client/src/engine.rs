@@ -17,18 +17,16 @@ use imfree_proto::{
     ReceiptKind, Recipient, Request, Send, Status, TotpCode, TotpSecret, Typing, mime,
 };
 
-use std::sync::Mutex;
-
+use imfree_client_core::device::{DeviceE2e, DeviceSlot};
+use imfree_client_core::directory::KeyDirectory;
+use imfree_client_core::pairwise::{Opened, Pairwise};
 use imfree_crypto::identity::DeviceCertificate;
-use imfree_crypto::prekeys::PrekeyBundle;
-use imfree_crypto::ratchet::SessionMessage;
-use imfree_proto::{DevicePayload, KeysClaim, KeysDevices, KeysUpload};
+use imfree_proto::{DeviceBundle, DevicePayload, KeysClaim, KeysDeviceList, KeysDevices, KeysUpload};
 
 use crate::connection::{Connection, PasswordAuth};
-use crate::e2e::{DeviceE2e, PeerSessions, id_bytes};
 use crate::home::{Account, Home};
 use crate::store::{LocalStore, OutboxItem, StoredMessage};
-use crate::{ClientError, now_ms};
+use crate::{ClientError, now_ms, now_secs};
 
 /// What to do when the relay presents something other than what was pinned.
 #[derive(Debug, Clone, Copy, Default)]
@@ -44,7 +42,7 @@ pub struct Client {
     home: Home,
     account: Account,
     store: LocalStore,
-    e2e: Mutex<Option<DeviceE2e>>,
+    e2e: DeviceSlot,
 }
 
 /// Something that happened on a session.
@@ -220,7 +218,7 @@ impl Client {
         // sign-on has no first `register`: the relay says when its identity is still to be made.
         let e2e = DeviceE2e::load(&store, account.device_keys()?).await?;
         let needs_identity = e2e.is_none() && (op == XxOp::Register || (op == XxOp::SsoLogin && welcome.needs_identity));
-        let client = Client { home, account, store, e2e: Mutex::new(e2e) };
+        let client = Client { home, account, store, e2e: DeviceSlot::new(e2e) };
         let mut session = Session {
             client: &client,
             conn,
@@ -232,13 +230,11 @@ impl Client {
             key_challenge: welcome.key_challenge.0.clone(),
         };
         if needs_identity {
-            let mut fresh = DeviceE2e::create(client.account.device_keys()?);
-            let upload = fresh.first_upload(&welcome.key_challenge.0);
+            let mut fresh = DeviceE2e::create(client.account.device_keys()?, now_secs());
+            let upload = fresh.first_upload(&welcome.key_challenge.0, now_secs());
             session.upload(&upload).await?;
             client.store.put_e2e_state(&fresh.state()).await?;
-            if let Ok(mut slot) = client.e2e.lock() {
-                *slot = Some(fresh);
-            }
+            client.e2e.set(fresh);
         }
         session.close().await;
         Ok(client)
@@ -258,37 +254,35 @@ impl Client {
         }
         let store = LocalStore::open_sealed(&home.database(), home.vault().cloned()).await?;
         let e2e = DeviceE2e::load(&store, account.device_keys()?).await?;
-        Ok(Client { home, account, store, e2e: Mutex::new(e2e) })
+        Ok(Client { home, account, store, e2e: DeviceSlot::new(e2e) })
     }
 
     /// Whether this device takes part in end-to-end encryption (it has a certificate from the user identity).
     pub fn e2e_ready(&self) -> bool {
-        self.e2e.lock().map(|e| e.is_some()).unwrap_or(false)
+        self.e2e.ready()
     }
 
     /// This device's certificate, once it has one.
     pub fn certificate(&self) -> Option<DeviceCertificate> {
-        self.e2e.lock().ok().and_then(|e| e.as_ref().map(|e| e.certificate.clone()))
+        self.e2e.certificate()
     }
 
     pub(crate) fn with_e2e<T>(&self, f: impl FnOnce(&mut DeviceE2e) -> Result<T, ClientError>) -> Result<T, ClientError> {
-        let mut guard = self.e2e.lock().map_err(|_| ClientError::E2e("state lock poisoned".into()))?;
-        let e2e = guard.as_mut().ok_or_else(|| {
-            ClientError::E2e("this device has no end-to-end keys: link it with `imfree client devices link` and approve it on a linked device".into())
-        })?;
-        f(e2e)
+        self.e2e.with(f)
     }
 
     /// Install this device's E2E state (after linking), once it is persisted.
     pub(crate) fn set_e2e(&self, e2e: DeviceE2e) {
-        if let Ok(mut slot) = self.e2e.lock() {
-            *slot = Some(e2e);
-        }
+        self.e2e.set(e2e);
     }
 
     pub(crate) async fn persist_e2e(&self, sessions: &[(String, String, Vec<u8>)]) -> Result<(), ClientError> {
-        let state = self.with_e2e(|e| Ok(e.state()))?;
-        self.store.put_e2e_sessions(sessions, &state).await
+        self.e2e.persist(&self.store, sessions).await
+    }
+
+    /// Pairwise end-to-end messaging as this device (the client core, on this client's store).
+    pub(crate) fn pairwise(&self) -> Pairwise<'_, LocalStore> {
+        Pairwise { user: self.user(), device: self.device(), keys: &self.e2e, store: &self.store }
     }
 
     /// The user name.
@@ -357,7 +351,7 @@ impl Client {
             return Ok(session);
         }
         if let Some(left) = welcome.prekeys_left {
-            let now = (now_ms() / 1000) as u64;
+            let now = now_secs();
             let upload = self.with_e2e(|e| Ok(e.replenish_upload(&welcome.key_challenge.0, left, now))).ok().flatten();
             if let Some(upload) = upload {
                 // Through the session, so that deliveries arriving meanwhile are kept, not dropped.
@@ -803,147 +797,29 @@ impl Session<'_> {
     }
 
     /// A user's E2E devices with verified certificates, checked against the identity key pinned for the user
-    /// (pinned now on first sight).
+    /// (pinned now on first sight) and the user's signed revocation list.
     pub async fn devices_of(&mut self, user: &str) -> Result<Vec<(String, DeviceCertificate)>, ClientError> {
-        let id = new_envelope_id();
-        let FrameBody::KeysDeviceList(list) = self.request(FrameBody::KeysDevices(KeysDevices { id: Some(id.clone()), user: user.into() }), &id).await? else {
-            return Err(ClientError::Protocol("expected a device list".into()));
-        };
-        let mut out = Vec::with_capacity(list.devices.len());
-        let mut identity: Option<[u8; 32]> = None;
-        for entry in list.devices {
-            let cert: DeviceCertificate = serde_json::from_value(entry.certificate)
-                .map_err(|e| ClientError::E2e(format!("{user}'s device certificate is malformed: {e}")))?;
-            cert.verify().map_err(|e| ClientError::E2e(format!("{user}'s device certificate does not verify: {e}")))?;
-            // Every device of a user must be certified by the same identity, or the relay is mixing in a stranger.
-            match identity {
-                None => identity = Some(cert.user_identity),
-                Some(k) if k != cert.user_identity => {
-                    return Err(ClientError::E2e(format!("{user}'s devices are certified by different identities; refusing")));
-                }
-                Some(_) => {}
-            }
-            out.push((entry.device, cert));
-        }
-        if let Some(key) = identity {
-            self.check_identity(user, &key).await?;
-        }
-        // Devices on the user's signed revocation list are left out; an older list than one seen before is refused.
-        crate::devices::drop_revoked(&self.client.store, user, identity, list.revocation.as_ref().map(|p| p.0.as_slice()), &mut out).await?;
-        Ok(out)
+        let client = self.client;
+        client.pairwise().devices_of(self, user).await
     }
 
     /// Compare a contact's identity key with the pinned one; pin on first sight.
     pub(crate) async fn check_identity(&mut self, user: &str, key: &[u8; 32]) -> Result<(), ClientError> {
-        let store = &self.client.store;
-        if user == self.client.user() {
-            let mine = self.client.with_e2e(|e| Ok(e.identity_key()))?;
-            if &mine != key {
-                return Err(ClientError::E2e("the relay presented another identity for this account; refusing".into()));
-            }
-            return Ok(());
-        }
-        match store.pinned_identity(user).await? {
-            None => store.pin_identity(user, key).await,
-            Some((pinned, _)) if pinned == key => Ok(()),
-            Some(_) => {
-                store.note_identity_change(user, key).await?;
-                Err(ClientError::IdentityChanged { user: user.to_owned() })
-            }
-        }
+        self.client.pairwise().check_identity(user, key).await
     }
 
     /// Encrypt a content document for every current E2E device of `to` and this user's other devices.
     pub(crate) async fn encrypt_for(&mut self, to: &str, id: &str, content: &[u8]) -> Result<Vec<DevicePayload>, ClientError> {
-        let me = self.client.user().to_owned();
-        let my_device = self.client.device().to_owned();
-        let mut targets: Vec<(String, String, DeviceCertificate)> = Vec::new();
-        for user in if to == me { vec![me.clone()] } else { vec![to.to_owned(), me.clone()] } {
-            for (device, cert) in self.devices_of(&user).await? {
-                if !(user == me && device == my_device) {
-                    targets.push((user.clone(), device, cert));
-                }
-            }
-        }
-        if !targets.iter().any(|(u, _, _)| u == to) && to != me {
-            return Err(ClientError::E2e(format!("{to} has no device that can receive end-to-end encrypted messages yet")));
-        }
-        let id_bytes = id_bytes(id).ok_or_else(|| ClientError::E2e(format!("envelope id {id} is not a ULID")))?;
-        // Sessions that exist and still belong to the listed certificate; bundles for the rest.
-        let mut sessions: Vec<(String, String, PeerSessions)> = Vec::new();
-        let mut missing: Vec<(String, String, DeviceCertificate)> = Vec::new();
-        for (user, device, cert) in targets {
-            let existing = self
-                .client
-                .store
-                .e2e_session(&user, &device)
-                .await?
-                .and_then(|b| PeerSessions::decode(&b))
-                .filter(|s| *s.current.peer() == cert);
-            match existing {
-                Some(s) => sessions.push((user, device, s)),
-                None => missing.push((user, device, cert)),
-            }
-        }
-        let mut by_user: std::collections::BTreeMap<String, Vec<(String, DeviceCertificate)>> = Default::default();
-        for (user, device, cert) in missing {
-            by_user.entry(user).or_default().push((device, cert));
-        }
-        for (user, devices) in by_user {
-            let rid = new_envelope_id();
-            let wanted: Vec<String> = devices.iter().map(|(d, _)| d.clone()).collect();
-            let FrameBody::KeysBundles(bundles) =
-                self.request(FrameBody::KeysClaim(KeysClaim { id: Some(rid.clone()), user: user.clone(), devices: wanted }), &rid).await?
-            else {
-                return Err(ClientError::Protocol("expected bundles".into()));
-            };
-            for b in bundles.bundles {
-                let Some((_, cert)) = devices.iter().find(|(d, _)| *d == b.device) else { continue };
-                let bundle: PrekeyBundle = serde_json::from_value(b.bundle).map_err(|e| ClientError::E2e(format!("bundle: {e}")))?;
-                // The bundle must be for the device the list certified, so a relay cannot swap keys in.
-                if bundle.certificate != *cert {
-                    return Err(ClientError::E2e(format!("{user}'s prekey bundle does not match the device's certificate; refusing")));
-                }
-                let session = self.client.with_e2e(|e| e.initiate(&bundle))?;
-                sessions.push((user.clone(), b.device, PeerSessions::new(session)));
-            }
-        }
-        let sequence = self.client.with_e2e(|e| Ok(e.next_sequence()))?;
-        let inner = imfree_crypto::envelope::InnerMessage { id: id_bytes, sequence, body: content.to_vec() };
-        let mut payloads = Vec::with_capacity(sessions.len());
-        let mut saved = Vec::with_capacity(sessions.len());
-        for (user, device, mut session) in sessions {
-            let message = session.current.encrypt(&inner).map_err(|e| ClientError::E2e(e.to_string()))?;
-            payloads.push(DevicePayload { device: device.clone(), data: Payload(message.to_bytes()) });
-            saved.push((user, device, session.encode()));
-        }
-        self.client.persist_e2e(&saved).await?;
-        Ok(payloads)
+        let client = self.client;
+        client.pairwise().encrypt_for(self, to, id, content).await
     }
 
     /// Decrypt an end-to-end delivery into a stored message (or an `undecodable` one that says why).
     async fn decrypt_delivery(&mut self, d: &imfree_proto::Deliver, limits: &Limits, me: &str) -> Result<Decrypted, ClientError> {
-        let message = match SessionMessage::from_bytes(&d.data.0) {
-            Ok(m) => m,
-            Err(e) => return Ok(undecodable(d, me, &format!("not a session message: {e}")).into()),
-        };
-        let store = &self.client.store;
-        let existing = store.e2e_session(&d.from, &d.from_device).await?.and_then(|b| PeerSessions::decode(&b));
-        let outcome = self.client.with_e2e(|e| e.decrypt(existing, &message));
-        let (session, inner) = match outcome {
-            Ok(x) => x,
-            Err(e) => return Ok(undecodable(d, me, &e.to_string()).into()),
-        };
-        // The sender's certificate must belong to the identity pinned for the sender.
-        let peer = session.current.peer().clone();
-        match self.check_identity(&d.from, &peer.user_identity).await {
-            Ok(()) => {}
-            Err(ClientError::IdentityChanged { .. }) => {
-                // Shown, marked, and not trusted: the session is not kept and the pinned key stays until the user
-                // compares safety numbers and accepts the new one.
-                if id_bytes(d.id.as_str()) != Some(inner.id) {
-                    return Ok(undecodable(d, me, "the envelope id does not match the authenticated id inside").into());
-                }
+        match self.client.pairwise().open(&d.from, &d.from_device, d.id.as_str(), &d.data.0).await? {
+            Opened::Unreadable(reason) => Ok(undecodable(d, me, &reason).into()),
+            Opened::IdentityChanged { inner } => {
+                // Shown, marked, and not trusted.
                 let mut message = decode_delivery(d, &inner.body, limits, me);
                 if crate::groups::is_control(&message.mime) {
                     // Group changes and sender keys are taken only from the identity pinned for the sender.
@@ -952,20 +828,16 @@ impl Session<'_> {
                 if message.status == "received" {
                     message.status = "identity-changed".into();
                 }
-                return Ok(message.into());
+                Ok(message.into())
             }
-            Err(e) => return Ok(undecodable(d, me, &e.to_string()).into()),
+            Opened::Trusted { inner, peer } => {
+                let message = decode_delivery(d, &inner.body, limits, me);
+                if let Some(item) = crate::groups::inbox_control(d, &message.mime, message.body.clone(), &peer) {
+                    return Ok(Decrypted::Control(item));
+                }
+                Ok(message.into())
+            }
         }
-        self.client.persist_e2e(&[(d.from.clone(), d.from_device.clone(), session.encode())]).await?;
-        // The id inside the ciphertext is the authenticated one: a relay that rewrote the envelope id is caught here.
-        if id_bytes(d.id.as_str()) != Some(inner.id) {
-            return Ok(undecodable(d, me, "the envelope id does not match the authenticated id inside").into());
-        }
-        let message = decode_delivery(d, &inner.body, limits, me);
-        if let Some(item) = crate::groups::inbox_control(d, &message.mime, message.body.clone(), &peer) {
-            return Ok(Decrypted::Control(item));
-        }
-        Ok(message.into())
     }
 
     /// Set this user's presence.
@@ -1071,6 +943,25 @@ impl Session<'_> {
     /// Close the connection.
     pub async fn close(self) {
         self.conn.close().await;
+    }
+}
+
+/// The relay's key service, asked over this session; answers that arrive meanwhile with other frames are kept.
+impl KeyDirectory for Session<'_> {
+    async fn device_list(&mut self, user: &str) -> Result<KeysDeviceList, ClientError> {
+        let id = new_envelope_id();
+        match self.request(FrameBody::KeysDevices(KeysDevices { id: Some(id.clone()), user: user.into() }), &id).await? {
+            FrameBody::KeysDeviceList(list) => Ok(list),
+            _ => Err(ClientError::Protocol("expected a device list".into())),
+        }
+    }
+
+    async fn claim_bundles(&mut self, user: &str, devices: Vec<String>) -> Result<Vec<DeviceBundle>, ClientError> {
+        let id = new_envelope_id();
+        match self.request(FrameBody::KeysClaim(KeysClaim { id: Some(id.clone()), user: user.into(), devices }), &id).await? {
+            FrameBody::KeysBundles(bundles) => Ok(bundles.bundles),
+            _ => Err(ClientError::Protocol("expected bundles".into())),
+        }
     }
 }
 

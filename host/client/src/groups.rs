@@ -29,7 +29,7 @@ use rand_core::OsRng;
 use serde::{Deserialize, Serialize};
 
 use crate::engine::{Event, Session, new_envelope_id};
-use crate::e2e::id_bytes;
+use imfree_client_core::device::id_bytes;
 use crate::store::{GroupRow, InboxItem, OutboxItem, StoredMessage};
 use crate::{ClientError, now_ms};
 

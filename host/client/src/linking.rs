@@ -21,7 +21,7 @@ use rand_core::{OsRng, RngCore};
 use tokio::time::Instant;
 
 use crate::devices::device_fingerprint;
-use crate::e2e::DeviceE2e;
+use imfree_client_core::device::DeviceE2e;
 use crate::engine::{Client, Event, Session, new_envelope_id};
 use crate::{ClientError, now_ms};
 
@@ -186,7 +186,7 @@ impl Client {
         };
         let certificate = linked.certificate.clone();
         let mut e2e = DeviceE2e::linked(keys, linked.identity, linked.certificate);
-        let upload = e2e.first_upload(&link.session.key_challenge);
+        let upload = e2e.first_upload(&link.session.key_challenge, crate::now_secs());
         if let Err(e) = link.session.upload(&upload).await {
             link.close("the new device could not publish its keys").await;
             return Err(e);

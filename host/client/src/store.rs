@@ -483,6 +483,45 @@ impl LocalStore {
     }
 }
 
+/// The client core's key store on SQLite: every value sealed under the home's vault key when it has one, sessions
+/// and state written in one transaction.
+impl imfree_client_core::store::KeyStore for LocalStore {
+    async fn state(&self, name: &str) -> Result<Option<Vec<u8>>, ClientError> {
+        self.e2e_state(name).await
+    }
+
+    async fn session(&self, user: &str, device: &str) -> Result<Option<Vec<u8>>, ClientError> {
+        self.e2e_session(user, device).await
+    }
+
+    async fn save(&self, sessions: &[(String, String, Vec<u8>)], state: &[(&str, Vec<u8>)]) -> Result<(), ClientError> {
+        self.put_e2e_sessions(sessions, state).await
+    }
+
+    async fn pinned_identity(&self, user: &str) -> Result<Option<[u8; 32]>, ClientError> {
+        match LocalStore::pinned_identity(self, user).await? {
+            None => Ok(None),
+            Some((key, _)) => key.try_into().map(Some).map_err(|_| ClientError::Store(format!("the identity key pinned for {user} is not 32 bytes"))),
+        }
+    }
+
+    async fn pin_identity(&self, user: &str, key: &[u8; 32]) -> Result<(), ClientError> {
+        LocalStore::pin_identity(self, user, key).await
+    }
+
+    async fn note_identity_change(&self, user: &str, key: &[u8; 32]) -> Result<(), ClientError> {
+        LocalStore::note_identity_change(self, user, key).await
+    }
+
+    async fn revocation_list(&self, user: &str) -> Result<Option<Vec<u8>>, ClientError> {
+        LocalStore::revocation_list(self, user).await
+    }
+
+    async fn put_revocation_list(&self, user: &str, list: &[u8]) -> Result<(), ClientError> {
+        LocalStore::put_revocation_list(self, user, list).await
+    }
+}
+
 /// End-to-end state in the local store.
 impl LocalStore {
     /// A named state blob.
@@ -498,12 +537,12 @@ impl LocalStore {
 
     /// The newest verified device revocation list seen for `user` (its encoding), kept to refuse an older one.
     pub async fn revocation_list(&self, user: &str) -> Result<Option<Vec<u8>>, ClientError> {
-        self.e2e_state(&format!("revocation-list/{user}")).await
+        self.e2e_state(&imfree_client_core::store::revocation_record(user)).await
     }
 
     /// Keep a newer verified revocation list for `user`.
     pub async fn put_revocation_list(&self, user: &str, list: &[u8]) -> Result<(), ClientError> {
-        self.put_e2e_state(&[(&format!("revocation-list/{user}"), list.to_vec())]).await
+        self.put_e2e_state(&[(&imfree_client_core::store::revocation_record(user), list.to_vec())]).await
     }
 
     /// The stored pairwise session with a contact's device.

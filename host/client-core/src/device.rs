@@ -1,9 +1,8 @@
-//! This device's end-to-end state: the user identity (made on the account's first device, handed to each device
-//! linked from it), the device certificate, the
-//! prekey secrets and the replay cache of last-resort set-ups; how uploads are made; how a delivery is decrypted and
-//! a message encrypted for a contact's device.
+//! This device's end-to-end state — its key store: the user identity (made on the account's first device, handed to
+//! each device linked from it), the device certificate, the prekey secrets and the replay cache of last-resort
+//! set-ups; how uploads are made; how a session message is decrypted, and the sessions kept per contact device.
 //!
-//! It owns key material and must not touch the network: the engine fetches bundles and sends frames.
+//! It owns key material and touches neither the network nor a clock: callers pass the time and fetch bundles.
 
 use std::collections::HashSet;
 
@@ -16,7 +15,7 @@ use rand_core::{OsRng, RngCore};
 use zeroize::Zeroizing;
 
 use crate::ClientError;
-use crate::store::LocalStore;
+use crate::store::KeyStore;
 
 /// One-time prekeys of each kind in a first upload, and the level under which they are replenished.
 pub const PREKEY_BATCH: usize = 50;
@@ -72,10 +71,6 @@ impl PeerSessions {
     }
 }
 
-fn now_secs() -> u64 {
-    (crate::now_ms() / 1000) as u64
-}
-
 fn e2e(e: imfree_crypto::E2eError) -> ClientError {
     ClientError::E2e(e.to_string())
 }
@@ -101,10 +96,11 @@ pub struct DeviceE2e {
 }
 
 impl DeviceE2e {
-    /// Make the account's identity on its first device, certify this device and make its first prekeys.
-    pub fn create(keys: DeviceKeys) -> DeviceE2e {
+    /// Make the account's identity on its first device and certify this device (`now`: Unix seconds); the first
+    /// prekeys come with [`DeviceE2e::first_upload`].
+    pub fn create(keys: DeviceKeys, now: u64) -> DeviceE2e {
         let identity = UserIdentity::generate(&mut OsRng);
-        let certificate = identity.certify_device(OsRng.next_u32(), &keys, now_secs());
+        let certificate = identity.certify_device(OsRng.next_u32(), &keys, now);
         Self::linked(keys, identity, certificate)
     }
 
@@ -129,19 +125,19 @@ impl DeviceE2e {
     }
 
     /// Load the state, if this device has one.
-    pub async fn load(store: &LocalStore, keys: DeviceKeys) -> Result<Option<DeviceE2e>, ClientError> {
-        let Some(cert) = store.e2e_state("certificate").await? else { return Ok(None) };
+    pub async fn load(store: &impl KeyStore, keys: DeviceKeys) -> Result<Option<DeviceE2e>, ClientError> {
+        let Some(cert) = store.state("certificate").await? else { return Ok(None) };
         let certificate: DeviceCertificate = serde_json::from_slice(&cert).map_err(|e| ClientError::Store(format!("certificate: {e}")))?;
-        let mut prekeys: LocalPrekeys = match store.e2e_state("prekeys").await? {
+        let mut prekeys: LocalPrekeys = match store.state("prekeys").await? {
             Some(p) => serde_json::from_slice(&p).map_err(|e| ClientError::Store(format!("prekeys: {e}")))?,
             None => LocalPrekeys::new(),
         };
         prekeys.expand();
-        let replay = match store.e2e_state("replay").await? {
+        let replay = match store.state("replay").await? {
             Some(r) => serde_json::from_slice(&r).unwrap_or_default(),
             None => HashSet::new(),
         };
-        let identity = match store.e2e_state("identity").await? {
+        let identity = match store.state("identity").await? {
             Some(seed) if seed.len() == 32 => {
                 let mut s = Zeroizing::new([0u8; 32]);
                 s.copy_from_slice(&seed);
@@ -150,7 +146,7 @@ impl DeviceE2e {
             _ => None,
         };
         let number = async |name: &str| -> Result<u64, ClientError> {
-            Ok(store.e2e_state(name).await?.and_then(|b| b.try_into().ok()).map(u64::from_be_bytes).unwrap_or(0))
+            Ok(store.state(name).await?.and_then(|b| b.try_into().ok()).map(u64::from_be_bytes).unwrap_or(0))
         };
         let (sequence, signed_at, last_resort_at) = (number("sequence").await?, number("signed_at").await?, number("last_resort_at").await?);
         Ok(Some(DeviceE2e { keys, identity, certificate, prekeys, replay, sequence, signed_at, last_resort_at }))
@@ -178,9 +174,8 @@ impl DeviceE2e {
     }
 
     /// A first upload (signed prekey, one-time prekeys of both kinds, a last-resort ML-KEM prekey), signed over the
-    /// relay's `challenge`.
-    pub fn first_upload(&mut self, challenge: &[u8]) -> KeyUpload {
-        let now = now_secs();
+    /// relay's `challenge`; `now` is Unix seconds.
+    pub fn first_upload(&mut self, challenge: &[u8], now: u64) -> KeyUpload {
         self.signed_at = now;
         self.last_resort_at = now;
         let spk = self.prekeys.new_signed_prekey(&mut OsRng, &self.keys, now);
@@ -223,6 +218,11 @@ impl DeviceE2e {
     /// Start a session with a contact's device from its bundle.
     pub fn initiate(&self, bundle: &imfree_crypto::prekeys::PrekeyBundle) -> Result<RatchetSession, ClientError> {
         RatchetSession::initiate(&mut OsRng, &self.certificate, &self.keys, bundle).map_err(e2e)
+    }
+
+    /// This device's keys (for the Noise handshake with the relay and for linking).
+    pub fn keys(&self) -> &DeviceKeys {
+        &self.keys
     }
 
     /// The next sequence number for a message from this device.
@@ -272,14 +272,59 @@ pub fn id_bytes(id: &str) -> Option<[u8; 16]> {
     ulid::Ulid::from_string(id).ok().map(|u| u.to_bytes())
 }
 
+/// The device's E2E state as a client holds it: absent until the device has a certificate (a first device makes
+/// its identity; a later one is linked), then shared by everything that encrypts, decrypts or signs. Each use
+/// borrows the state for one synchronous step, so no lock is held across an `await`.
+#[derive(Default)]
+pub struct DeviceSlot(std::sync::Mutex<Option<DeviceE2e>>);
+
+impl DeviceSlot {
+    /// A slot holding `state`, if any.
+    pub fn new(state: Option<DeviceE2e>) -> Self {
+        DeviceSlot(std::sync::Mutex::new(state))
+    }
+
+    /// Whether the device takes part in end-to-end encryption (it has a certificate).
+    pub fn ready(&self) -> bool {
+        self.0.lock().map(|e| e.is_some()).unwrap_or(false)
+    }
+
+    /// This device's certificate, once it has one.
+    pub fn certificate(&self) -> Option<DeviceCertificate> {
+        self.0.lock().ok().and_then(|e| e.as_ref().map(|e| e.certificate.clone()))
+    }
+
+    /// Run `f` on the state; an error if the device has none yet.
+    pub fn with<T>(&self, f: impl FnOnce(&mut DeviceE2e) -> Result<T, ClientError>) -> Result<T, ClientError> {
+        let mut guard = self.0.lock().map_err(|_| ClientError::E2e("state lock poisoned".into()))?;
+        let e2e = guard.as_mut().ok_or_else(|| {
+            ClientError::E2e("this device has no end-to-end keys: link it with `imfree client devices link` and approve it on a linked device".into())
+        })?;
+        f(e2e)
+    }
+
+    /// Install the state (a new identity, or a device just linked), once it is persisted.
+    pub fn set(&self, state: DeviceE2e) {
+        if let Ok(mut slot) = self.0.lock() {
+            *slot = Some(state);
+        }
+    }
+
+    /// Store `sessions` (user, device, encoded [`PeerSessions`]) together with the device state, in one write.
+    pub async fn persist(&self, store: &impl KeyStore, sessions: &[(String, String, Vec<u8>)]) -> Result<(), ClientError> {
+        let state = self.with(|e| Ok(e.state()))?;
+        store.save(sessions, &state).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     /// A device and the bundle a relay would hand out for it (from its first upload).
     fn device() -> (DeviceE2e, imfree_crypto::prekeys::PrekeyBundle) {
-        let mut e2e = DeviceE2e::create(DeviceKeys::generate());
-        let upload = e2e.first_upload(b"c");
+        let mut e2e = DeviceE2e::create(DeviceKeys::generate(), 1_800_000_000);
+        let upload = e2e.first_upload(b"c", 1_800_000_000);
         let bundle = imfree_crypto::prekeys::PrekeyBundle {
             certificate: upload.certificate.clone(),
             signed_prekey: upload.signed_prekey.clone().expect("a signed prekey"),
@@ -339,8 +384,8 @@ mod tests {
 
     #[test]
     fn prekeys_are_replenished_and_rotated_on_schedule() {
-        let mut e2e = DeviceE2e::create(DeviceKeys::generate());
-        let first = e2e.first_upload(b"c");
+        let mut e2e = DeviceE2e::create(DeviceKeys::generate(), 1_800_000_000);
+        let first = e2e.first_upload(b"c", 1_800_000_000);
         assert!(first.signed_prekey.is_some());
         let t0 = e2e.signed_at;
         let day = 24 * 3600;
