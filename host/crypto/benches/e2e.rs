@@ -1,5 +1,6 @@
-//! End-to-end encryption costs: the ratchet's symmetric step and DH-ratchet step (encrypt + decrypt), and PQXDH
-//! set-up per side with and without the ML-KEM part, prekey and certificate signature checks included.
+//! End-to-end encryption costs: the primitives one set-up is made of (X25519, Ed25519, ML-KEM-768, HKDF), the
+//! ratchet's symmetric step and DH-ratchet step (encrypt + decrypt), and PQXDH set-up per side with and without the
+//! ML-KEM part, prekey and certificate signature checks included.
 #![allow(missing_docs)]
 
 use std::collections::HashSet;
@@ -49,6 +50,38 @@ fn sessions() -> (Session, Session) {
         .unwrap()
         .session;
     (a, bs)
+}
+
+/// One operation each, so that the set-up figures can be read as a sum (docs/crypto.md, "Cost").
+fn primitives(c: &mut Criterion) {
+    use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
+    let mut secret = [0u8; 32];
+    OsRng.fill_bytes(&mut secret);
+    let peer = DeviceKeys::generate().static_public();
+    c.bench_function("primitive/x25519 one DH", |bench| bench.iter(|| black_box(x25519(&secret, &peer).unwrap())));
+    c.bench_function("primitive/x25519 base-point keygen", |bench| bench.iter(|| black_box(x25519_public(&secret))));
+    let signing = SigningKey::from_bytes(&secret);
+    let public = signing.verifying_key().to_bytes();
+    let message = [0x5a; 120];
+    let signature = signing.sign(&message);
+    c.bench_function("primitive/ed25519 sign (120 B)", |bench| bench.iter(|| black_box(signing.sign(&message))));
+    c.bench_function("primitive/ed25519 parse public key (decompress)", |bench| {
+        bench.iter(|| black_box(VerifyingKey::from_bytes(&public).unwrap()))
+    });
+    let key = VerifyingKey::from_bytes(&public).unwrap();
+    c.bench_function("primitive/ed25519 verify_strict (parsed key, 120 B)", |bench| {
+        bench.iter(|| key.verify_strict(&message, &signature).unwrap())
+    });
+    let pair = kem::KemKeyPair::from_seed([5; 64]);
+    let (ct, _) = kem::encapsulate(pair.public_key(), [9; 32]).unwrap();
+    c.bench_function("primitive/mlkem768 encaps (key check included)", |bench| {
+        bench.iter(|| black_box(kem::encapsulate(pair.public_key(), [9; 32]).unwrap()))
+    });
+    c.bench_function("primitive/mlkem768 decaps", |bench| bench.iter(|| black_box(pair.decapsulate(&ct).unwrap())));
+    let ikm = [0x11u8; 192];
+    c.bench_function("primitive/hkdf-sha256 (192 B in, 32 B out)", |bench| {
+        bench.iter(|| black_box(imfree_crypto::kdf::hkdf_sha256::<32>(&[0u8; 32], &ikm, &[b"info", &[3u8; 32]])))
+    });
 }
 
 fn ratchet(c: &mut Criterion) {
@@ -160,5 +193,5 @@ fn groups(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, ratchet, setup, groups);
+criterion_group!(benches, primitives, ratchet, setup, groups);
 criterion_main!(benches);
