@@ -272,7 +272,7 @@ impl Session {
             chains: Chains {
                 root_key: *out.secret.root_key,
                 ratchet_secret: *out.signed_prekey_secret,
-                ratchet_public: x25519_public(&out.signed_prekey_secret),
+                ratchet_public: out.signed_prekey_public,
                 remote_ratchet_key: None,
                 sending_chain: None,
                 receiving_chain: None,
