@@ -133,6 +133,8 @@ pub struct InitiatorOutput {
     pub secret: PqxdhSecret,
     /// The responder's signed prekey, its first ratchet key.
     pub responder_ratchet_key: [u8; 32],
+    /// The same key converted for agreement (the first DH-ratchet step uses it a third time).
+    pub responder_ratchet_peer: X25519Peer,
 }
 
 /// The responder's output.
@@ -250,7 +252,7 @@ pub fn initiate(
         kem_prekey_kind: bundle.kem_prekey.kind,
         kem_ciphertext: ct,
     };
-    Ok(InitiatorOutput { header, secret, responder_ratchet_key: spk.public })
+    Ok(InitiatorOutput { header, secret, responder_ratchet_key: spk.public, responder_ratchet_peer: spk_peer })
 }
 
 /// Responder side: verify the initiator's certificate, look up the named prekeys, derive. Deletes nothing: see

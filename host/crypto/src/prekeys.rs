@@ -579,7 +579,8 @@ mod tests {
             .map(|b| [b; 32])
             .find(|k| CompressedEdwardsY(*k).decompress().is_none())
             .unwrap();
-        let tamperings: Vec<Box<dyn Fn(&mut PrekeyBundle)>> = vec![
+        type Tampering = Box<dyn Fn(&mut PrekeyBundle)>;
+        let tamperings: Vec<Tampering> = vec![
             Box::new(|_| {}),
             Box::new(|b| b.certificate.signature[0] ^= 1),
             Box::new(|b| b.certificate.signature[40] ^= 1),

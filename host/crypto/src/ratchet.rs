@@ -222,7 +222,7 @@ impl Session {
         let out = pqxdh::initiate(rng, my_certificate, my_keys, bundle)?;
         let mut ratchet_secret = [0u8; 32];
         rng.fill_bytes(&mut ratchet_secret);
-        let dh = x25519(&ratchet_secret, &out.responder_ratchet_key)?;
+        let dh = out.responder_ratchet_peer.agree(&ratchet_secret)?;
         let (root_key, sending_chain) = kdf_rk(&out.secret.root_key, &dh);
         Ok(Session {
             associated_data: out.secret.associated_data.clone(),
