@@ -5,7 +5,12 @@
 //! the user. Peers pin the user identity key (safety numbers); everything else is checked against it. The identity
 //! key never does key agreement itself: each key has one purpose (see docs/crypto.md, "Identity").
 
+use curve25519_dalek::constants::ED25519_BASEPOINT_POINT;
+use curve25519_dalek::edwards::{CompressedEdwardsY, EdwardsPoint};
+use curve25519_dalek::scalar::Scalar;
+use curve25519_dalek::traits::{IsIdentity, VartimeMultiscalarMul};
 use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
+use sha2::{Digest, Sha512};
 use rand_core::CryptoRngCore;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
@@ -125,6 +130,103 @@ pub(crate) fn verify_ed25519(public: &[u8; 32], message: &[u8], signature: &[u8;
     key.verify_strict(message, &sig).map_err(|_| E2eError::BadSignature(what))
 }
 
+/// Label of the hash that draws the batch check's coefficients.
+const ED25519_BATCH_LABEL: &[u8] = b"imfree/v1/ed25519-batch";
+
+/// One signature of a batch: the signer's public key (as bytes, hashed as given, and as the point decompressed
+/// once by the caller), the message and the signature.
+pub(crate) struct BatchItem<'a> {
+    pub(crate) public: &'a [u8; 32],
+    pub(crate) point: &'a EdwardsPoint,
+    pub(crate) message: &'a [u8],
+    pub(crate) signature: &'a [u8; 64],
+}
+
+/// Check several Ed25519 signatures at once. `true` means every signature is valid; `false` means at least one is
+/// not (or an input is unusable) and the caller must check them one by one with [`verify_ed25519`] to learn which.
+///
+/// Each signature gets the checks of `verify_strict` that do not need the final equation: s canonical (< ℓ), R a
+/// canonical encoding of a point, neither R nor the public key of small order. Then, with coefficients z_i of 128
+/// bits drawn by SHA-512 from everything checked (the signer cannot choose them without changing the signatures),
+/// one multi-scalar multiplication tests the cofactored equation
+/// `[8] (Σ z_i R_i + Σ (z_i k_i) A_i − (Σ z_i s_i) B) = 0`, k_i = SHA-512(R_i || A_i || M_i) mod ℓ.
+///
+/// Every signature `verify_strict` accepts passes. The one difference from checking each with `verify_strict`
+/// (`R = [s]B − [k]A` exactly): a signature whose R differs from that by a small-order point also passes. Only the
+/// holder of the private key can make one (for anyone else it is a forgery of the cofactored equation), it binds
+/// the same message and key, and a third party cannot turn a valid signature into one. A wrong signature passes
+/// with probability about 2^-128.
+pub(crate) fn verify_ed25519_batch(items: &[BatchItem<'_>]) -> bool {
+    let mut scalars = Vec::with_capacity(1 + 2 * items.len());
+    let mut points = Vec::with_capacity(1 + 2 * items.len());
+    let mut prepared = Vec::with_capacity(items.len());
+    let mut coefficients = Sha512::new();
+    coefficients.update(ED25519_BATCH_LABEL);
+    for item in items {
+        let (r_bytes, s_bytes) = item.signature.split_at(32);
+        let Ok(r_bytes) = <[u8; 32]>::try_from(r_bytes) else { return false };
+        let Ok(s_bytes) = <[u8; 32]>::try_from(s_bytes) else { return false };
+        let Some(s) = Option::<Scalar>::from(Scalar::from_canonical_bytes(s_bytes)) else { return false };
+        if !is_canonical_edwards_y(&r_bytes) {
+            return false;
+        }
+        let Some(r) = CompressedEdwardsY(r_bytes).decompress() else { return false };
+        if r.is_small_order() || item.point.is_small_order() {
+            return false;
+        }
+        let mut h = Sha512::new();
+        h.update(r_bytes);
+        h.update(item.public);
+        h.update(item.message);
+        let k = Scalar::from_bytes_mod_order_wide(&h.finalize().into());
+        coefficients.update(r_bytes);
+        coefficients.update(s_bytes);
+        coefficients.update(item.public);
+        coefficients.update(k.as_bytes());
+        prepared.push((r, s, k));
+    }
+    let seed = coefficients.finalize();
+    let mut b_coefficient = Scalar::ZERO;
+    for (i, (item, (r, s, k))) in items.iter().zip(prepared).enumerate() {
+        let mut h = Sha512::new();
+        h.update(seed);
+        h.update((i as u32).to_be_bytes());
+        let digest = h.finalize();
+        let mut z_bytes = [0u8; 16];
+        z_bytes.copy_from_slice(&digest[..16]);
+        // Odd, so never zero.
+        let z = Scalar::from(u128::from_le_bytes(z_bytes) | 1);
+        b_coefficient += z * s;
+        add_term(&mut scalars, &mut points, z, r);
+        add_term(&mut scalars, &mut points, z * k, *item.point);
+    }
+    add_term(&mut scalars, &mut points, -b_coefficient, ED25519_BASEPOINT_POINT);
+    EdwardsPoint::vartime_multiscalar_mul(&scalars, &points).mul_by_cofactor().is_identity()
+}
+
+/// Add `scalar · point` to the sum, merging it with an equal point already there (signatures by the same key
+/// share one term; the sum is the same either way, with fewer points to multiply).
+fn add_term(scalars: &mut Vec<Scalar>, points: &mut Vec<EdwardsPoint>, scalar: Scalar, point: EdwardsPoint) {
+    match points.iter().position(|p| *p == point) {
+        Some(j) => scalars[j] += scalar,
+        None => {
+            scalars.push(scalar);
+            points.push(point);
+        }
+    }
+}
+
+/// Whether 32 bytes encode an Edwards y coordinate canonically: y < p = 2^255 − 19 once the sign bit is cleared
+/// (curve25519-dalek's decompression reduces larger values silently). `verify_strict` compares R with a freshly
+/// compressed point, so a non-canonical R never passes it either. (A sign bit on x = 0 is the other non-canonical
+/// form; those points, y = ±1, are of small order and refused by the caller.)
+fn is_canonical_edwards_y(bytes: &[u8; 32]) -> bool {
+    let mut y = *bytes;
+    y[31] &= 0x7f;
+    // y ≥ p exactly when bytes 1..31 are all 0xff, the top byte 0x7f and the first byte ≥ 0xed.
+    let at_least_p = y[0] >= 0xed && y[1..31].iter().all(|b| *b == 0xff) && y[31] == 0x7f;
+    !at_least_p
+}
 /// Whether an X25519 public key yields the all-zero shared secret for every secret: the points of order dividing 8
 /// (RFC 7748 section 6.1). With the ignored top bit cleared, their encodings are exactly these seven (u = 0, 1, the
 /// two points of order 8, p - 1, and the non-canonical p, p + 1). A table instead of a trial agreement: it is on
@@ -189,6 +291,125 @@ mod tests {
             found += usize::from(trial(k));
         }
         assert!(found >= 8);
+    }
+
+    /// An Ed25519 signing key's secret scalar, as ed25519-dalek derives it (RFC 8032 section 5.1.5).
+    fn secret_scalar(seed: &[u8; 32]) -> Scalar {
+        let h = Sha512::digest(seed);
+        let mut a = [0u8; 32];
+        a.copy_from_slice(&h[..32]);
+        Scalar::from_bytes_mod_order(curve25519_dalek::scalar::clamp_integer(a))
+    }
+
+    fn batch_of(keys: &[(SigningKey, Vec<u8>, [u8; 64])]) -> bool {
+        let points: Vec<([u8; 32], EdwardsPoint)> = keys
+            .iter()
+            .map(|(k, _, _)| {
+                let bytes = k.verifying_key().to_bytes();
+                (bytes, CompressedEdwardsY(bytes).decompress().unwrap())
+            })
+            .collect();
+        let items: Vec<BatchItem<'_>> = keys
+            .iter()
+            .zip(&points)
+            .map(|((_, m, sig), (bytes, point))| BatchItem { public: bytes, point, message: m, signature: sig })
+            .collect();
+        verify_ed25519_batch(&items)
+    }
+
+    /// The batch accepts exactly the sets of valid signatures; one bad signature anywhere fails it.
+    #[test]
+    fn batch_accepts_valid_and_refuses_any_bad_signature() {
+        let a = SigningKey::generate(&mut OsRng);
+        let b = SigningKey::generate(&mut OsRng);
+        let mut set: Vec<(SigningKey, Vec<u8>, [u8; 64])> = Vec::new();
+        for (key, message) in [(&a, b"one".to_vec()), (&b, b"two".to_vec()), (&b, vec![3u8; 1300])] {
+            let signature = key.sign(&message).to_bytes();
+            set.push((key.clone(), message, signature));
+        }
+        assert!(batch_of(&set));
+        assert!(batch_of(&set[..1]));
+        for i in 0..set.len() {
+            for byte in [0, 17, 31, 32, 50, 63] {
+                let mut bad = set.clone();
+                bad[i].2[byte] ^= 0x04;
+                assert!(!batch_of(&bad), "signature {i} byte {byte}");
+            }
+            let mut bad = set.clone();
+            bad[i].1.push(0);
+            assert!(!batch_of(&bad), "message {i}");
+            // The right signature under the other key.
+            let mut bad = set.clone();
+            bad[i].0 = if i == 0 { b.clone() } else { a.clone() };
+            assert!(!batch_of(&bad), "key {i}");
+        }
+        // s not reduced (s + ℓ) is refused, as verify_strict refuses it.
+        let mut bad = set.clone();
+        let s = Scalar::from_canonical_bytes(bad[0].2[32..].try_into().unwrap()).unwrap();
+        let mut wide = [0u8; 32];
+        // ℓ = 2^252 + 27742317777372353535851937790883648493; add it byte by byte.
+        const ELL: [u8; 32] = [
+            0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9, 0xde, 0x14, 0, 0, 0,
+            0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
+        ];
+        let mut carry = 0u16;
+        for j in 0..32 {
+            let v = u16::from(s.as_bytes()[j]) + u16::from(ELL[j]) + carry;
+            wide[j] = v as u8;
+            carry = v >> 8;
+        }
+        // s < ℓ < 2^253, so s + ℓ fits in 32 bytes.
+        assert_eq!(carry, 0);
+        bad[0].2[32..].copy_from_slice(&wide);
+        assert!(!batch_of(&bad));
+        let key = bad[0].0.verifying_key();
+        assert!(key.verify_strict(&bad[0].1, &ed25519_dalek::Signature::from_bytes(&bad[0].2)).is_err());
+    }
+
+    /// The documented difference from verify_strict: the key's holder can make a signature whose R is off by a
+    /// small-order point; verify_strict refuses it, the cofactored batch accepts it. Nobody else can make one.
+    #[test]
+    fn batch_is_cofactored_where_strict_is_not() {
+        let key = SigningKey::generate(&mut OsRng);
+        let a = secret_scalar(&key.to_bytes());
+        let public = key.verifying_key().to_bytes();
+        assert_eq!(EdwardsPoint::mul_base(&a).compress().to_bytes(), public);
+        let message = b"tweaked";
+        let mut order_two = [0xffu8; 32];
+        order_two[0] = 0xec;
+        order_two[31] = 0x7f;
+        let torsion = CompressedEdwardsY(order_two).decompress().unwrap();
+        assert!(torsion.is_small_order());
+        let r = Scalar::from_bytes_mod_order([0x42; 32]);
+        let big_r = (EdwardsPoint::mul_base(&r) + torsion).compress().to_bytes();
+        let k = Scalar::from_bytes_mod_order_wide(&Sha512::new().chain_update(big_r).chain_update(public).chain_update(message).finalize().into());
+        let s = r + k * a;
+        let mut signature = [0u8; 64];
+        signature[..32].copy_from_slice(&big_r);
+        signature[32..].copy_from_slice(s.as_bytes());
+        assert!(key.verifying_key().verify_strict(message, &ed25519_dalek::Signature::from_bytes(&signature)).is_err());
+        assert!(batch_of(&[(key.clone(), message.to_vec(), signature)]));
+        // Without the tweak both accept.
+        let honest = key.sign(message).to_bytes();
+        assert!(batch_of(&[(key, message.to_vec(), honest)]));
+    }
+
+    #[test]
+    fn canonical_y_encodings() {
+        let mut p = [0xffu8; 32];
+        p[31] = 0x7f;
+        for (first, canonical) in [(0xec, true), (0xed, false), (0xee, false), (0xff, false)] {
+            p[0] = first;
+            assert_eq!(is_canonical_edwards_y(&p), canonical, "{first:x}");
+            let mut signed = p;
+            signed[31] |= 0x80;
+            assert_eq!(is_canonical_edwards_y(&signed), canonical, "{first:x} with sign bit");
+        }
+        let mut below = [0xffu8; 32];
+        below[30] = 0xfe;
+        below[31] = 0x7f;
+        assert!(is_canonical_edwards_y(&below));
+        assert!(is_canonical_edwards_y(&[0u8; 32]));
     }
 
     #[test]

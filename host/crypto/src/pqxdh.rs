@@ -16,7 +16,9 @@ use crate::device::DeviceKeys;
 use crate::encoding::{Canonical, Reader, b64, b64_vec};
 use crate::error::E2eError;
 use crate::identity::DeviceCertificate;
-use crate::kdf::{PQXDH_F, PQXDH_INFO, PQXDH_TRANSCRIPT_LABEL, REPLAY_LABEL, hkdf_sha256, sha256, x25519, x25519_public};
+use crate::kdf::{
+    PQXDH_F, PQXDH_INFO, PQXDH_TRANSCRIPT_LABEL, REPLAY_LABEL, X25519Peer, hkdf_sha256, sha256, x25519, x25519_public,
+};
 use crate::kem;
 use crate::prekeys::{ConsumedPrekeys, KemPrekeyKind, PrekeyBundle, PrekeySecrets};
 
@@ -131,6 +133,8 @@ pub struct InitiatorOutput {
     pub secret: PqxdhSecret,
     /// The responder's signed prekey, its first ratchet key.
     pub responder_ratchet_key: [u8; 32],
+    /// The same key converted for agreement (the first DH-ratchet step uses it a third time).
+    pub responder_ratchet_peer: X25519Peer,
 }
 
 /// The responder's output.
@@ -139,6 +143,8 @@ pub struct ResponderOutput {
     pub secret: PqxdhSecret,
     /// The signed prekey secret, the responder's first ratchet key pair.
     pub signed_prekey_secret: Zeroizing<[u8; 32]>,
+    /// Its public key (SPK_B).
+    pub signed_prekey_public: [u8; 32],
     /// What to delete once the first message decrypts.
     pub consumed: ConsumedPrekeys,
     /// For a last-resort ML-KEM prekey: the replay-cache key of this set-up.
@@ -212,9 +218,11 @@ pub fn initiate(
     let responder = &bundle.certificate;
     let spk = &bundle.signed_prekey;
 
-    let dh1 = x25519(&identity, &spk.public)?;
+    // SPK_B takes part in two agreements: convert it once.
+    let spk_peer = X25519Peer::new(&spk.public);
+    let dh1 = spk_peer.agree(&identity)?;
     let dh2 = x25519(&ek, &responder.agreement_key)?;
-    let dh3 = x25519(&ek, &spk.public)?;
+    let dh3 = spk_peer.agree(&ek)?;
     let dh4 = match &bundle.one_time_prekey {
         Some(otpk) => Some(x25519(&ek, &otpk.public)?),
         None => None,
@@ -244,7 +252,7 @@ pub fn initiate(
         kem_prekey_kind: bundle.kem_prekey.kind,
         kem_ciphertext: ct,
     };
-    Ok(InitiatorOutput { header, secret, responder_ratchet_key: spk.public })
+    Ok(InitiatorOutput { header, secret, responder_ratchet_key: spk.public, responder_ratchet_peer: spk_peer })
 }
 
 /// Responder side: verify the initiator's certificate, look up the named prekeys, derive. Deletes nothing: see
@@ -257,10 +265,10 @@ pub fn respond(
     header: &PqxdhHeader,
 ) -> Result<ResponderOutput, E2eError> {
     header.initiator.verify()?;
-    let spk_secret = prekeys
+    let spk = prekeys
         .signed_prekey(header.signed_prekey_id)
         .ok_or(E2eError::UnknownPrekey { kind: "signed", id: header.signed_prekey_id })?;
-    let otpk_secret = match header.one_time_prekey_id {
+    let otpk = match header.one_time_prekey_id {
         Some(id) => Some((id, prekeys.one_time_prekey(id).ok_or(E2eError::UnknownPrekey { kind: "one-time", id })?)),
         None => None,
     };
@@ -272,11 +280,13 @@ pub fn respond(
     }
     let identity = my_keys.static_secret();
     let ika = &header.initiator.agreement_key;
-    let dh1 = x25519(&spk_secret, ika)?;
-    let dh2 = x25519(&identity, &header.ephemeral)?;
-    let dh3 = x25519(&spk_secret, &header.ephemeral)?;
-    let dh4 = match &otpk_secret {
-        Some((_, secret)) => Some(x25519(secret, &header.ephemeral)?),
+    // EK_A takes part in three agreements: convert it once.
+    let ek_peer = X25519Peer::new(&header.ephemeral);
+    let dh1 = x25519(&spk.secret, ika)?;
+    let dh2 = ek_peer.agree(&identity)?;
+    let dh3 = ek_peer.agree(&spk.secret)?;
+    let dh4 = match &otpk {
+        Some((_, otpk)) => Some(ek_peer.agree(&otpk.secret)?),
         None => None,
     };
     let ss = kem_pair.decapsulate(&header.kem_ciphertext)?;
@@ -284,8 +294,8 @@ pub fn respond(
     let t = TranscriptInput {
         initiator: &header.initiator,
         responder: my_certificate,
-        signed_prekey: (header.signed_prekey_id, x25519_public(&spk_secret)),
-        one_time_prekey: otpk_secret.as_ref().map(|(id, s)| (*id, x25519_public(s))),
+        signed_prekey: (header.signed_prekey_id, spk.public),
+        one_time_prekey: otpk.as_ref().map(|(id, otpk)| (*id, otpk.public)),
         kem_prekey: (kem_kind, header.kem_prekey_id, kem_pair.public_key()),
         ephemeral: header.ephemeral,
         kem_ciphertext: &header.kem_ciphertext,
@@ -302,7 +312,8 @@ pub fn respond(
     });
     Ok(ResponderOutput {
         secret,
-        signed_prekey_secret: spk_secret,
+        signed_prekey_public: spk.public,
+        signed_prekey_secret: spk.secret,
         consumed: ConsumedPrekeys {
             one_time_prekey: header.one_time_prekey_id,
             kem_one_time_prekey: (kem_kind == KemPrekeyKind::OneTime).then_some(header.kem_prekey_id),

@@ -222,7 +222,7 @@ impl Session {
         let out = pqxdh::initiate(rng, my_certificate, my_keys, bundle)?;
         let mut ratchet_secret = [0u8; 32];
         rng.fill_bytes(&mut ratchet_secret);
-        let dh = x25519(&ratchet_secret, &out.responder_ratchet_key)?;
+        let dh = out.responder_ratchet_peer.agree(&ratchet_secret)?;
         let (root_key, sending_chain) = kdf_rk(&out.secret.root_key, &dh);
         Ok(Session {
             associated_data: out.secret.associated_data.clone(),
@@ -272,7 +272,7 @@ impl Session {
             chains: Chains {
                 root_key: *out.secret.root_key,
                 ratchet_secret: *out.signed_prekey_secret,
-                ratchet_public: x25519_public(&out.signed_prekey_secret),
+                ratchet_public: out.signed_prekey_public,
                 remote_ratchet_key: None,
                 sending_chain: None,
                 receiving_chain: None,
