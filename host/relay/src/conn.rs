@@ -352,24 +352,19 @@ impl Conn {
             }
             tokio::select! {
                 msg = self.ws.recv() => match msg {
-                    Some(Ok(Message::Binary(bytes))) => self.on_binary(&bytes).await?,
+                    // Boxed (here and below): each holds frames across its awaits, which an idle connection should not
+                    // carry in its task; the allocation lives only while one frame or event is handled.
+                    Some(Ok(Message::Binary(bytes))) => Box::pin(self.on_binary(&bytes)).await?,
                     Some(Ok(Message::Text(_))) => {
                         // After the handshake, every frame is a Noise transport message; plaintext is refused.
-                        self.error(ErrorCode::HandshakeRequired, "frames must be Noise transport messages (binary) after the handshake", None).await?;
+                        Box::pin(self.error(ErrorCode::HandshakeRequired, "frames must be Noise transport messages (binary) after the handshake", None)).await?;
                     }
                     Some(Ok(_)) => {}
                     None | Some(Err(_)) => return Ok(()),
                 },
                 event = self.rx.recv() => {
                     let Some(event) = event else { return Ok(()) };
-                    self.on_event(event).await?;
-                    // Batch whatever else is ready into the same flush.
-                    for _ in 0..256 {
-                        match self.rx.try_recv() {
-                            Ok(event) => self.on_event(event).await?,
-                            Err(_) => break,
-                        }
-                    }
+                    Box::pin(self.on_events(event)).await?;
                 }
             }
         }
@@ -445,6 +440,18 @@ impl Conn {
         self.in_flight.insert(env.id.clone());
         self.state.metrics.envelopes_delivered.inc();
         self.feed(&Frame::new(body)).await
+    }
+
+    /// Handle `first` and whatever else is ready, into the same flush.
+    async fn on_events(&mut self, first: ConnEvent) -> Result<(), ()> {
+        self.on_event(first).await?;
+        for _ in 0..256 {
+            match self.rx.try_recv() {
+                Ok(event) => self.on_event(event).await?,
+                Err(_) => break,
+            }
+        }
+        Ok(())
     }
 
     async fn on_event(&mut self, event: ConnEvent) -> Result<(), ()> {
