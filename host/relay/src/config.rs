@@ -146,6 +146,9 @@ pub struct LimitsConfig {
     pub delivery_window: usize,
     /// Largest group-commit batch.
     pub commit_batch: usize,
+    /// Initial size of each connection's WebSocket read buffer (bytes); it grows for a larger frame. Every idle
+    /// connection holds one, so this is memory per connection; a frame needs as many reads as it has buffers-full.
+    pub ws_read_buffer_bytes: usize,
     /// Envelope ids are remembered for de-duplication this long after all devices acked (seconds).
     pub dedupe_retention_secs: u64,
     /// How long after sending a message may still be edited or deleted (seconds). Envelope ids are kept at least
@@ -197,6 +200,7 @@ impl Default for LimitsConfig {
             handshake_timeout_secs: 10,
             delivery_window: 512,
             commit_batch: 4096,
+            ws_read_buffer_bytes: 512,
             dedupe_retention_secs: 7 * 24 * 3600,
             edit_window_secs: 7 * 24 * 3600,
             audit_retention_secs: 365 * 24 * 3600,
@@ -267,6 +271,9 @@ impl RelayConfig {
         let l = &self.limits;
         if l.delivery_window == 0 || l.commit_batch == 0 || l.connections_per_account == 0 {
             return Err(ConfigError::Invalid("limits.delivery_window, commit_batch and connections_per_account must be at least 1".into()));
+        }
+        if !(64..=1 << 20).contains(&l.ws_read_buffer_bytes) {
+            return Err(ConfigError::Invalid("limits.ws_read_buffer_bytes must be between 64 and 1048576".into()));
         }
         if l.linking.timeout_secs == 0 || l.linking.max_messages == 0 || l.linking.per_account == 0 || l.linking.max_message_bytes < 256 {
             return Err(ConfigError::Invalid(

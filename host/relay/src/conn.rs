@@ -33,7 +33,9 @@ use crate::totp;
 
 /// Serve one upgraded WebSocket until it closes.
 pub(crate) async fn serve(state: Arc<RelayState>, mut ws: WebSocket, ip: IpAddr, ip_guard: ConnectionGuard<IpAddr>) {
-    let Some((transport, who, token_hash)) = handshake(&state, &mut ws, ip).await else {
+    // Boxed, like every rarely taken path below: an async fn's state is as large as its largest await point, and
+    // this future is held for the whole life of every connection (docs/performance.md, "Idle memory").
+    let Some((transport, who, token_hash)) = Box::pin(handshake(&state, &mut ws, ip)).await else {
         let _ = ws.close().await;
         return;
     };
@@ -48,7 +50,9 @@ pub(crate) async fn serve(state: Arc<RelayState>, mut ws: WebSocket, ip: IpAddr,
     };
     state.metrics.connections.inc();
     let mut conn = Conn::new(Arc::clone(&state), ws, transport, &who, token_hash);
-    conn.run(who.welcome.clone()).await;
+    // Only the welcome is needed from here on: the rest of `who` is dropped now, not held for the connection's life.
+    let welcome = { who }.welcome;
+    conn.run(welcome).await;
     state.metrics.connections.dec();
     drop(account_guard);
     drop(ip_guard);
@@ -287,13 +291,13 @@ impl Conn {
         let first_online = !self.transfer && hub.register(&self.device, self.user_id, self.conn_id, self.tx.clone());
         tracing::debug!(user = %self.user, device = %self.device, conn = self.conn_id, transfer = self.transfer, "connected");
         if first_online {
-            self.announce_presence().await;
+            Box::pin(self.announce_presence()).await;
         }
         let _ = self.loop_frames().await;
         self.state.links.leave(self.user_id, self.conn_id, None, "the other device disconnected");
         if !self.transfer && hub.unregister(&self.device, self.user_id, self.conn_id) {
             let _ = self.state.store.set_presence(self.user_id, None, Some(now_ms())).await;
-            self.announce_presence().await;
+            Box::pin(self.announce_presence()).await;
         }
         tracing::debug!(user = %self.user, device = %self.device, conn = self.conn_id, "disconnected");
         let _ = self.ws.close().await;
@@ -340,7 +344,7 @@ impl Conn {
     async fn loop_frames(&mut self) -> Result<(), ()> {
         loop {
             if self.dirty && !self.transfer && !self.closing && self.in_flight.len() < self.state.config.limits.delivery_window {
-                self.refill().await?;
+                Box::pin(self.refill()).await?;
             }
             self.ws.flush().await.map_err(|_| ())?;
             if self.closing {
@@ -348,24 +352,19 @@ impl Conn {
             }
             tokio::select! {
                 msg = self.ws.recv() => match msg {
-                    Some(Ok(Message::Binary(bytes))) => self.on_binary(&bytes).await?,
+                    // Boxed (here and below): each holds frames across its awaits, which an idle connection should not
+                    // carry in its task; the allocation lives only while one frame or event is handled.
+                    Some(Ok(Message::Binary(bytes))) => Box::pin(self.on_binary(&bytes)).await?,
                     Some(Ok(Message::Text(_))) => {
                         // After the handshake, every frame is a Noise transport message; plaintext is refused.
-                        self.error(ErrorCode::HandshakeRequired, "frames must be Noise transport messages (binary) after the handshake", None).await?;
+                        Box::pin(self.error(ErrorCode::HandshakeRequired, "frames must be Noise transport messages (binary) after the handshake", None)).await?;
                     }
                     Some(Ok(_)) => {}
                     None | Some(Err(_)) => return Ok(()),
                 },
                 event = self.rx.recv() => {
                     let Some(event) = event else { return Ok(()) };
-                    self.on_event(event).await?;
-                    // Batch whatever else is ready into the same flush.
-                    for _ in 0..256 {
-                        match self.rx.try_recv() {
-                            Ok(event) => self.on_event(event).await?,
-                            Err(_) => break,
-                        }
-                    }
+                    Box::pin(self.on_events(event)).await?;
                 }
             }
         }
@@ -443,6 +442,18 @@ impl Conn {
         self.feed(&Frame::new(body)).await
     }
 
+    /// Handle `first` and whatever else is ready, into the same flush.
+    async fn on_events(&mut self, first: ConnEvent) -> Result<(), ()> {
+        self.on_event(first).await?;
+        for _ in 0..256 {
+            match self.rx.try_recv() {
+                Ok(event) => self.on_event(event).await?,
+                Err(_) => break,
+            }
+        }
+        Ok(())
+    }
+
     async fn on_event(&mut self, event: ConnEvent) -> Result<(), ()> {
         match event {
             ConnEvent::Envelope(env) => {
@@ -458,14 +469,15 @@ impl Conn {
                 self.live = false;
                 self.dirty = true;
             }
-            ConnEvent::Committed { id, outcome, ts } => match outcome {
+            ConnEvent::Committed(committed) => match committed.outcome {
                 Ok(o) => {
-                    let Ok(id) = id.parse() else { return Ok(()) };
+                    let ts = committed.ts;
+                    let Ok(id) = committed.id.parse() else { return Ok(()) };
                     let duplicate = matches!(o, EnqueueOutcome::Duplicate { .. });
                     self.feed(&Frame::new(FrameBody::Accepted(Accepted { id, duplicate, ts: ts.max(0) as u64 }))).await?;
                 }
                 Err(_) => {
-                    self.error(ErrorCode::Internal, "the relay could not store this envelope; send it again", Some(id)).await?;
+                    self.error(ErrorCode::Internal, "the relay could not store this envelope; send it again", Some(committed.id)).await?;
                 }
             },
             ConnEvent::Frame(frame) => self.feed(&frame).await?,
@@ -504,7 +516,8 @@ impl Conn {
             }
         };
         self.violations = 0;
-        self.on_frame(frame).await
+        // Boxed: `on_frame` holds the state of every request type, which an idle connection should not carry.
+        Box::pin(self.on_frame(frame)).await
     }
 
     async fn rate_limited(&mut self, retry: Duration, reference: Option<String>) -> Result<(), ()> {

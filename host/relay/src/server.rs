@@ -77,7 +77,7 @@ async fn upgrade(
     let max = imfree_crypto::noise::MAX_NOISE_MESSAGE;
     ws.max_message_size(max + 1)
         .max_frame_size(max + 1)
-        .read_buffer_size(2048)
+        .read_buffer_size(state.config.limits.ws_read_buffer_bytes)
         .write_buffer_size(0)
         .on_upgrade(move |socket| crate::conn::serve(state, socket, ip, guard))
 }

@@ -140,10 +140,27 @@ impl EnqueuePlan {
     }
 }
 
-/// The payload to store for an envelope: none at all when no device will ever fetch it, so nothing is kept that
-/// no acknowledgement would clear.
+/// The payload to store in an envelope's own row: none at all when no device will ever fetch it, so nothing is kept
+/// that no acknowledgement would clear; none either when exactly one device will (see [`queue_payload`]).
 pub(crate) fn stored_payload(env: &NewEnvelope) -> &[u8] {
-    if env.recipient_devices.is_empty() { &[] } else { &env.payload }
+    if env.recipient_devices.is_empty() || payload_in_queue_row(env) { &[] } else { &env.payload }
+}
+
+/// The payload to store in the queue row of the envelope's `n`th recipient device (`None`: the envelope row's is
+/// fetched). A per-device ciphertext always goes there; so does the shared payload of an envelope for exactly one
+/// device — the usual 1:1 message — so that its ack deletes the payload with the queue row, instead of a second
+/// write rewriting the envelope row to clear it (docs/performance.md). Shared by several devices, it is stored once,
+/// in the envelope row, and cleared when the last of them acked.
+pub(crate) fn queue_payload(env: &NewEnvelope, n: usize) -> Option<&[u8]> {
+    match env.device_payloads.get(n) {
+        Some(p) => Some(p.as_slice()),
+        None if payload_in_queue_row(env) => Some(env.payload.as_slice()),
+        None => None,
+    }
+}
+
+fn payload_in_queue_row(env: &NewEnvelope) -> bool {
+    env.device_payloads.is_empty() && env.recipient_devices.len() == 1
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use std::time::Duration;
 use sqlx::PgConnection;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
-use crate::common::{EnqueuePlan, conflict_or, stored_payload};
+use crate::common::{EnqueuePlan, conflict_or, queue_payload, stored_payload};
 use crate::rows::{
     AuditRow, DeviceRow, PresenceRow, QueueStatsRow, QueuedRow, SessionRow, UserRow, UserSummaryRow, envelope_ref, user_columns,
 };
@@ -856,7 +856,7 @@ async fn enqueue_in(conn: &mut PgConnection, batch: &[NewEnvelope]) -> Result<Ve
         for (n, d) in batch[i].recipient_devices.iter().enumerate() {
             devices.push(d.as_str());
             envelope_ids.push(batch[i].id.as_str());
-            payloads.push(batch[i].device_payloads.get(n).map(Vec::as_slice));
+            payloads.push(queue_payload(&batch[i], n));
         }
     }
     if !devices.is_empty() {

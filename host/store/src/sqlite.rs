@@ -13,7 +13,7 @@ use std::time::Duration;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, Sqlite, SqliteConnection, Transaction};
 
-use crate::common::{EnqueuePlan, MultiRowSql, chunk_sizes, conflict_or, stored_payload};
+use crate::common::{EnqueuePlan, MultiRowSql, chunk_sizes, conflict_or, queue_payload, stored_payload};
 use crate::rows::{
     AuditRow, DeviceRow, PresenceRow, QueueStatsRow, QueuedRow, SessionRow, UserRow, UserSummaryRow, envelope_ref, user_columns,
 };
@@ -31,6 +31,13 @@ const WAL_AUTOCHECKPOINT_PAGES: u32 = 10_000;
 
 /// Bytes the WAL file is truncated to after a checkpoint.
 const JOURNAL_SIZE_LIMIT: u64 = 64 * 1024 * 1024;
+
+/// Page cache of the writer connection, in KiB (SQLite's default is 2,000). A group commit of `commit_batch`
+/// envelopes dirties several MiB of table and index pages; with the default cache SQLite spilled dirty pages to the
+/// WAL in the middle of the transaction (`pagerStress`: the same page written more than once per commit) and read
+/// evicted index pages back with `pread`, about a tenth of the relay's CPU under load (docs/performance.md). Pages
+/// are allocated as they are used, so a quiet relay does not reach it.
+const WRITER_CACHE_KIB: u32 = 32 * 1024;
 
 /// Concurrent readers. Small: reads are short, and the machine the relay targets has few cores.
 const READERS: u32 = 4;
@@ -117,13 +124,16 @@ impl SqliteStore {
             // …and give the space back after a burst, so the WAL file does not stay at its high-water mark.
             .pragma("journal_size_limit", JOURNAL_SIZE_LIMIT.to_string());
 
+        // Statement journals (a multi-row INSERT may have to undo itself) in memory rather than in a temporary file.
+        let writer_options =
+            options.clone().pragma("cache_size", format!("-{WRITER_CACHE_KIB}")).pragma("temp_store", "MEMORY");
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
             // Never recycle the writer for idleness: it holds the warm statement cache.
             .idle_timeout(None)
             .max_lifetime(None)
-            .connect_with(options.clone())
+            .connect_with(writer_options)
             .await
             .map_err(|e| open_error(path, e))?;
         sqlx::migrate!("migrations/sqlite").run(&writer).await?;
@@ -908,7 +918,7 @@ async fn enqueue_in(conn: &mut SqliteConnection, batch: &[NewEnvelope]) -> Resul
             e.recipient_devices
                 .iter()
                 .enumerate()
-                .map(move |(n, d)| (d.as_str(), e.id.as_str(), e.device_payloads.get(n).map(Vec::as_slice)))
+                .map(move |(n, d)| (d.as_str(), e.id.as_str(), queue_payload(e, n)))
         })
         .collect();
     let mut rest = &entries[..];

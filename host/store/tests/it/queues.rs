@@ -154,6 +154,19 @@ async fn ack_removes_entries_and_clears_finished_payloads(f: &mut Fixture) {
     // An envelope for no device keeps no payload at all.
     s.enqueue(&[envelope("lonely", &[], 4)]).await.unwrap();
     assert_eq!(f.raw_payload_len("lonely").await, Some(0));
+
+    // An envelope for exactly one device keeps its payload in that device's queue row only, so that the ack deletes
+    // it with the row and the envelope row is never rewritten; it is fetched like any other.
+    let s = f.store();
+    s.enqueue(&[envelope("single", &["d1"], 5)]).await.unwrap();
+    assert_eq!(f.raw_payload_len("single").await, Some(0));
+    let s = f.store();
+    let fetched = s.fetch_queue("d1", 0, 10).await.unwrap();
+    let single = fetched.iter().find(|e| e.id == "single").expect("queued for d1");
+    assert_eq!(single.payload, b"ciphertext of single");
+    assert_eq!(s.ack(&[ack("d1", "single")]).await.unwrap(), 1);
+    assert_eq!(queued_ids(s, "d1").await, ["m2"]);
+    assert_eq!(f.raw_payload_len("single").await, Some(0), "the id stays for de-duplication");
 }
 
 async fn queue_len_and_stats(f: &mut Fixture) {
