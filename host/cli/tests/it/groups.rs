@@ -106,7 +106,7 @@ async fn group_messages_follow_the_membership_log() {
     let carol_id = user_id(&mut c, "carol").await;
     sqlx::query("UPDATE group_members SET active = 1 WHERE group_id = ? AND user_id = ?").bind(&g).bind(carol_id).execute(&mut c).await.unwrap();
     let after = ok(&alice, &["send", &to, "after carol left"]);
-    let ciphertext: Vec<u8> = sqlx::query_scalar("SELECT payload FROM envelopes WHERE id = ?").bind(after.trim()).fetch_one(&mut c).await.unwrap();
+    let ciphertext: Vec<u8> = relay_ciphertext(&mut c, after.trim()).await;
     let message = GroupMessage::from_bytes(&ciphertext).expect("a group message");
     let session: Vec<u8> = sqlx::query_scalar("SELECT session FROM e2e_groups WHERE group_id = ?")
         .bind(&g)
@@ -268,7 +268,7 @@ async fn a_revoked_device_loses_the_group_sender_keys() {
     // Bob's next message: his client sees B gone, starts a new chain and sends it to A only.
     let after = ok(&bob, &["send", &to, "after the revocation"]);
     let mut c = relay_db(&relay).await;
-    let ciphertext: Vec<u8> = sqlx::query_scalar("SELECT payload FROM envelopes WHERE id = ?").bind(after.trim()).fetch_one(&mut c).await.unwrap();
+    let ciphertext: Vec<u8> = relay_ciphertext(&mut c, after.trim()).await;
     let message = GroupMessage::from_bytes(&ciphertext).unwrap();
     let session: Vec<u8> = sqlx::query_scalar("SELECT session FROM e2e_groups WHERE group_id = ?").bind(&g).fetch_one(&mut db(&old_b).await).await.unwrap();
     let session: serde_json::Value = serde_json::from_slice(&session).unwrap();
@@ -306,4 +306,17 @@ fn a_sender_key_that_arrives_while_sending_is_kept() {
     let at_bob = recv(&bob);
     assert_eq!(readable(&at_bob, &g), ["carol first", "carol again"], "{at_bob:?}");
     assert_eq!(readable(&recv(&alice), &g), ["bob first", "carol first", "bob again", "carol again"]);
+}
+
+/// The group message ciphertext the relay holds for envelope `id`: in the envelope row when several devices share it,
+/// in the queue row when exactly one device gets it (the store keeps it there so that the ack deletes it).
+async fn relay_ciphertext(c: &mut SqliteConnection, id: &str) -> Vec<u8> {
+    sqlx::query_scalar(
+        "SELECT COALESCE((SELECT payload FROM queue WHERE envelope_id = ?1 AND payload IS NOT NULL LIMIT 1), \
+         (SELECT payload FROM envelopes WHERE id = ?1))",
+    )
+    .bind(id)
+    .fetch_one(c)
+    .await
+    .unwrap()
 }
