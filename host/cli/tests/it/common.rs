@@ -194,9 +194,10 @@ pub fn install_plugin(dir: &Path, name: &str) -> String {
     format!("{name}/{file}")
 }
 
-/// Wait up to 60 s for `done` (generous: CI runs the process tests two at a time on two loaded cores).
+/// Wait up to 120 s for `done` (generous: CI runs the process tests two at a time on two cores, which other work may
+/// share; a bundled plugin's first start compiles it with Cranelift in a debug build).
 pub fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
     while !done() {
         assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(100));
