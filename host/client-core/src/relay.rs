@@ -58,7 +58,7 @@ impl PasswordHandshake {
         if let Some(pinned) = relay_pin
             && pinned != relay_key
         {
-            return Err(ClientError::RelayKeyChanged { pinned: hex(&pinned), presented: hex(&relay_key) });
+            return Err(ClientError::RelayKeyChanged { pinned: hex::encode(pinned), presented: hex::encode(relay_key) });
         }
         let binding =
             device_binding_message(imfree_crypto::noise::DEVICE_BINDING_CONTEXT, &knows.binding_hash(), &keys.static_public(), auth.user);
@@ -128,7 +128,7 @@ impl ResumeHandshake {
     pub fn refused(&self, error: ClientError) -> ClientError {
         match error {
             ClientError::Refused { code: ErrorCode::HandshakeFailed, .. } => ClientError::RelayKeyChanged {
-                pinned: hex(&self.relay_key),
+                pinned: hex::encode(self.relay_key),
                 presented: "unknown (the relay could not read a handshake made for the pinned key)".into(),
             },
             other => other,
@@ -183,8 +183,4 @@ impl Channel {
 
 fn noise(e: NoiseError) -> ClientError {
     ClientError::Protocol(e.to_string())
-}
-
-fn hex(bytes: &[u8]) -> String {
-    hex::encode(bytes)
 }

@@ -230,8 +230,9 @@ impl Client {
             key_challenge: welcome.key_challenge.0.clone(),
         };
         if needs_identity {
-            let mut fresh = DeviceE2e::create(client.account.device_keys()?, now_secs());
-            let upload = fresh.first_upload(&welcome.key_challenge.0, now_secs());
+            let now = now_secs();
+            let mut fresh = DeviceE2e::create(client.account.device_keys()?, now);
+            let upload = fresh.first_upload(&welcome.key_challenge.0, now);
             session.upload(&upload).await?;
             client.store.put_e2e_state(&fresh.state()).await?;
             client.e2e.set(fresh);
