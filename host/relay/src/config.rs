@@ -33,6 +33,8 @@ pub struct RelayConfig {
     pub plugin_host: crate::plugins::PluginHostConfig,
     /// End-to-end encrypted file transfer: sizes, quota, expiry.
     pub files: crate::files::FilesConfig,
+    /// The web client served at `/`.
+    pub web: WebConfig,
     /// Plugins by name (`[plugins.<name>]`: enabled, path, manifest, grants, settings, limits, failure). The relay
     /// runs those whose manifest declares the `relay` scope.
     #[serde(skip_serializing)]
@@ -54,10 +56,42 @@ impl Default for RelayConfig {
             allowed_origins: Vec::new(),
             plugin_host: crate::plugins::PluginHostConfig::default(),
             files: crate::files::FilesConfig::default(),
+            web: WebConfig::default(),
             plugins: std::collections::BTreeMap::new(),
             source: None,
         }
     }
+}
+
+/// The web client (host/web): a page and its WebAssembly engine, served by the relay at `/` from the files the
+/// binary embeds (`imfree serve` sets [`WebConfig::assets`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebConfig {
+    /// Serve the web client. Default true.
+    pub enabled: bool,
+    /// The files, by path (`/`, `/app.js`, …): set by the binary, not by the configuration file.
+    #[serde(skip)]
+    pub assets: &'static [WebAsset],
+}
+
+impl Default for WebConfig {
+    fn default() -> Self {
+        WebConfig { enabled: true, assets: &[] }
+    }
+}
+
+/// One file of the web client.
+#[derive(Debug, Clone, Copy)]
+pub struct WebAsset {
+    /// Its path under the relay's address, starting with `/`.
+    pub path: &'static str,
+    /// Its media type.
+    pub content_type: &'static str,
+    /// Its bytes.
+    pub bytes: &'static [u8],
+    /// The same, gzip-compressed, served to browsers that accept it (the engine shrinks to about a third).
+    pub gzip: &'static [u8],
 }
 
 /// TLS settings.

@@ -24,7 +24,48 @@ pub(crate) fn router(state: Arc<RelayState>) -> Router {
         .route("/plugins/{name}", any(plugin_http))
         .route("/plugins/{name}/{*rest}", any(plugin_http))
         .merge(crate::files::routes())
+        .route("/", get(web_asset))
+        .route("/{file}", get(web_asset))
         .with_state(state)
+}
+
+/// The web client's files (host/web), when the binary embeds them and `[web] enabled`. The page may load scripts,
+/// styles and its WebAssembly module from the relay only, talk to the relay only, and be framed by nobody.
+async fn web_asset(State(state): State<Arc<RelayState>>, uri: axum::http::Uri, headers: HeaderMap) -> Response {
+    let web = &state.config.web;
+    let asset = web.enabled.then(|| web.assets.iter().find(|a| a.path == uri.path())).flatten();
+    let Some(asset) = asset else {
+        return (StatusCode::NOT_FOUND, "not found\n").into_response();
+    };
+    let gzip = !asset.gzip.is_empty()
+        && headers
+            .get_all(header::ACCEPT_ENCODING)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|coding| coding.split(';').next().is_some_and(|c| c.trim().eq_ignore_ascii_case("gzip")));
+    let mut response = (
+        [
+            (header::CONTENT_TYPE, asset.content_type),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'none'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self'; img-src 'self' data: blob:; \
+                 connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+            ),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (header::REFERRER_POLICY, "no-referrer"),
+            (header::X_FRAME_OPTIONS, "DENY"),
+            // The page and its engine change with the binary: revalidate, never serve a stale mix.
+            (header::CACHE_CONTROL, "no-cache"),
+            (header::VARY, "accept-encoding"),
+        ],
+        if gzip { asset.gzip } else { asset.bytes },
+    )
+        .into_response();
+    if gzip {
+        response.headers_mut().insert(header::CONTENT_ENCODING, axum::http::HeaderValue::from_static("gzip"));
+    }
+    response
 }
 
 async fn healthz(State(state): State<Arc<RelayState>>) -> Response {
