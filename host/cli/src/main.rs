@@ -18,6 +18,7 @@ mod plugin;
 mod render;
 mod search;
 mod serve;
+mod web;
 mod webhook_admin;
 mod when;
 

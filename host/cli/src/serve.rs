@@ -42,6 +42,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     // The plugins bundled with this binary, where `[plugins.<name>]` without `path` finds them.
     crate::bundled::install(&config.bundled_dir())?;
+    config.web.assets = crate::web::ASSETS;
     let relay = Relay::start(config.clone()).await?;
     // Machine-readable start-up lines on stdout; scripts and tests read them. Logs go to stderr.
     println!("imfree relay listening on {}", relay.url());

@@ -25,4 +25,5 @@ mod transcription;
 // The CalDAV server of the calendar tests, shared with the plugin host's tests.
 #[path = "../../../plugin-host/tests/it/radicale.rs"]
 mod radicale;
+mod web;
 mod webhooks;
