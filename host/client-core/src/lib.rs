@@ -7,10 +7,14 @@
 //! - [`pairwise`]: end-to-end messages between two users' devices: reading and checking a contact's device list
 //!   (certificates, the identity pinned on first sight, the signed revocation list), encrypting one message for every
 //!   device that must get it, and opening a delivery.
+//! - [`groups`]: groups — the membership log verified entry by entry (signatures, roles, forks and rollbacks
+//!   refused), sender-key chains (made, sent over pairwise sessions, replaced when a member leaves or a device is
+//!   revoked), group messages encrypted for the verified head and opened, invite links.
 //! - [`relay`]: the connection to the relay without the socket — the IMF Noise handshakes (first contact, resume)
 //!   and the sealed frame channel after them.
-//! - [`store::KeyStore`] and [`directory::KeyDirectory`]: the two things a driver supplies — where the state is kept,
-//!   and how the relay's key service is asked. [`store::MemoryStore`] keeps everything in memory.
+//! - [`store::KeyStore`], [`groups::GroupStore`], [`directory::KeyDirectory`] and [`groups::GroupRelay`]: what a
+//!   driver supplies — where the state is kept, and how the relay's key and group services are asked.
+//!   [`store::MemoryStore`] keeps everything in memory.
 //!
 //! Nothing here reads a clock, a socket or a file: times come in as arguments, randomness from the platform's
 //! generator (`getrandom`; in the browser, `crypto.getRandomValues`).
@@ -19,6 +23,7 @@
 
 pub mod device;
 pub mod directory;
+pub mod groups;
 pub mod pairwise;
 pub mod relay;
 pub mod store;

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use crate::ClientError;
+use crate::groups::{GroupRecord, GroupStore};
 
 /// The state of a client's end-to-end encryption.
 ///
@@ -52,7 +53,7 @@ pub fn revocation_record(user: &str) -> String {
     format!("revocation-list/{user}")
 }
 
-/// A [`KeyStore`] in memory: for tests, and for a client that keeps nothing (a kiosk view).
+/// A [`KeyStore`] and [`GroupStore`] in memory: for tests, and for a client that keeps nothing (a kiosk view).
 #[derive(Default)]
 pub struct MemoryStore {
     inner: Mutex<Memory>,
@@ -64,6 +65,7 @@ struct Memory {
     sessions: BTreeMap<(String, String), Vec<u8>>,
     /// Pinned key and the key it changed to.
     identities: BTreeMap<String, ([u8; 32], Option<[u8; 32]>)>,
+    groups: BTreeMap<String, GroupRecord>,
 }
 
 impl MemoryStore {
@@ -124,6 +126,18 @@ impl KeyStore for MemoryStore {
             if let Some((_, changed)) = m.identities.get_mut(user) {
                 *changed = Some(*key);
             }
+        })
+    }
+}
+
+impl GroupStore for MemoryStore {
+    async fn group(&self, id: &str) -> Result<Option<GroupRecord>, ClientError> {
+        self.with(|m| m.groups.get(id).cloned())
+    }
+
+    async fn put_group(&self, record: &GroupRecord) -> Result<(), ClientError> {
+        self.with(|m| {
+            m.groups.insert(record.id.clone(), record.clone());
         })
     }
 }

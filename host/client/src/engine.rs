@@ -281,6 +281,11 @@ impl Client {
         self.e2e.persist(&self.store, sessions).await
     }
 
+    /// This device's E2E state (for the client core).
+    pub(crate) fn e2e_slot(&self) -> &DeviceSlot {
+        &self.e2e
+    }
+
     /// Pairwise end-to-end messaging as this device (the client core, on this client's store).
     pub(crate) fn pairwise(&self) -> Pairwise<'_, LocalStore> {
         Pairwise { user: self.user(), device: self.device(), keys: &self.e2e, store: &self.store }
@@ -802,11 +807,6 @@ impl Session<'_> {
     pub async fn devices_of(&mut self, user: &str) -> Result<Vec<(String, DeviceCertificate)>, ClientError> {
         let client = self.client;
         client.pairwise().devices_of(self, user).await
-    }
-
-    /// Compare a contact's identity key with the pinned one; pin on first sight.
-    pub(crate) async fn check_identity(&mut self, user: &str, key: &[u8; 32]) -> Result<(), ClientError> {
-        self.client.pairwise().check_identity(user, key).await
     }
 
     /// Encrypt a content document for every current E2E device of `to` and this user's other devices.

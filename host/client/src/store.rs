@@ -627,23 +627,9 @@ impl LocalStore {
     }
 }
 
-/// A stored group (see [`crate::groups`]).
-pub struct GroupRow {
-    /// Group id (ULID).
-    pub id: String,
-    /// Local label.
-    pub name: String,
-    /// Verified membership state (JSON).
-    pub state: Vec<u8>,
-    /// Sender-key session (JSON), while a member.
-    pub session: Option<Vec<u8>>,
-    /// JSON list of "user/device/chain" the current chain went to.
-    pub distributed: Vec<u8>,
-    /// active, left, or "refused: …".
-    pub status: String,
-    /// Verified name and topic with their salts (JSON), if ever set through the log.
-    pub info: Option<String>,
-}
+/// A stored group: the client core's record (see [`imfree_client_core::groups`]), one row of `e2e_groups` with the
+/// sender-key session sealed under the key-store key.
+pub use imfree_client_core::groups::GroupRecord as GroupRow;
 
 /// Group work waiting in the inbox.
 pub struct InboxItem {
@@ -669,6 +655,17 @@ pub struct InboxItem {
     pub sender_device: Option<i64>,
     /// The clear reference the delivery came with (an edit or deletion).
     pub refers: Option<imfree_proto::MessageRef>,
+}
+
+/// The groups of the client core, in `e2e_groups`.
+impl imfree_client_core::groups::GroupStore for LocalStore {
+    async fn group(&self, id: &str) -> Result<Option<GroupRow>, ClientError> {
+        LocalStore::group(self, id).await
+    }
+
+    async fn put_group(&self, record: &GroupRow) -> Result<(), ClientError> {
+        LocalStore::put_group(self, record).await
+    }
 }
 
 impl LocalStore {

@@ -15,23 +15,23 @@ use imfree_proto::{DeviceBundle, DeviceEntry, DevicePayload, KeysDeviceList, Pay
 const NOW: u64 = 1_800_000_000;
 
 /// One device of a user: its state slot and its store.
-struct Party {
-    user: String,
-    device: String,
-    keys: DeviceSlot,
-    store: MemoryStore,
+pub(crate) struct Party {
+    pub(crate) user: String,
+    pub(crate) device: String,
+    pub(crate) keys: DeviceSlot,
+    pub(crate) store: MemoryStore,
 }
 
 impl Party {
-    fn pairwise(&self) -> Pairwise<'_, MemoryStore> {
+    pub(crate) fn pairwise(&self) -> Pairwise<'_, MemoryStore> {
         Pairwise { user: &self.user, device: &self.device, keys: &self.keys, store: &self.store }
     }
 
-    fn identity(&self) -> UserIdentity {
+    pub(crate) fn identity(&self) -> UserIdentity {
         self.keys.with(|e| Ok(UserIdentity::from_seed(&e.identity().expect("holds the identity").seed()))).unwrap()
     }
 
-    fn certificate_id(&self) -> u32 {
+    pub(crate) fn certificate_id(&self) -> u32 {
         self.keys.certificate().unwrap().device_id
     }
 }
@@ -39,8 +39,8 @@ impl Party {
 /// What the relay's key service holds: per user, per device, the certificate and the uploaded prekeys; and the
 /// newest revocation list. `tamper` rewrites what it serves.
 #[derive(Default)]
-struct Directory {
-    devices: BTreeMap<String, Vec<(String, KeyUpload)>>,
+pub(crate) struct Directory {
+    pub(crate) devices: BTreeMap<String, Vec<(String, KeyUpload)>>,
     revocation: BTreeMap<String, Vec<u8>>,
     claims: usize,
     swap_bundle_of: Option<String>,
@@ -48,14 +48,14 @@ struct Directory {
 
 impl Directory {
     /// A user's first device: makes the identity and uploads its keys.
-    fn first_device(&mut self, user: &str, device: &str) -> Party {
+    pub(crate) fn first_device(&mut self, user: &str, device: &str) -> Party {
         let mut state = DeviceE2e::create(DeviceKeys::generate(), NOW);
         self.publish(user, device, &mut state);
         Party { user: user.into(), device: device.into(), keys: DeviceSlot::new(Some(state)), store: MemoryStore::default() }
     }
 
     /// Another device certified by `identity` (linking's outcome), its keys uploaded.
-    fn linked_device(&mut self, user: &str, device: &str, identity: UserIdentity, certificate_id: u32) -> Party {
+    pub(crate) fn linked_device(&mut self, user: &str, device: &str, identity: UserIdentity, certificate_id: u32) -> Party {
         let keys = DeviceKeys::generate();
         let certificate = identity.certify_device(certificate_id, &keys, NOW);
         let mut state = DeviceE2e::linked(keys, identity, certificate);
