@@ -107,9 +107,6 @@ pub enum Decoded {
     Unreadable(String),
 }
 
-/// Content types that carry group work, not messages (host/client/src/groups.rs).
-const GROUP_CONTROL: &[&str] = &["application/vnd.imfree.group-update+json", "application/vnd.imfree.sender-key"];
-
 /// Decode a content document that came end-to-end encrypted, with the reference the relay saw in clear.
 pub fn decode(content: &[u8], clear_refers: Option<MessageRef>, limits: &Limits) -> Decoded {
     let content = match Content::decode(content) {
@@ -123,7 +120,7 @@ pub fn decode(content: &[u8], clear_refers: Option<MessageRef>, limits: &Limits)
             "a message that claims to change another, without saying so inside, was refused".into()
         });
     }
-    if GROUP_CONTROL.contains(&content.mime.as_str()) {
+    if imfree_client_core::groups::is_control(&content.mime) {
         return Decoded::Group;
     }
     let body = match content.body_bytes(limits) {
