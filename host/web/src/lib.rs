@@ -237,6 +237,8 @@ impl WebClient {
             let result = s.register(&user, &password, &device_name).await;
             if result.is_err() {
                 // Nothing of a failed registration stays behind: the next attempt starts clean.
+                s.online.set(false);
+                s.disconnect("registration failed");
                 let _ = s.store.wipe().await;
                 s.account.borrow_mut().take();
             }
