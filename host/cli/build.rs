@@ -29,7 +29,9 @@ fn main() {
             .env("CARGO_TARGET_DIR", &target)
             .env_remove("RUSTFLAGS")
             .env_remove("CARGO_ENCODED_RUSTFLAGS")
-            .env_remove("CARGO_BUILD_TARGET");
+            .env_remove("CARGO_BUILD_TARGET")
+            // `cargo clippy` on this crate must not lint the guests with the host's lint set.
+            .env_remove("RUSTC_WORKSPACE_WRAPPER");
         for (package, _, _) in &bundled {
             build.args(["-p", package]);
         }
@@ -71,6 +73,7 @@ fn build_web(root: &Path, out_dir: &Path) {
         .env_remove("RUSTFLAGS")
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
         .env_remove("CARGO_BUILD_TARGET")
+        .env_remove("RUSTC_WORKSPACE_WRAPPER")
         .output()
         .expect("run cargo for the web client");
     if !out.status.success() {
@@ -104,8 +107,12 @@ fn build_web(root: &Path, out_dir: &Path) {
         std::io::Write::write_all(&mut gz, &bytes).expect("gzip");
         let gz_file = compressed.join(format!("{}.gz", file.file_name().expect("a file name").to_string_lossy()));
         std::fs::write(&gz_file, gz.finish().expect("gzip")).expect("write the gzip copy");
+        // The entity tag: SipHash of the bytes (stable for one toolchain, which is all a cache needs).
+        let mut hasher = std::hash::DefaultHasher::new();
+        std::hash::Hash::hash(&bytes, &mut hasher);
+        let etag = format!("\"{:016x}\"", std::hash::Hasher::finish(&hasher));
         generated.push_str(&format!(
-            "    imfree_relay::config::WebAsset {{ path: {path:?}, content_type: {content_type:?}, bytes: include_bytes!({file:?}), gzip: include_bytes!({gz:?}) }},\n",
+            "    imfree_relay::config::WebAsset {{ path: {path:?}, content_type: {content_type:?}, bytes: include_bytes!({file:?}), gzip: include_bytes!({gz:?}), etag: {etag:?} }},\n",
             file = file.display().to_string(),
             gz = gz_file.display().to_string(),
         ));

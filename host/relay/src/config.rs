@@ -92,6 +92,8 @@ pub struct WebAsset {
     pub bytes: &'static [u8],
     /// The same, gzip-compressed, served to browsers that accept it (the engine shrinks to about a third).
     pub gzip: &'static [u8],
+    /// Its entity tag (a hash of the bytes, quoted), so that a reload revalidates instead of downloading again.
+    pub etag: &'static str,
 }
 
 /// TLS settings.

@@ -37,35 +37,59 @@ async fn web_asset(State(state): State<Arc<RelayState>>, uri: axum::http::Uri, h
     let Some(asset) = asset else {
         return (StatusCode::NOT_FOUND, "not found\n").into_response();
     };
-    let gzip = !asset.gzip.is_empty()
-        && headers
-            .get_all(header::ACCEPT_ENCODING)
+    let gzip = !asset.gzip.is_empty() && accepts_gzip(&headers);
+    let tag = asset.etag.trim_matches('"');
+    let etag = (!tag.is_empty()).then(|| if gzip { format!("\"gz-{tag}\"") } else { format!("\"{tag}\"") });
+    let fresh = etag.as_deref().is_some_and(|etag| {
+        headers
+            .get_all(header::IF_NONE_MATCH)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
-            .any(|coding| coding.split(';').next().is_some_and(|c| c.trim().eq_ignore_ascii_case("gzip")));
-    let mut response = (
-        [
-            (header::CONTENT_TYPE, asset.content_type),
-            (
-                header::CONTENT_SECURITY_POLICY,
-                "default-src 'none'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self'; img-src 'self' data: blob:; \
-                 connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
-            ),
-            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-            (header::REFERRER_POLICY, "no-referrer"),
-            (header::X_FRAME_OPTIONS, "DENY"),
-            // The page and its engine change with the binary: revalidate, never serve a stale mix.
-            (header::CACHE_CONTROL, "no-cache"),
-            (header::VARY, "accept-encoding"),
-        ],
-        if gzip { asset.gzip } else { asset.bytes },
-    )
-        .into_response();
-    if gzip {
-        response.headers_mut().insert(header::CONTENT_ENCODING, axum::http::HeaderValue::from_static("gzip"));
+            .any(|t| t.trim() == etag || t.trim() == "*")
+    });
+    let mut response = if fresh {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        (
+            [(header::CONTENT_TYPE, asset.content_type)],
+            if gzip { asset.gzip } else { asset.bytes },
+        )
+            .into_response()
+    };
+    let out = response.headers_mut();
+    for (name, value) in [
+        (
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'none'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self'; img-src 'self' data: blob:; \
+             connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+        ),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::REFERRER_POLICY, "no-referrer"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        // The page and its engine change with the binary: always revalidate (cheap, by entity tag).
+        (header::CACHE_CONTROL, "no-cache"),
+        (header::VARY, "accept-encoding"),
+    ] {
+        out.insert(name, axum::http::HeaderValue::from_static(value));
+    }
+    if let Some(Ok(tag)) = etag.as_deref().map(axum::http::HeaderValue::from_str) {
+        out.insert(header::ETAG, tag);
+    }
+    if gzip && !fresh {
+        out.insert(header::CONTENT_ENCODING, axum::http::HeaderValue::from_static("gzip"));
     }
     response
+}
+
+/// Whether `Accept-Encoding` allows gzip (`gzip`, or `*`, with a quality above zero).
+fn accepts_gzip(headers: &HeaderMap) -> bool {
+    headers.get_all(header::ACCEPT_ENCODING).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).any(|coding| {
+        let mut parts = coding.split(';').map(str::trim);
+        let name = parts.next().unwrap_or("");
+        let quality = parts.find_map(|p| p.strip_prefix("q=")).map_or(1.0, |q| q.parse::<f32>().unwrap_or(0.0));
+        (name.eq_ignore_ascii_case("gzip") || name == "*") && quality > 0.0
+    })
 }
 
 async fn healthz(State(state): State<Arc<RelayState>>) -> Response {
@@ -184,4 +208,26 @@ async fn plugin_http(
     out.insert(header::X_CONTENT_TYPE_OPTIONS, axum::http::HeaderValue::from_static("nosniff"));
     out.insert(header::REFERRER_POLICY, axum::http::HeaderValue::from_static("no-referrer"));
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(value: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::ACCEPT_ENCODING, value.parse().expect("header"));
+        h
+    }
+
+    #[test]
+    fn gzip_is_chosen_only_when_accepted() {
+        assert!(accepts_gzip(&with("gzip, deflate, br")));
+        assert!(accepts_gzip(&with("br;q=1.0, GZIP;q=0.5")));
+        assert!(accepts_gzip(&with("*")));
+        assert!(!accepts_gzip(&with("gzip;q=0")));
+        assert!(!accepts_gzip(&with("br, deflate")));
+        assert!(!accepts_gzip(&with("gzip;q=nonsense")));
+        assert!(!accepts_gzip(&HeaderMap::new()));
+    }
 }

@@ -65,8 +65,13 @@ fn the_relay_serves_the_web_client_with_a_strict_policy_and_compressed() {
     assert!(head.contains("content-encoding: gzip") && head.contains("vary: accept-encoding"), "{head}");
     assert!(gzip < plain, "gzip {gzip} ≥ plain {plain}");
     eprintln!("web client engine: {plain} bytes, {gzip} gzip-compressed");
-    let (js, _, _) = fetch(&format!("{base}/imfree_web.js"), &[]);
+    let (js, head, _) = fetch(&format!("{base}/imfree_web.js"), &[]);
     assert_eq!(js, 200);
+    // A reload revalidates by entity tag: nothing is sent again while the file is the same.
+    let etag = head.lines().find_map(|l| l.strip_prefix("etag: ")).expect("an etag").trim().to_owned();
+    let (status, _, size) = fetch(&format!("{base}/imfree_web.js"), &[&format!("If-None-Match: {etag}")]);
+    assert_eq!((status, size), (304, 0));
+    assert_eq!(fetch(&format!("{base}/imfree_web.js"), &["If-None-Match: \"other\""]).0, 200);
     assert_eq!(fetch(&format!("{base}/no-such-file.js"), &[]).0, 404);
     assert_eq!(fetch(&format!("{base}/../Cargo.toml"), &[]).0, 404);
 
