@@ -139,7 +139,11 @@ async function main() {
     await b.page.click('#conversations li[data-peer="alice"]');
     await message(b.page, `${CANARY}-edited`).locator('.reactions button:text("🎉 1")').waitFor(WAIT);
     await message(b.page, `${CANARY}-reply`).waitFor(WAIT);
-    step('bob, reloaded, still sends and receives');
+    step('bob, reloaded, sees alice typing, then still sends and receives');
+    await a.page.fill('#text', 'typing');
+    await a.page.dispatchEvent('#text', 'input');
+    await b.page.waitForSelector('#typing:text("alice is typing")', WAIT);
+    await a.page.fill('#text', '');
     await send(b.page, `Back again ${CANARY}-back`);
     await message(a.page, `${CANARY}-back`).waitFor(WAIT);
 
