@@ -397,6 +397,7 @@ $('composer').addEventListener('submit', async (e) => {
   state.replyTo = null;
   $('reply-bar').hidden = true;
   try { state.client.typing(state.peer, false); } catch (_) { /* offline */ }
+  state.lastTyping = 0; // "stopped" was just said: the next keystroke says "typing" again at once
   try {
     await state.client.send(state.peer, text, replyTo === null ? undefined : replyTo);
   } catch (err) {
