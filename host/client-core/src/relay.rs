@@ -6,7 +6,7 @@
 use imfree_crypto::device::DeviceKeys;
 use imfree_crypto::noise::{IkInitiator, NoiseError, Transport, XxInitiator};
 use imfree_proto::auth::{IkAuth, XxAuth, XxOp, device_binding_message};
-use imfree_proto::{ErrorCode, Frame, FrameBody, Limits, PROTOCOL_VERSION, Payload};
+use imfree_proto::{ErrorCode, Frame, FrameBody, Limits, PROTOCOL_VERSION, Payload, Welcome};
 use zeroize::Zeroizing;
 
 use crate::ClientError;
@@ -142,6 +142,15 @@ pub fn handshake_text(text: &str) -> ClientError {
     match Frame::decode(text.as_bytes(), &Limits::default()) {
         Ok(Frame { body: FrameBody::Error(e), .. }) => ClientError::Refused { code: e.code, message: e.message },
         _ => ClientError::Protocol("unexpected text message during the handshake".into()),
+    }
+}
+
+/// The first frame after a handshake: the relay's welcome, or its refusal.
+pub fn welcome(frame: Frame) -> Result<Welcome, ClientError> {
+    match frame.body {
+        FrameBody::Welcome(w) => Ok(w),
+        FrameBody::Error(e) => Err(ClientError::Refused { code: e.code, message: e.message }),
+        other => Err(ClientError::Protocol(format!("expected welcome, got {}", Frame::new(other).type_name()))),
     }
 }
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use imfree_client_core::relay::{Channel, PasswordHandshake, Resume, ResumeHandshake, handshake_text};
 use imfree_crypto::device::DeviceKeys;
-use imfree_proto::{Frame, FrameBody, Limits, Welcome};
+use imfree_proto::{Frame, Limits, Welcome};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
@@ -129,11 +129,7 @@ impl Connection {
     }
 
     async fn expect_welcome(&mut self) -> Result<Welcome, ClientError> {
-        match self.recv().await?.body {
-            FrameBody::Welcome(w) => Ok(w),
-            FrameBody::Error(e) => Err(ClientError::Refused { code: e.code, message: e.message }),
-            other => Err(ClientError::Protocol(format!("expected welcome, got {}", Frame::new(other).type_name()))),
-        }
+        imfree_client_core::relay::welcome(self.recv().await?)
     }
 
     /// Send a frame.

@@ -713,7 +713,7 @@ impl Session<'_> {
                 FrameBody::Error(e) => {
                     if let Some(reference) = &e.reference {
                         // Refused for good: the outbox entry will never be accepted. Transient refusals are retried.
-                        if !matches!(e.code, ErrorCode::RateLimited | ErrorCode::Internal | ErrorCode::ShuttingDown | ErrorCode::StaleDevices) {
+                        if !e.code.is_transient() {
                             store.mark_failed(reference).await?;
                         }
                     }

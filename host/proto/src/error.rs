@@ -166,6 +166,12 @@ impl ErrorCode {
             ErrorCode::ChunkRejected => "chunk_rejected",
         }
     }
+
+    /// A refusal for now, not for good: the relay is busy or going down, or the sender must slow down or encrypt
+    /// again for a changed device list. A client keeps the message queued and sends it again.
+    pub fn is_transient(self) -> bool {
+        matches!(self, ErrorCode::RateLimited | ErrorCode::Internal | ErrorCode::ShuttingDown | ErrorCode::StaleDevices)
+    }
 }
 
 impl std::fmt::Display for ErrorCode {

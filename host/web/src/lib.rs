@@ -40,7 +40,7 @@ use imfree_proto::{
 use rand_core::{OsRng, RngCore};
 use serde::{Deserialize, Serialize};
 use wasm_bindgen::prelude::*;
-use zeroize::{Zeroize, ZeroizeOnDrop};
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use crate::model::{Change, Decoded, Message};
 use crate::socket::{Incoming, Socket};
@@ -162,9 +162,7 @@ fn to_js(e: ClientError) -> JsValue {
         ClientError::NotLoggedIn => "not_logged_in".to_owned(),
         ClientError::IdentityChanged { .. } => "identity_changed".to_owned(),
         ClientError::RelayKeyChanged { .. } => "relay_key_changed".to_owned(),
-        ClientError::Refused { code, .. } => {
-            format!("refused:{}", serde_json::to_value(code).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default())
-        }
+        ClientError::Refused { code, .. } => format!("refused:{}", code.as_str()),
         _ => "error".to_owned(),
     };
     let error = js_sys::Error::new(&e.to_string());
@@ -454,12 +452,17 @@ impl Shared {
                 let (mut channel, m3, relay_key) = handshake.finish(&m2, pin, &keys, &auth, now_ms())?;
                 socket.send(&m3)?;
                 let welcome = expect_welcome(&mut rx, &mut channel).await?;
-                if let Some(account) = self.account.borrow_mut().as_mut() {
+                // What the relay said about this device is kept (sealed) before the connection is used.
+                let record = {
+                    let mut account = self.account.borrow_mut();
+                    let account = account.as_mut().ok_or(ClientError::NotLoggedIn)?;
                     account.user.clone_from(&welcome.user);
                     account.device.clone_from(&welcome.device);
                     account.token.clone_from(&welcome.token);
                     account.relay_key = hex::encode(relay_key);
-                }
+                    Zeroizing::new(serde_json::to_vec(&*account).map_err(|e| ClientError::Store(e.to_string()))?)
+                };
+                self.store.put(vec![("account".to_owned(), Some(record.as_slice()))]).await?;
                 (channel, welcome)
             }
             None => {
@@ -475,12 +478,6 @@ impl Shared {
                 (channel, welcome)
             }
         };
-        if self.account.borrow().as_ref().is_some_and(|a| !a.user.is_empty()) {
-            let account = self.account.borrow_mut().take().ok_or(ClientError::NotLoggedIn)?;
-            let saved = self.store.put_json("account", &account).await;
-            *self.account.borrow_mut() = Some(account);
-            saved?;
-        }
         let generation = self.generation.get() + 1;
         self.generation.set(generation);
         *self.link.borrow_mut() = Some(Link { socket, channel });
@@ -822,12 +819,17 @@ impl Shared {
     ) -> Result<String, ClientError> {
         let (me, _) = self.me()?;
         let id = new_id();
-        let out = Outgoing { id: id.clone(), to: to.to_owned(), content: content.encode(), refers: content.refers, peer_message: None };
+        let out = Outgoing {
+            id: id.clone(),
+            to: to.to_owned(),
+            content: content.encode(),
+            refers: content.refers,
+            peer_message: text.is_some().then(|| id.clone()),
+        };
         {
             let _guard = self.work.lock().await;
             self.store.begin();
             let written = async {
-                let mut out = out;
                 if let Some(text) = text {
                     let message = Message {
                         id: id.clone(),
@@ -845,7 +847,6 @@ impl Shared {
                         read: true,
                     };
                     self.store.put_json(&msg_key(to, &id), &message).await?;
-                    out.peer_message = Some(id.clone());
                 }
                 if let Some(change) = change {
                     self.apply_change(to, &me, &id, change.clone()).await?;
@@ -860,9 +861,7 @@ impl Shared {
             }
         }
         self.emit(serde_json::json!({"type": "changed", "peer": to}));
-        if self.link.borrow().is_some()
-            && let Some(out) = self.store.get_json::<Outgoing>(&format!("out/{id}")).await?
-        {
+        if self.link.borrow().is_some() {
             match self.deliver(&out).await {
                 // Queued: it goes out at the next connection.
                 Ok(()) | Err(ClientError::Io(_)) => {}
@@ -941,7 +940,7 @@ impl Shared {
                         sleep(e.retry_after_ms.unwrap_or(200).min(5000) as i32).await;
                     }
                     ErrorCode::StaleDevices => {} // a device list changed: encrypt again
-                    ErrorCode::Internal | ErrorCode::ShuttingDown => {
+                    code if code.is_transient() => {
                         return Err(ClientError::Io(format!("the relay could not take the message now ({}); it stays queued", e.message)));
                     }
                     code => {
@@ -1120,10 +1119,6 @@ async fn expect_welcome(rx: &mut mpsc::UnboundedReceiver<Incoming>, channel: &mu
             Some(Incoming::Closed(reason)) => return Err(ClientError::Io(format!("the relay closed the connection: {reason}"))),
             None => return Err(ClientError::Io("the relay closed the connection".into())),
         };
-        return match frame.body {
-            FrameBody::Welcome(w) => Ok(w),
-            FrameBody::Error(e) => Err(ClientError::Refused { code: e.code, message: e.message }),
-            other => Err(ClientError::Protocol(format!("expected welcome, got {}", Frame::new(other).type_name()))),
-        };
+        return imfree_client_core::relay::welcome(frame);
     }
 }
